@@ -1,0 +1,45 @@
+"""Distributed Qiskit Aer job sets over Celery and Redis.
+
+::
+
+    from qiskit_aer import AerSimulator
+    from jobset import CeleryExecutor, run
+
+    job = run(AerSimulator(), circuits, executor=CeleryExecutor(), max_job_size=10,
+              shots=4000, seed_simulator=7)
+    job.status(); job.result(); job.cancel()
+"""
+
+from .errors import (
+    ConfigurationError,
+    DecodeError,
+    InvalidInputError,
+    JobSetError,
+    JobSetFailedError,
+    JobSetStateError,
+    JobSetTimeoutError,
+    SecurityError,
+    SubJobFailure,
+)
+from .executors import CeleryExecutor
+from .jobset import AerJobSet, SubJob
+from .settings import Settings
+from .simulator import DistributedAerSimulator, run
+
+__all__ = [
+    "AerJobSet",
+    "CeleryExecutor",
+    "ConfigurationError",
+    "DecodeError",
+    "DistributedAerSimulator",
+    "InvalidInputError",
+    "JobSetError",
+    "JobSetFailedError",
+    "JobSetStateError",
+    "JobSetTimeoutError",
+    "SecurityError",
+    "Settings",
+    "SubJob",
+    "SubJobFailure",
+    "run",
+]

@@ -1,0 +1,76 @@
+"""Signed envelopes for everything that crosses Redis.
+
+Circuits with Aer save instructions, Kraus noise models, ``from_backend`` targets and
+Aer results only round-trip exactly through pickle, and pickle read from Redis is code
+execution for whoever can write to Redis.  So every payload is wrapped as::
+
+    MAGIC (4 bytes) | flags (1 byte) | HMAC-SHA256 (32 bytes) | body
+
+The MAC covers a *context* (the Redis key the payload is stored under), the flags and
+the body, so a payload cannot be altered, forged without the key, or moved to another
+key.  Nothing is unpickled before the MAC is checked.  Large bodies are zlib-compressed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import pickle
+import zlib
+from typing import Any
+
+from .errors import DecodeError, SecurityError
+
+MAGIC = b"AJS1"
+_FLAG_ZLIB = 0x01
+_MAC_SIZE = hashlib.sha256().digest_size
+_HEADER_SIZE = len(MAGIC) + 1 + _MAC_SIZE
+COMPRESS_ABOVE_BYTES = 64 * 1024
+
+
+def _mac(key: bytes, context: str, flags: int, body: bytes) -> bytes:
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    mac.update(context.encode())
+    mac.update(b"\x00")
+    mac.update(bytes([flags]))
+    mac.update(body)
+    return mac.digest()
+
+
+def dumps(obj: Any, *, key: bytes, context: str) -> bytes:
+    """Pickle ``obj`` and sign it for ``context`` with ``key``."""
+    if not key:
+        raise SecurityError("refusing to sign with an empty key")
+    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    flags = 0
+    if len(body) > COMPRESS_ABOVE_BYTES:
+        body = zlib.compress(body, 1)
+        flags |= _FLAG_ZLIB
+    return MAGIC + bytes([flags]) + _mac(key, context, flags, body) + body
+
+
+def loads(blob: bytes | None, *, key: bytes, context: str) -> Any:
+    """Verify the signature of ``blob`` for ``context``, then unpickle it.
+
+    Raises :class:`SecurityError` when the signature does not match (wrong key, altered
+    bytes, payload moved from another key) and :class:`DecodeError` when ``blob`` is not
+    an envelope of this protocol at all.
+    """
+    if blob is None:
+        raise DecodeError(f"no payload stored at {context}")
+    if len(blob) < _HEADER_SIZE or not blob.startswith(MAGIC):
+        raise DecodeError(f"payload at {context} is not a signed envelope (protocol {MAGIC!r})")
+    flags = blob[len(MAGIC)]
+    mac = blob[len(MAGIC) + 1 : _HEADER_SIZE]
+    body = blob[_HEADER_SIZE:]
+    if not hmac.compare_digest(mac, _mac(key, context, flags, body)):
+        raise SecurityError(
+            f"payload at {context} failed its signature check: it was altered, forged, or "
+            "signed with another JOBSET_SECRET_KEY"
+        )
+    try:
+        if flags & _FLAG_ZLIB:
+            body = zlib.decompress(body)
+        return pickle.loads(body)
+    except Exception as e:
+        raise DecodeError(f"payload at {context} is signed but cannot be decoded: {e}") from e

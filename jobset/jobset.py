@@ -1,0 +1,303 @@
+"""``AerJobSet``: a set of sub-jobs that reads as one ``qiskit.providers.JobV1``.
+
+It keeps qiskit-aer 0.14's constructor and methods, and fixes what that one got wrong:
+``status()`` with no argument is the aggregate (so ``done()``, ``running()``,
+``wait_for_final_state()`` work), ``worker()`` gives the sub-job index, ``worker_results``
+takes an int, failed experiments count as failures, one deadline covers a whole wait,
+and split shots keep their remainder.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from qiskit.circuit import QuantumCircuit
+from qiskit.providers import JobStatus, JobV1
+from qiskit.result import Result
+
+from .errors import (
+    InvalidInputError,
+    JobSetFailedError,
+    JobSetStateError,
+    JobSetTimeoutError,
+    SubJobFailure,
+)
+from .executors import CeleryExecutor, FuturesRun, SubJobState, Submission
+from .merge import merge_results
+from .plan import Plan, SubBatch, plan_from_sub_batches
+from .status import FINAL, aggregate_status
+
+_WAIT_POLL_START_S = 0.02
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+class AerJobSet(JobV1):
+    """A job set: ``experiments`` (the planner's sub-batches) run by ``fn`` on ``executor``.
+
+    ``executor`` is a :class:`~jobset.executors.CeleryExecutor`, or any
+    ``concurrent.futures.Executor`` (then ``fn(sub_batch)`` runs each sub-batch locally, and
+    ``cancel()`` can only drop sub-jobs that have not started: a pool cannot stop a
+    running function).  With Celery, the worker task named in :mod:`jobset.protocol` does
+    the work and ``cancel()`` also stops running sub-jobs.
+    """
+
+    version = 1
+
+    def __init__(
+        self,
+        backend: Any,
+        job_id: str,
+        fn: Callable[[SubBatch], Result] | None,
+        experiments: Sequence[SubBatch],
+        executor: Any = None,
+        *,
+        plan: Plan | None = None,
+    ) -> None:
+        super().__init__(backend, job_id)
+        self._fn = fn
+        self._experiments = list(experiments)
+        self._executor = executor
+        self._plan = plan if plan is not None else plan_from_sub_batches(self._experiments)
+        self._submission: Submission | None = None
+        self._submitted_at: float | None = None
+        self._finished_at: float | None = None
+
+    # ------------------------------------------------------------------ submission
+
+    def submit(self) -> None:
+        """Publish every sub-job; a set is submitted once."""
+        if self._submission is not None:
+            raise JobSetStateError(f"job set {self._job_id} was already submitted")
+        executor = self._executor
+        self._submitted_at = time.monotonic()
+        if isinstance(executor, CeleryExecutor):
+            self._submission = executor.publish(self._job_id, self._backend, self._experiments)
+        elif isinstance(executor, cf.Executor):
+            if self._fn is None:
+                raise InvalidInputError("a concurrent.futures executor needs fn")
+            self._submission = FuturesRun(executor, self._fn, self._experiments)
+        else:
+            raise InvalidInputError(
+                "executor must be a CeleryExecutor or a concurrent.futures.Executor, "
+                f"got {type(executor).__name__}"
+            )
+
+    def _require_submitted(self) -> Submission:
+        if self._submission is None:
+            raise JobSetStateError(f"job set {self._job_id} has not been submitted")
+        return self._submission
+
+    def executor(self) -> Any:
+        """The executor the sub-jobs run on."""
+        return self._executor
+
+    @property
+    def plan(self) -> Plan:
+        """The split: sub-batches, experiments, shot chunks and the recorded seed."""
+        return self._plan
+
+    # ------------------------------------------------------------------ status
+
+    def _states(self) -> list[SubJobState]:
+        states = self._require_submitted().states()
+        if self._finished_at is None and all(s.status in FINAL for s in states):
+            self._finished_at = time.monotonic()
+        return states
+
+    def status(self, worker: int | Iterable[int] | None = None) -> Any:
+        """The set's aggregate status; ``status(k)`` is sub-job k's, an iterable gives a list."""
+        if self._submission is None:
+            return JobStatus.INITIALIZING
+        states = self._states()
+        if worker is None:
+            return aggregate_status(
+                (s.status for s in states), cancelled=self._submission.cancelled
+            )
+        if isinstance(worker, Iterable):
+            return [states[self._sub_job_index(k)].status for k in worker]
+        return states[self._sub_job_index(worker)].status
+
+    def progress(self) -> dict[str, int]:
+        """How many sub-jobs are in each state, by ``JobStatus`` name."""
+        counts = Counter(s.status.name for s in self._states())
+        return dict(counts)
+
+    def wait_for_final_state(
+        self,
+        timeout: float | None = None,
+        wait: float = 5,
+        callback: Callable[[str, JobStatus, AerJobSet], None] | None = None,
+    ) -> None:
+        """Wait until the set is final, polling at most every ``wait`` seconds.
+
+        ``callback(job_id, status, job)`` is called on every poll.  Raises
+        :class:`~jobset.errors.JobSetTimeoutError` (a ``JobTimeoutError``) past ``timeout``.
+        """
+        deadline = _deadline(timeout)
+        delay = min(_WAIT_POLL_START_S, wait)
+        while True:
+            status = self.status()
+            if callback is not None:
+                callback(self._job_id, status, self)
+            if status in FINAL:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobSetTimeoutError(f"job set {self._job_id} not final after {timeout} s")
+            pause = delay if deadline is None else min(delay, deadline - time.monotonic())
+            time.sleep(max(0.0, pause))
+            delay = min(delay * 1.5, wait)
+
+    def cancel(self) -> bool:
+        """Cancel the set; returns at once, False when it was already final.
+
+        With Celery: queued sub-jobs are dropped, running ones stopped, and a durable mark
+        in Redis makes the cancel hold even for workers that were offline when it was sent.
+        With a ``concurrent.futures`` executor only sub-jobs not yet started are dropped.
+        """
+        submission = self._require_submitted()
+        if self.status() in FINAL:
+            return False
+        submission.cancel()
+        return True
+
+    # ------------------------------------------------------------------ results
+
+    def _failures(self, states: Sequence[SubJobState]) -> list[SubJobFailure]:
+        task_ids = self._require_submitted().task_ids
+        return [
+            SubJobFailure(i, task_ids[i], s.status.name, s.message)
+            for i, s in enumerate(states)
+            if s.status is not JobStatus.DONE
+        ]
+
+    def result(self, timeout: float | None = None, *, partial: bool = False) -> Result:
+        """The merged ``Result`` of every sub-job, experiments in input order.
+
+        One deadline covers the whole wait.  If any sub-job failed or was cancelled this
+        raises :class:`~jobset.errors.JobSetFailedError` listing each; with
+        ``partial=True`` it returns every experiment in its place instead, the failed ones
+        ``success=False`` with the error in their ``status``.
+        """
+        submission = self._require_submitted()
+        everything = range(len(self._experiments))
+        submission.wait(everything, _deadline(timeout))
+        states = self._states()
+        failures = self._failures(states)
+        if failures and not partial:
+            raise JobSetFailedError(self._job_id, failures)
+        results = submission.results(
+            i for i, s in enumerate(states) if s.status is not JobStatus.CANCELLED
+        )
+        assert self._submitted_at is not None and self._finished_at is not None
+        return merge_results(
+            self._plan,
+            results,
+            job_id=self._job_id,
+            time_taken=self._finished_at - self._submitted_at,
+            failures={f.index: f"{f.status}: {f.message}" for f in failures},
+        )
+
+    def worker_results(self, worker: int | Iterable[int], timeout: float | None = None) -> Result:
+        """The Result of sub-job ``worker`` alone; an iterable gives those, merged in order."""
+        indices = (
+            [self._sub_job_index(k) for k in worker]
+            if isinstance(worker, Iterable)
+            else [self._sub_job_index(worker)]
+        )
+        submission = self._require_submitted()
+        states = submission.wait(indices, _deadline(timeout))
+        failures = [f for f in self._failures(states) if f.index in indices]
+        if failures:
+            raise JobSetFailedError(self._job_id, failures)
+        results = submission.results(indices)
+        if len(indices) == 1:
+            return results[indices[0]]
+        first = results[indices[0]]
+        return Result(
+            backend_name=first.backend_name,
+            backend_version=first.backend_version,
+            job_id=self._job_id,
+            success=all(results[i].success for i in indices),
+            results=[exp for i in indices for exp in results[i].results],
+            date=first.date,
+            status=first.status,
+            header=first.header,
+        )
+
+    # ------------------------------------------------------------------ lookup
+
+    def _sub_job_index(self, k: Any) -> int:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(self._experiments):
+            raise InvalidInputError(
+                f"no sub-job {k!r}: this set has sub-jobs 0..{len(self._experiments) - 1}"
+            )
+        return k
+
+    def _experiment_index(self, experiment: Any) -> int:
+        """An experiment given by index, by name, or by the circuit object itself."""
+        refs = self._plan.experiments
+        if isinstance(experiment, int) and not isinstance(experiment, bool):
+            if 0 <= experiment < len(refs):
+                return experiment
+        elif isinstance(experiment, QuantumCircuit):
+            for batch in self._experiments:
+                for pos, circuit in enumerate(batch.circuits):
+                    if circuit is experiment:
+                        offset = sum(batch.experiment_counts()[:pos])
+                        return batch.experiments[offset]
+            return self._experiment_index(experiment.name)
+        elif isinstance(experiment, str):
+            for ref in refs:
+                if ref.name == experiment:
+                    return ref.index
+        raise InvalidInputError(f"no experiment {experiment!r} in job set {self._job_id}")
+
+    def worker(self, experiment: Any) -> int | list[int]:
+        """Index of the sub-job that holds ``experiment``; a list when its shots were split."""
+        pairs = self._plan.experiment_sub_jobs()[self._experiment_index(experiment)]
+        return pairs[0][0] if len(pairs) == 1 else [k for k, _ in pairs]
+
+    def job(self, experiment: Any) -> Any:
+        """``(sub_job, index_inside_it)`` for ``experiment``; a list of them when shot-split."""
+        pairs = self._plan.experiment_sub_jobs()[self._experiment_index(experiment)]
+        found = [(self.worker_job(k), pos) for k, pos in pairs]
+        return found[0] if len(found) == 1 else found
+
+    def worker_job(self, worker: int | Iterable[int]) -> Any:
+        """Sub-job ``worker`` as a ``JobV1`` (its ``job_id()`` is the task id); a list for many."""
+        if isinstance(worker, Iterable):
+            return [SubJob(self, self._sub_job_index(k)) for k in worker]
+        return SubJob(self, self._sub_job_index(worker))
+
+
+class SubJob(JobV1):
+    """One sub-job of a set, as a ``JobV1``; its ``job_id()`` is its Celery task id."""
+
+    version = 1
+
+    def __init__(self, jobset: AerJobSet, index: int) -> None:
+        super().__init__(jobset.backend(), jobset._require_submitted().task_ids[index])
+        self._jobset = jobset
+        self.index = index
+
+    def submit(self) -> None:
+        raise JobSetStateError("a sub-job is submitted by its job set")
+
+    def status(self) -> JobStatus:
+        return self._jobset.status(self.index)
+
+    def result(self, timeout: float | None = None) -> Result:
+        return self._jobset.worker_results(self.index, timeout)
+
+    def cancel(self) -> bool:
+        if self.status() in FINAL:
+            return False
+        self._jobset._require_submitted().cancel([self.index])
+        return True

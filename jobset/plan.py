@@ -1,0 +1,316 @@
+"""Pure planning: circuits and shots -> sub-batches, with their seeds.
+
+No I/O here.  An *experiment* is what Aer numbers: a circuit with ``k`` parameter binds
+is ``k`` experiments, in input order.  Experiments are cut into blocks of
+``max_job_size``; with ``max_shot_size`` each block is also cut into shot chunks (the
+remainder kept as a last, smaller chunk).  One block x one chunk is one sub-batch.
+
+Seeds.  Aer gives experiment ``i`` of a run the seed ``seed_simulator + 2113 * i``.  A
+sub-batch starting at experiment ``e0`` therefore runs with ``seed + 2113 * e0`` and gives
+exactly what the unsplit run gives.  Shot chunk ``c`` of a split experiment runs with
+``chunk_seed(seed, c) + 2113 * e``: derived from (seed, experiment, chunk), the same for
+every ``max_job_size`` and worker count, and never shared between chunks.  With one chunk
+the seed is the unsplit one.  Without ``seed_simulator`` a base seed is drawn at planning
+time and recorded in the plan, so any run can be reproduced.
+
+The automatic ``max_job_size`` (:func:`auto_job_size`) aims at ``SUB_JOBS_PER_SLOT`` sub-jobs
+per worker slot: enough to spread the set over every slot and absorb stragglers, few
+enough to keep per-message overhead small.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from qiskit.circuit import ControlFlowOp, QuantumCircuit
+
+from .errors import InvalidInputError
+
+SEED_STRIDE = 2113
+MAX_SEED = 2**63 - 1
+SUB_JOBS_PER_SLOT = 2
+_DRAWN_SEED_BOUND = 2**31
+
+
+@dataclass(frozen=True)
+class ExperimentRef:
+    """One Aer experiment of the set, in input order."""
+
+    index: int
+    circuit: int
+    bind: int | None
+    name: str
+
+
+@dataclass(frozen=True)
+class SubBatch:
+    """One sub-job's work: what one ``AerSimulator.run`` call on a worker executes.
+
+    ``experiments`` are the global indices of the experiments it produces, in the order
+    Aer returns them; ``chunk`` is the shot chunk (0 when shots are not split).
+    """
+
+    index: int
+    circuits: tuple[QuantumCircuit, ...]
+    parameter_binds: tuple[dict[Any, list[Any]], ...] | None
+    experiments: tuple[int, ...]
+    chunk: int
+    shots: int
+    seed_simulator: int
+    run_options: Mapping[str, Any] = field(default_factory=dict)
+    base_seed: int = 0
+    seed_drawn: bool = False
+
+    def experiment_counts(self) -> list[int]:
+        """Experiments each circuit of this batch makes (its number of binds, else 1)."""
+        if self.parameter_binds is None:
+            return [1] * len(self.circuits)
+        return [len(next(iter(b.values()), [None])) for b in self.parameter_binds]
+
+    def experiment_names(self) -> list[str]:
+        """Names of this batch's experiments, in the order Aer returns them."""
+        return [
+            c.name
+            for c, n in zip(self.circuits, self.experiment_counts(), strict=True)
+            for _ in range(n)
+        ]
+
+    def run_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``AerSimulator.run(self.circuits, **kwargs)``."""
+        kwargs = dict(self.run_options)
+        kwargs["shots"] = self.shots
+        kwargs["seed_simulator"] = self.seed_simulator
+        if self.parameter_binds is not None:
+            kwargs["parameter_binds"] = [dict(b) for b in self.parameter_binds]
+        return kwargs
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The split of a set: its sub-batches and what to merge them back into."""
+
+    sub_batches: tuple[SubBatch, ...]
+    experiments: tuple[ExperimentRef, ...]
+    chunk_shots: tuple[int, ...]
+    shots: int
+    seed_simulator: int
+    seed_drawn: bool
+
+    def experiment_sub_jobs(self) -> list[list[tuple[int, int]]]:
+        """For each experiment, its ``(sub_job, index_inside_it)`` pairs in chunk order."""
+        pairs: list[list[tuple[int, int]]] = [[] for _ in self.experiments]
+        for batch in sorted(self.sub_batches, key=lambda b: b.chunk):
+            for pos, exp in enumerate(batch.experiments):
+                pairs[exp].append((batch.index, pos))
+        return pairs
+
+
+def auto_job_size(n_experiments: int, slots: int, n_chunks: int = 1) -> int:
+    """Experiments per sub-job when the caller gave none.
+
+    Rule: aim at ``SUB_JOBS_PER_SLOT * slots`` sub-jobs in all, counting shot chunks, so
+    every worker slot gets work and no sub-job is much longer than another; never fewer
+    experiments than one per sub-job.
+    """
+    target = max(1, SUB_JOBS_PER_SLOT * max(1, slots))
+    blocks = max(1, math.ceil(target / max(1, n_chunks)))
+    return max(1, math.ceil(n_experiments / blocks))
+
+
+def chunk_seed(seed: int, chunk: int, n_chunks: int) -> int:
+    """Base seed of shot chunk ``chunk``: the set's seed when shots are not split."""
+    if n_chunks == 1:
+        return seed
+    state = np.random.SeedSequence(entropy=seed, spawn_key=(chunk,)).generate_state(2, np.uint32)
+    # 62 bits leave room for + 2113 * experiment below Aer's signed 64-bit seed.
+    return int((int(state[0]) << 32 | int(state[1])) >> 2)
+
+
+def shot_chunks(shots: int, max_shot_size: int | None) -> tuple[int, ...]:
+    """Shots per chunk, the remainder kept as a last smaller chunk."""
+    if max_shot_size is None or max_shot_size >= shots:
+        return (shots,)
+    full, rest = divmod(shots, max_shot_size)
+    return (max_shot_size,) * full + ((rest,) if rest else ())
+
+
+def _positive_int(name: str, value: Any, *, optional: bool) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _as_circuits(circuits: Any) -> list[QuantumCircuit]:
+    if isinstance(circuits, QuantumCircuit):
+        return [circuits]
+    if isinstance(circuits, (str, bytes)) or not isinstance(circuits, Iterable):
+        raise InvalidInputError(
+            f"circuits must be a QuantumCircuit or a list of them, got {type(circuits).__name__}"
+        )
+    out = list(circuits)
+    if not out:
+        raise InvalidInputError("circuits is empty: nothing to run")
+    for i, c in enumerate(out):
+        if not isinstance(c, QuantumCircuit):
+            raise InvalidInputError(f"circuits[{i}] is a {type(c).__name__}, not a QuantumCircuit")
+    return out
+
+
+def _bind_counts(
+    circuits: Sequence[QuantumCircuit], parameter_binds: Any
+) -> tuple[list[dict[Any, list[Any]]] | None, list[int]]:
+    if parameter_binds is None:
+        return None, [1] * len(circuits)
+    if isinstance(parameter_binds, Mapping):
+        parameter_binds = [parameter_binds]
+    binds = list(parameter_binds)
+    if len(binds) != len(circuits):
+        raise InvalidInputError(
+            f"parameter_binds has {len(binds)} entries for {len(circuits)} circuits"
+        )
+    normalized: list[dict[Any, list[Any]]] = []
+    counts = []
+    for i, bind in enumerate(binds):
+        if not isinstance(bind, Mapping):
+            raise InvalidInputError(f"parameter_binds[{i}] must be a dict, got {bind!r}")
+        values = {p: list(v) for p, v in bind.items()}
+        lengths = {len(v) for v in values.values()}
+        if len(lengths) > 1:
+            raise InvalidInputError(
+                f"parameter_binds[{i}] binds parameters to value lists of different lengths"
+            )
+        n = lengths.pop() if lengths else 1
+        if n < 1:
+            raise InvalidInputError(f"parameter_binds[{i}] has no values")
+        normalized.append(values)
+        counts.append(n)
+    return normalized, counts
+
+
+def has_save_instructions(circuit: QuantumCircuit) -> bool:
+    """True when the circuit holds an Aer save instruction (at any depth of control flow)."""
+    from qiskit_aer.library.save_instructions.save_data import SaveData
+
+    for inst in circuit.data:
+        op = inst.operation
+        if isinstance(op, SaveData):
+            return True
+        if isinstance(op, ControlFlowOp) and any(has_save_instructions(b) for b in op.blocks):
+            return True
+    return False
+
+
+def make_plan(
+    circuits: Any,
+    *,
+    shots: Any,
+    max_job_size: Any = None,
+    max_shot_size: Any = None,
+    seed_simulator: Any = None,
+    parameter_binds: Any = None,
+    run_options: Mapping[str, Any] | None = None,
+    slots: int = 1,
+) -> Plan:
+    """Validate the input and split it into sub-batches; raises before anything is queued."""
+    circs = _as_circuits(circuits)
+    n_shots = _positive_int("shots", shots, optional=False)
+    assert n_shots is not None
+    job_size = _positive_int("max_job_size", max_job_size, optional=True)
+    shot_size = _positive_int("max_shot_size", max_shot_size, optional=True)
+    binds, counts = _bind_counts(circs, parameter_binds)
+
+    experiments: list[ExperimentRef] = []
+    for c, (circuit, k) in enumerate(zip(circs, counts, strict=True)):
+        for b in range(k):
+            bind = b if binds is not None else None
+            experiments.append(ExperimentRef(len(experiments), c, bind, circuit.name))
+
+    chunks = shot_chunks(n_shots, shot_size)
+    if len(chunks) > 1:
+        for i, circuit in enumerate(circs):
+            if has_save_instructions(circuit):
+                raise InvalidInputError(
+                    f"circuit {i} ({circuit.name!r}) has Aer save instructions; their results "
+                    "do not add up over shot chunks, so it cannot be split by max_shot_size"
+                )
+
+    if seed_simulator is None:
+        seed, drawn = secrets.randbelow(_DRAWN_SEED_BOUND), True
+    else:
+        if isinstance(seed_simulator, bool) or not isinstance(seed_simulator, (int, np.integer)):
+            raise InvalidInputError(f"seed_simulator must be an integer, got {seed_simulator!r}")
+        seed, drawn = int(seed_simulator), False
+        if seed < 0 or seed + SEED_STRIDE * len(experiments) > MAX_SEED:
+            raise InvalidInputError(
+                f"seed_simulator must be in [0, 2**63 - 2113 * experiments), got {seed}"
+            )
+
+    size = job_size or auto_job_size(len(experiments), slots, len(chunks))
+    options = dict(run_options or {})
+    batches: list[SubBatch] = []
+    for start in range(0, len(experiments), size):
+        block = experiments[start : start + size]
+        block_circuits, block_binds = _block_payload(circs, binds, block)
+        for c, chunk_n in enumerate(chunks):
+            batches.append(
+                SubBatch(
+                    index=len(batches),
+                    circuits=block_circuits,
+                    parameter_binds=block_binds,
+                    experiments=tuple(e.index for e in block),
+                    chunk=c,
+                    shots=chunk_n,
+                    seed_simulator=chunk_seed(seed, c, len(chunks)) + SEED_STRIDE * start,
+                    run_options=options,
+                    base_seed=seed,
+                    seed_drawn=drawn,
+                )
+            )
+    return Plan(tuple(batches), tuple(experiments), chunks, n_shots, seed, drawn)
+
+
+def _block_payload(
+    circuits: Sequence[QuantumCircuit],
+    binds: Sequence[dict[Any, list[Any]]] | None,
+    block: Sequence[ExperimentRef],
+) -> tuple[tuple[QuantumCircuit, ...], tuple[dict[Any, list[Any]], ...] | None]:
+    """The circuits (and the slice of each one's binds) that produce ``block``."""
+    if binds is None:
+        return tuple(circuits[e.circuit] for e in block), None
+    out_circuits: list[QuantumCircuit] = []
+    out_binds: list[dict[Any, list[Any]]] = []
+    last_circuit = -1
+    for e in block:
+        assert e.bind is not None
+        if e.circuit == last_circuit:
+            for p in out_binds[-1]:
+                out_binds[-1][p].append(binds[e.circuit][p][e.bind])
+            continue
+        last_circuit = e.circuit
+        out_circuits.append(circuits[e.circuit])
+        out_binds.append({p: [v[e.bind]] for p, v in binds[e.circuit].items()})
+    return tuple(out_circuits), tuple(out_binds)
+
+
+def plan_from_sub_batches(batches: Sequence[SubBatch]) -> Plan:
+    """Rebuild the plan of a set from its sub-batches (``AerJobSet``'s historic constructor)."""
+    if not batches:
+        raise InvalidInputError("a job set needs at least one sub-batch")
+    names: dict[int, str] = {}
+    chunk_shots: dict[int, int] = {}
+    for batch in batches:
+        names.update(zip(batch.experiments, batch.experiment_names(), strict=True))
+        chunk_shots[batch.chunk] = batch.shots
+    if sorted(names) != list(range(len(names))):
+        raise InvalidInputError("the sub-batches do not cover experiments 0..n-1")
+    experiments = tuple(ExperimentRef(i, -1, None, names[i]) for i in range(len(names)))
+    shots = tuple(chunk_shots[c] for c in sorted(chunk_shots))
+    first = batches[0]
+    return Plan(tuple(batches), experiments, shots, sum(shots), first.base_seed, first.seed_drawn)

@@ -1,0 +1,87 @@
+"""Names shared by producers and workers: tasks, queues, Redis keys, the message schema.
+
+Both sides import this module and nothing else of each other, so a producer can publish
+by task *name* without importing the worker code (arq's ``constants.py`` does the same).
+
+A sub-job message carries only identifiers (``SubJobRef``); the payloads live in Redis
+under the keys below, each signed (see :mod:`jobset.codec`) and each with a TTL:
+
+``jobset:{id}:backend``      the simulator the set runs on (signed pickle), once per set
+``jobset:{id}:batch:{k}``    sub-job ``k``'s circuits and run options (signed pickle)
+``jobset:{id}:result:{k}``   sub-job ``k``'s ``qiskit.result.Result`` (signed pickle)
+``jobset:{id}:cancelled``    the durable cancel mark, checked by workers before they run
+``jobset:{id}:cancelled:{k}`` the same for sub-job ``k`` alone
+``jobset:worker:{hostname}`` a live worker's capacity, refreshed by a heartbeat
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+RUN_SUB_JOB_TASK = "jobset.run_sub_job"
+DEFAULT_QUEUE = "jobset.cpu"
+GPU_QUEUE = "jobset.gpu"
+
+KEY_PREFIX = "jobset"
+WORKER_KEY_PREFIX = f"{KEY_PREFIX}:worker:"
+WORKER_HEARTBEAT_S = 10.0
+WORKER_TTL_S = 30
+
+
+def backend_key(jobset_id: str) -> str:
+    return f"{KEY_PREFIX}:{jobset_id}:backend"
+
+
+def batch_key(jobset_id: str, index: int) -> str:
+    return f"{KEY_PREFIX}:{jobset_id}:batch:{index}"
+
+
+def result_key(jobset_id: str, index: int) -> str:
+    return f"{KEY_PREFIX}:{jobset_id}:result:{index}"
+
+
+def cancel_key(jobset_id: str) -> str:
+    return f"{KEY_PREFIX}:{jobset_id}:cancelled"
+
+
+def sub_job_cancel_key(jobset_id: str, index: int) -> str:
+    return f"{KEY_PREFIX}:{jobset_id}:cancelled:{index}"
+
+
+def worker_key(hostname: str) -> str:
+    return f"{WORKER_KEY_PREFIX}{hostname}"
+
+
+def task_id(jobset_id: str, index: int) -> str:
+    """The Celery task id of sub-job ``index``: derived, so any process can find it."""
+    return f"{jobset_id}-{index}"
+
+
+@dataclass(frozen=True)
+class SubJobRef:
+    """What a sub-job message carries: short, no payload, no secret (Flower shows it)."""
+
+    jobset_id: str
+    index: int
+    experiments: int
+    version: int = PROTOCOL_VERSION
+
+    def to_kwargs(self) -> dict[str, Any]:
+        return {
+            "jobset_id": self.jobset_id,
+            "index": self.index,
+            "experiments": self.experiments,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> SubJobRef:
+        return cls(
+            jobset_id=str(kwargs["jobset_id"]),
+            index=int(kwargs["index"]),
+            experiments=int(kwargs["experiments"]),
+            version=int(kwargs.get("version", PROTOCOL_VERSION)),
+        )

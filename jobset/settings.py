@@ -1,0 +1,106 @@
+"""Settings, built once at the edge and passed to library code as a parameter.
+
+Only :meth:`Settings.from_env` reads the environment; every other module takes a
+``Settings``.  Durations carry their unit in the name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigurationError
+
+DEFAULT_BROKER_URL = "redis://localhost:6379/0"
+
+ENV_BROKER_URL = "JOBSET_BROKER_URL"
+ENV_RESULT_BACKEND = "JOBSET_RESULT_BACKEND"
+ENV_SECRET_KEY = "JOBSET_SECRET_KEY"
+ENV_RESULT_TTL_S = "JOBSET_RESULT_TTL_S"
+ENV_VISIBILITY_TIMEOUT_S = "JOBSET_VISIBILITY_TIMEOUT_S"
+ENV_AER_THREADS = "JOBSET_AER_THREADS"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the broker and results live, the signing key, and how long things are kept.
+
+    ``secret_key`` signs every payload that crosses Redis; producers and workers must share
+    it.  ``result_ttl_s`` bounds the life of every key the project writes.
+    ``visibility_timeout_s`` must exceed the longest sub-job, or Redis redelivers it while
+    it still runs.  ``aer_threads`` (workers only) is the OpenMP threads per task; ``None``
+    means cores divided by the worker's concurrency.
+    """
+
+    broker_url: str = DEFAULT_BROKER_URL
+    result_backend: str | None = None
+    secret_key: bytes = field(default=b"", repr=False)
+    result_ttl_s: int = 7 * 24 * 3600
+    visibility_timeout_s: int = 6 * 3600
+    aer_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.secret_key, str):
+            object.__setattr__(self, "secret_key", self.secret_key.encode())
+        if not self.secret_key:
+            raise ConfigurationError(
+                f"no secret key: set {ENV_SECRET_KEY} (the same value for producers and workers)"
+            )
+        for name, url in (("broker_url", self.broker_url), ("result_backend", self.backend_url)):
+            if urlsplit(url).scheme not in ("redis", "rediss", "unix", "valkey", "valkeys"):
+                raise ConfigurationError(f"{name} must be a Redis URL, got {redact_url(url)!r}")
+        if self.result_ttl_s < 1 or self.visibility_timeout_s < 1:
+            raise ConfigurationError("result_ttl_s and visibility_timeout_s must be positive")
+        if self.aer_threads is not None and self.aer_threads < 1:
+            raise ConfigurationError("aer_threads must be at least 1")
+
+    @property
+    def backend_url(self) -> str:
+        return self.result_backend or self.broker_url
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from the ``JOBSET_*`` variables; keyword overrides win when not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {
+            "broker_url": env.get(ENV_BROKER_URL) or DEFAULT_BROKER_URL,
+            "result_backend": env.get(ENV_RESULT_BACKEND) or None,
+            "secret_key": env.get(ENV_SECRET_KEY, ""),
+        }
+        for name, var in (
+            ("result_ttl_s", ENV_RESULT_TTL_S),
+            ("visibility_timeout_s", ENV_VISIBILITY_TIMEOUT_S),
+            ("aer_threads", ENV_AER_THREADS),
+        ):
+            if env.get(var):
+                try:
+                    values[name] = int(env[var])
+                except ValueError as e:
+                    raise ConfigurationError(f"{var} must be an integer, got {env[var]!r}") from e
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The ``JOBSET_*`` variables that rebuild these settings in another process."""
+        env = {
+            ENV_BROKER_URL: self.broker_url,
+            ENV_RESULT_BACKEND: self.backend_url,
+            ENV_SECRET_KEY: self.secret_key.decode(),
+            ENV_RESULT_TTL_S: str(self.result_ttl_s),
+            ENV_VISIBILITY_TIMEOUT_S: str(self.visibility_timeout_s),
+        }
+        if self.aer_threads is not None:
+            env[ENV_AER_THREADS] = str(self.aer_threads)
+        return env
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -1,0 +1,1 @@
+"""The worker side: the Celery app (``celery -A workers.app worker``) and its task."""

@@ -1,0 +1,23 @@
+"""The Celery app that workers run: ``celery -A workers.app worker``.
+
+Settings come from the ``JOBSET_*`` environment variables (this module is an edge).  The
+prefork parent only imports; simulators are warmed up and run in the pool children
+(``worker_process_init``), because Aer can hang in a child forked from a parent that
+already simulated (qiskit-aer #1385, #425, #1315).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from jobset.celeryconf import celery_config
+from jobset.settings import Settings
+
+from .lifecycle import Heartbeat
+
+settings = Settings.from_env()
+
+app = Celery("workers", include=["workers.tasks"])
+app.config_from_object(celery_config(settings))
+app.conf.jobset_settings = settings
+app.steps["worker"].add(Heartbeat)
