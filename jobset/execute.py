@@ -6,6 +6,7 @@ import copy
 import os
 from typing import Any
 
+from qiskit import QuantumCircuit
 from qiskit.result import Result
 
 from .plan import SubBatch
@@ -48,7 +49,16 @@ def run_sub_batch(backend: Any, batch: SubBatch, *, threads: int | None = None) 
             "max_parallel_threads", 0
         )
         kwargs["max_parallel_threads"] = min(requested, threads) if requested else threads
-    return backend.run(list(batch.circuits), **kwargs).result()
+    circuits = list(batch.circuits)
+    if batch.pad_clbits:
+        # Last, so every real experiment keeps its seed; see jobset.plan on pad_clbits.
+        circuits.append(QuantumCircuit(1, batch.pad_clbits, name="jobset-pad"))
+        if "parameter_binds" in kwargs:
+            kwargs["parameter_binds"].append({})
+    result = backend.run(circuits, **kwargs).result()
+    if batch.pad_clbits:
+        result.results = result.results[:-1]
+    return result
 
 
 def local_runner(backend: Any) -> Any:

@@ -55,7 +55,7 @@ def _combine_chunks(parts: Sequence[ExperimentResult]) -> ExperimentResult:
         success=all(p.success for p in parts),
         data=ExperimentResultData(**data),
         meas_level=first.meas_level,
-        status=next((p.status for p in parts if not p.success), first.status),
+        status=next((p.status for p in parts if not p.success), getattr(first, "status", None)),
         header=first.header,
         seed_simulator=getattr(first, "seed_simulator", None),
         chunk_seeds=[getattr(p, "seed_simulator", None) for p in parts],
@@ -75,8 +75,8 @@ def merge_results(
     """Merge the sub-results of ``plan`` into one ``Result``.
 
     ``results`` maps sub-job index -> its Result; ``failures`` maps sub-job index -> why it
-    has none (or why its result does not count).  Experiments of a sub-job that is missing
-    or failed come out as ``success=False`` with that message.
+    has none.  Experiments of a sub-job without a result come out as ``success=False``
+    with that message; a stored result keeps Aer's own per-experiment ``success``.
     """
     failures = failures or {}
     chunk_parts: list[list[ExperimentResult | None]] = [

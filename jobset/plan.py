@@ -5,6 +5,11 @@ is ``k`` experiments, in input order.  Experiments are cut into blocks of
 ``max_job_size``; with ``max_shot_size`` each block is also cut into shot chunks (the
 remainder kept as a last, smaller chunk).  One block x one chunk is one sub-batch.
 
+Aer records counts for a circuit without classical bits when another circuit of the same
+run has some (its run-wide ``memory_slots``).  A sub-batch of only such circuits in a set
+that has measured ones carries ``pad_clbits``: the worker appends an empty circuit with
+that many bits, last so no seed moves, and drops its result.
+
 Seeds.  Aer gives experiment ``i`` of a run the seed ``seed_simulator + 2113 * i``.  A
 sub-batch starting at experiment ``e0`` therefore runs with ``seed + 2113 * e0`` and gives
 exactly what the unsplit run gives.  Shot chunk ``c`` of a split experiment runs with
@@ -65,6 +70,7 @@ class SubBatch:
     run_options: Mapping[str, Any] = field(default_factory=dict)
     base_seed: int = 0
     seed_drawn: bool = False
+    pad_clbits: int = 0
 
     def experiment_counts(self) -> list[int]:
         """Experiments each circuit of this batch makes (its number of binds, else 1)."""
@@ -180,7 +186,12 @@ def _bind_counts(
     for i, bind in enumerate(binds):
         if not isinstance(bind, Mapping):
             raise InvalidInputError(f"parameter_binds[{i}] must be a dict, got {bind!r}")
-        values = {p: list(v) for p, v in bind.items()}
+        try:
+            values = {p: list(v) for p, v in bind.items()}
+        except TypeError as e:
+            raise InvalidInputError(
+                f"parameter_binds[{i}] must map each parameter to a list of values"
+            ) from e
         lengths = {len(v) for v in values.values()}
         if len(lengths) > 1:
             raise InvalidInputError(
@@ -253,6 +264,7 @@ def make_plan(
             )
 
     size = job_size or auto_job_size(len(experiments), slots, len(chunks))
+    set_clbits = max(c.num_clbits for c in circs)
     options = dict(run_options or {})
     batches: list[SubBatch] = []
     for start in range(0, len(experiments), size):
@@ -271,6 +283,7 @@ def make_plan(
                     run_options=options,
                     base_seed=seed,
                     seed_drawn=drawn,
+                    pad_clbits=0 if any(c.num_clbits for c in block_circuits) else set_clbits,
                 )
             )
     return Plan(tuple(batches), tuple(experiments), chunks, n_shots, seed, drawn)

@@ -23,7 +23,7 @@ ENV_VISIBILITY_TIMEOUT_S = "JOBSET_VISIBILITY_TIMEOUT_S"
 ENV_AER_THREADS = "JOBSET_AER_THREADS"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """Where the broker and results live, the signing key, and how long things are kept.
 
@@ -55,6 +55,14 @@ class Settings:
             raise ConfigurationError("result_ttl_s and visibility_timeout_s must be positive")
         if self.aer_threads is not None and self.aer_threads < 1:
             raise ConfigurationError("aer_threads must be at least 1")
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(broker_url={redact_url(self.broker_url)!r}, "
+            f"result_backend={redact_url(self.backend_url)!r}, secret_key=***, "
+            f"result_ttl_s={self.result_ttl_s}, visibility_timeout_s={self.visibility_timeout_s}, "
+            f"aer_threads={self.aer_threads})"
+        )
 
     @property
     def backend_url(self) -> str:

@@ -1,0 +1,74 @@
+"""The public API is a short, pinned list; the layering rules of the package hold."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import jobset
+
+PACKAGE = Path(jobset.__file__).parent
+
+
+def test_public_names_are_exactly_the_pinned_list():
+    assert sorted(jobset.__all__) == [
+        "AerJobSet",
+        "CeleryExecutor",
+        "ConfigurationError",
+        "DecodeError",
+        "DistributedAerSimulator",
+        "InvalidInputError",
+        "JobSetError",
+        "JobSetFailedError",
+        "JobSetStateError",
+        "JobSetTimeoutError",
+        "SecurityError",
+        "Settings",
+        "SubJob",
+        "SubJobFailure",
+        "run",
+    ]
+    for name in jobset.__all__:
+        assert getattr(jobset, name).__module__.startswith("jobset.")
+
+
+PURE = {"plan", "merge", "status", "codec", "protocol", "errors"}
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level names a module imports; relative imports as ``.name``."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                names.add("." + (node.module or "").split(".")[0])
+            else:
+                names.add((node.module or "").split(".")[0])
+    return names
+
+
+def test_the_producer_never_imports_the_worker_code():
+    for path in PACKAGE.glob("*.py"):
+        assert "workers" not in _imports(path), path.name
+
+
+@pytest.mark.parametrize("module", sorted(PURE))
+def test_pure_modules_import_neither_celery_nor_redis_nor_io_modules(module):
+    imported = _imports(PACKAGE / f"{module}.py")
+    assert not {"celery", "redis", "kombu"} & imported
+    siblings = {name[1:] for name in imported if name.startswith(".")}
+    assert siblings <= PURE, siblings - PURE
+
+
+def test_every_error_is_a_qiskit_job_error_under_one_root():
+    from qiskit.providers import JobError, JobTimeoutError
+
+    for name in jobset.__all__:
+        obj = getattr(jobset, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, jobset.JobSetError) and issubclass(obj, JobError)
+    assert issubclass(jobset.JobSetTimeoutError, JobTimeoutError)

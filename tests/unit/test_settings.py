@@ -1,0 +1,191 @@
+"""Settings built from an explicit environment mapping; os.environ is never touched."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from jobset.errors import ConfigurationError, JobSetError
+from jobset.settings import DEFAULT_BROKER_URL, Settings, redact_url
+
+SECRET = "s3cret-signing-key"
+
+
+def env(**values: str) -> dict[str, str]:
+    return {"JOBSET_SECRET_KEY": SECRET, **{f"JOBSET_{k.upper()}": v for k, v in values.items()}}
+
+
+def test_from_env_reads_every_jobset_variable():
+    settings = Settings.from_env(
+        env(
+            broker_url="redis://broker:6380/1",
+            result_backend="rediss://results:6390/2",
+            result_ttl_s="600",
+            visibility_timeout_s="7200",
+            aer_threads="4",
+        )
+    )
+    assert settings.broker_url == "redis://broker:6380/1"
+    assert settings.result_backend == "rediss://results:6390/2"
+    assert settings.backend_url == "rediss://results:6390/2"
+    assert settings.secret_key == SECRET.encode()
+    assert settings.result_ttl_s == 600
+    assert settings.visibility_timeout_s == 7200
+    assert settings.aer_threads == 4
+
+
+def test_from_env_defaults_to_the_local_redis_and_results_on_the_broker():
+    settings = Settings.from_env(env())
+    assert settings.broker_url == DEFAULT_BROKER_URL
+    assert settings.result_backend is None
+    assert settings.backend_url == DEFAULT_BROKER_URL
+    assert settings.aer_threads is None
+    assert settings.result_ttl_s == Settings.result_ttl_s
+    assert settings.visibility_timeout_s == Settings.visibility_timeout_s
+
+
+def test_empty_variables_count_as_unset():
+    settings = Settings.from_env(env(broker_url="", result_backend="", aer_threads=""))
+    assert settings.broker_url == DEFAULT_BROKER_URL
+    assert settings.result_backend is None
+    assert settings.aer_threads is None
+
+
+def test_variables_of_other_programs_are_ignored():
+    settings = Settings.from_env({**env(), "BROKER_URL": "amqp://x", "CELERY_BROKER_URL": "x"})
+    assert settings.broker_url == DEFAULT_BROKER_URL
+
+
+def test_keyword_overrides_win_over_the_environment_unless_none():
+    settings = Settings.from_env(
+        env(broker_url="redis://env:6379/0", aer_threads="2"),
+        broker_url="redis://override:6379/0",
+        aer_threads=None,
+        secret_key="other-key",
+    )
+    assert settings.broker_url == "redis://override:6379/0"
+    assert settings.aer_threads == 2
+    assert settings.secret_key == b"other-key"
+
+
+@pytest.mark.parametrize("environ", [{}, {"JOBSET_SECRET_KEY": ""}])
+def test_a_missing_secret_key_is_a_configuration_error(environ):
+    with pytest.raises(ConfigurationError, match="JOBSET_SECRET_KEY"):
+        Settings.from_env(environ)
+
+
+def test_a_secret_key_given_as_text_is_stored_as_bytes():
+    assert Settings(secret_key="abc").secret_key == b"abc"  # type: ignore[arg-type]
+    assert Settings(secret_key=b"abc").secret_key == b"abc"
+
+
+@pytest.mark.parametrize(
+    "url", ["amqp://guest@localhost//", "http://localhost:6379", "localhost:6379", "sqs://"]
+)
+@pytest.mark.parametrize("variable", ["broker_url", "result_backend"])
+def test_a_url_that_is_not_redis_is_refused(variable, url):
+    with pytest.raises(ConfigurationError, match=f"{variable} must be a Redis URL"):
+        Settings.from_env(env(**{variable: url}))
+    with pytest.raises(ConfigurationError, match=f"{variable} must be a Redis URL"):
+        Settings(secret_key=b"k", **{variable: url})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost:6379/0",
+        "rediss://:pw@cache.example.com:6380/1?ssl_cert_reqs=required",
+        "unix:///run/redis.sock",
+        "valkey://localhost:6379/0",
+        "valkeys://localhost:6379/0",
+    ],
+)
+def test_redis_and_valkey_urls_are_accepted(url):
+    assert Settings.from_env(env(broker_url=url)).broker_url == url
+
+
+def test_a_refused_url_does_not_show_its_password():
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env(env(broker_url="amqp://user:hunter2@rabbit:5672//"))
+    assert "hunter2" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("result_ttl_s", "ten"),
+        ("visibility_timeout_s", "1.5"),
+        ("aer_threads", "many"),
+    ],
+)
+def test_a_non_integer_duration_or_count_is_a_configuration_error(variable, value):
+    with pytest.raises(ConfigurationError, match=f"JOBSET_{variable.upper()}"):
+        Settings.from_env(env(**{variable: value}))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("result_ttl_s", "0"), ("visibility_timeout_s", "-5"), ("aer_threads", "0")],
+)
+def test_a_non_positive_duration_or_count_is_a_configuration_error(variable, value):
+    with pytest.raises(ConfigurationError):
+        Settings.from_env(env(**{variable: value}))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://:hunter2@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://user:hunter2@host:6379/0", "redis://user:***@host:6379/0"),
+        ("rediss://user:p%40ss@host/1", "rediss://user:***@host/1"),
+        ("redis://user:p@ss@host:6379", "redis://user:***@host:6379"),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+        ("redis://user@host:6379/0", "redis://user@host:6379/0"),
+        ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+    ],
+)
+def test_redact_url_hides_passwords_and_keeps_the_rest(url, expected):
+    assert redact_url(url) == expected
+    assert "hunter2" not in redact_url(url)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Settings(secret_key=b"k"),
+        Settings(
+            broker_url="redis://:pw@broker:6379/0",
+            result_backend="redis://results:6379/1",
+            secret_key=b"k2",
+            result_ttl_s=60,
+            visibility_timeout_s=120,
+            aer_threads=3,
+        ),
+    ],
+    ids=["defaults", "everything-set"],
+)
+def test_to_env_and_from_env_round_trip(settings):
+    variables = settings.to_env()
+    assert all(k.startswith("JOBSET_") and isinstance(v, str) for k, v in variables.items())
+    back = Settings.from_env(variables)
+    # Results on the broker come back written out; everything else is the same value.
+    assert back.backend_url == settings.backend_url
+    assert dataclasses.replace(back, result_backend=settings.result_backend) == settings
+
+
+def test_the_secret_key_is_not_in_the_repr():
+    settings = Settings(secret_key=SECRET.encode())
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+
+
+def test_settings_are_frozen():
+    settings = Settings(secret_key=b"k")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.broker_url = "redis://other"  # type: ignore[misc]
+
+
+def test_configuration_errors_belong_to_the_error_tree():
+    assert issubclass(ConfigurationError, JobSetError)
