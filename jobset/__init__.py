@@ -16,13 +16,14 @@ from .errors import (
     InvalidInputError,
     JobSetError,
     JobSetFailedError,
+    JobSetNotFoundError,
     JobSetStateError,
     JobSetTimeoutError,
     SecurityError,
     SubJobFailure,
 )
 from .executors import CeleryExecutor
-from .jobset import AerJobSet, SubJob
+from .jobset import AerJobSet, JobSetInfo, SubJob
 from .settings import Settings
 from .simulator import DistributedAerSimulator, run
 
@@ -35,6 +36,8 @@ __all__ = [
     "InvalidInputError",
     "JobSetError",
     "JobSetFailedError",
+    "JobSetInfo",
+    "JobSetNotFoundError",
     "JobSetStateError",
     "JobSetTimeoutError",
     "SecurityError",

@@ -49,7 +49,7 @@ def dumps(obj: Any, *, key: bytes, context: str) -> bytes:
     return MAGIC + bytes([flags]) + _mac(key, context, flags, body) + body
 
 
-def loads(blob: bytes | None, *, key: bytes, context: str) -> Any:
+def loads(blob: object, *, key: bytes, context: str) -> Any:
     """Verify the signature of ``blob`` for ``context``, then unpickle it.
 
     Raises :class:`SecurityError` when the signature does not match (wrong key, altered
@@ -58,7 +58,7 @@ def loads(blob: bytes | None, *, key: bytes, context: str) -> Any:
     """
     if blob is None:
         raise DecodeError(f"no payload stored at {context}")
-    if len(blob) < _HEADER_SIZE or not blob.startswith(MAGIC):
+    if not isinstance(blob, bytes) or len(blob) < _HEADER_SIZE or not blob.startswith(MAGIC):
         raise DecodeError(f"payload at {context} is not a signed envelope (protocol {MAGIC!r})")
     flags = blob[len(MAGIC)]
     mac = blob[len(MAGIC) + 1 : _HEADER_SIZE]

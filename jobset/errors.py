@@ -9,6 +9,7 @@
         ├── SecurityError                a payload failed its signature check
         ├── DecodeError                  a payload could not be decoded
         ├── JobSetStateError             an operation that the set's state forbids
+        ├── JobSetNotFoundError          no job set with that id (never ran, expired, deleted)
         ├── JobSetFailedError            sub-jobs failed or were cancelled
         └── JobSetTimeoutError           a wait ran past its deadline (also JobTimeoutError)
 """
@@ -46,6 +47,14 @@ class DecodeError(JobSetError):
 
 class JobSetStateError(JobSetError):
     """Raised when an operation is not allowed in the set's current state."""
+
+
+class JobSetNotFoundError(JobSetError, LookupError):
+    """Raised when no record of a job set id exists in Redis."""
+
+    def __init__(self, jobset_id: str) -> None:
+        self.jobset_id = jobset_id
+        super().__init__(f"no job set {jobset_id!r}: it never ran here, expired, or was deleted")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import redis
@@ -21,11 +22,11 @@ from qiskit.result import Result
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import codec
+from . import codec, registry
 from .celeryconf import celery_config
 from .errors import JobSetTimeoutError
 from .execute import available_cores, portable_backend
-from .plan import SubBatch
+from .plan import Plan, SubBatch
 from .protocol import (
     DEFAULT_QUEUE,
     GPU_QUEUE,
@@ -66,8 +67,12 @@ class Submission(abc.ABC):
         """True once the whole set was cancelled."""
 
     @abc.abstractmethod
-    def states(self) -> list[SubJobState]:
-        """Every sub-job's state, in index order, in as few round trips as possible."""
+    def states(self, indices: Sequence[int] | None = None) -> list[SubJobState]:
+        """Sub-jobs' states in index order (all, or ``indices``), in one round trip."""
+
+    def finished_at(self) -> float | None:
+        """Unix time the last sub-job finished, where the executor records it."""
+        return None
 
     @abc.abstractmethod
     def results(self, indices: Iterable[int]) -> dict[int, Result]:
@@ -143,19 +148,25 @@ class CeleryExecutor:
                     continue
         return total
 
-    def publish(self, jobset_id: str, backend: Any, batches: Sequence[SubBatch]) -> CeleryRun:
-        """Store the payloads (signed) and publish one task per sub-batch."""
+    def publish(
+        self, jobset_id: str, backend: Any, plan: Plan, *, tags: Sequence[str] = ()
+    ) -> CeleryRun:
+        """Store the set's record and payloads (signed), then publish one task per sub-batch."""
         key, ttl = self.settings.secret_key, self.settings.result_ttl_s
+        batches = plan.sub_batches
+        ids = tuple(task_id(jobset_id, b.index) for b in batches)
         pipe = self.redis.pipeline(transaction=False)
         bkey = backend_key(jobset_id)
         pipe.set(bkey, codec.dumps(portable_backend(backend), key=key, context=bkey), ex=ttl)
         for batch in batches:
             k = batch_key(jobset_id, batch.index)
             pipe.set(k, codec.dumps(batch, key=key, context=k), ex=ttl)
+        registry.write(
+            pipe, registry.make_record(jobset_id, backend, plan, ids, tags), key=key, ttl_s=ttl
+        )
         pipe.execute()
 
         queue = GPU_QUEUE if backend.options.get("device", "CPU") == "GPU" else DEFAULT_QUEUE
-        ids = tuple(task_id(jobset_id, b.index) for b in batches)
         with self.app.producer_or_acquire() as producer:
             for batch, tid in zip(batches, ids, strict=True):
                 ref = SubJobRef(jobset_id, batch.index, len(batch.experiments))
@@ -196,7 +207,7 @@ class CeleryRun(Submission):
         self.executor = executor
         self.jobset_id = jobset_id
         self.task_ids = tuple(task_ids)
-        self._meta_keys = [executor.app.backend.get_key_for_task(t) for t in self.task_ids]
+        self.meta_keys = [executor.app.backend.get_key_for_task(t) for t in self.task_ids]
         self._cancelled = False
 
     @property
@@ -205,15 +216,19 @@ class CeleryRun(Submission):
             self._cancelled = bool(self.executor.redis.exists(cancel_key(self.jobset_id)))
         return self._cancelled
 
-    def states(self) -> list[SubJobState]:
+    def _metas(self, indices: Sequence[int] | None) -> list[dict[str, Any]]:
+        keys = self.meta_keys if indices is None else [self.meta_keys[i] for i in indices]
         pipe = self.executor.redis.pipeline(transaction=False)
         pipe.exists(cancel_key(self.jobset_id))
-        pipe.mget(self._meta_keys)
-        set_cancelled, metas = pipe.execute()
+        pipe.mget(keys)
+        set_cancelled, raw = pipe.execute()
         self._cancelled = self._cancelled or bool(set_cancelled)
+        return [json.loads(r) if r else {"status": "PENDING"} for r in raw]
+
+    def states(self, indices: Sequence[int] | None = None) -> list[SubJobState]:
+        """States of every sub-job, or of ``indices`` only: one round trip either way."""
         states = []
-        for raw in metas:
-            meta = json.loads(raw) if raw else {"status": "PENDING"}
+        for meta in self._metas(indices):
             status = celery_to_job_status(meta.get("status"), cancelled=self._cancelled)
             message = ""
             if status is JobStatus.ERROR:
@@ -222,6 +237,13 @@ class CeleryRun(Submission):
                 message = "cancelled"
             states.append(SubJobState(status, message))
         return states
+
+    def finished_at(self) -> float | None:
+        """Unix time at which the last sub-job finished, from the workers' records."""
+        done = [m.get("date_done") for m in self._metas(None)]
+        if not done or any(d is None for d in done):
+            return None
+        return max(datetime.fromisoformat(str(d)).timestamp() for d in done)
 
     def results(self, indices: Iterable[int]) -> dict[int, Result]:
         wanted = list(indices)
@@ -287,8 +309,9 @@ class FuturesRun(Submission):
     def cancelled(self) -> bool:
         return self._cancelled
 
-    def states(self) -> list[SubJobState]:
-        return [self._state(f) for f in self.futures]
+    def states(self, indices: Sequence[int] | None = None) -> list[SubJobState]:
+        chosen = self.futures if indices is None else [self.futures[i] for i in indices]
+        return [self._state(f) for f in chosen]
 
     @staticmethod
     def _state(future: cf.Future[Result]) -> SubJobState:

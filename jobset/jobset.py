@@ -12,26 +12,44 @@ from __future__ import annotations
 import concurrent.futures as cf
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from qiskit.circuit import QuantumCircuit
 from qiskit.providers import JobStatus, JobV1
 from qiskit.result import Result
 
+from . import codec, registry
 from .errors import (
     InvalidInputError,
     JobSetFailedError,
+    JobSetNotFoundError,
     JobSetStateError,
     JobSetTimeoutError,
     SubJobFailure,
 )
-from .executors import CeleryExecutor, FuturesRun, SubJobState, Submission
+from .executors import CeleryExecutor, CeleryRun, FuturesRun, SubJobState, Submission
 from .merge import merge_results
 from .plan import Plan, SubBatch, plan_from_sub_batches
+from .protocol import backend_key
 from .status import FINAL, aggregate_status
 
 _WAIT_POLL_START_S = 0.02
+_POLL_MAX_S = 0.25
+
+
+@dataclass(frozen=True)
+class JobSetInfo:
+    """One line of ``AerJobSet.list_sets``: a known set and its aggregate status."""
+
+    job_id: str
+    created_at: float
+    tags: tuple[str, ...]
+    backend_name: str
+    sub_jobs: int
+    experiments: int
+    status: JobStatus
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -59,8 +77,10 @@ class AerJobSet(JobV1):
         executor: Any = None,
         *,
         plan: Plan | None = None,
+        tags: Sequence[str] = (),
     ) -> None:
         super().__init__(backend, job_id)
+        self._tags = tuple(tags)
         self._fn = fn
         self._experiments = list(experiments)
         self._executor = executor
@@ -68,6 +88,7 @@ class AerJobSet(JobV1):
         self._submission: Submission | None = None
         self._submitted_at: float | None = None
         self._finished_at: float | None = None
+        self._created_at: float | None = None  # Unix time, for a set retrieved by id
 
     # ------------------------------------------------------------------ submission
 
@@ -78,7 +99,9 @@ class AerJobSet(JobV1):
         executor = self._executor
         self._submitted_at = time.monotonic()
         if isinstance(executor, CeleryExecutor):
-            self._submission = executor.publish(self._job_id, self._backend, self._experiments)
+            self._submission = executor.publish(
+                self._job_id, self._backend, self._plan, tags=self._tags
+            )
         elif isinstance(executor, cf.Executor):
             if self._fn is None:
                 raise InvalidInputError("a concurrent.futures executor needs fn")
@@ -195,14 +218,119 @@ class AerJobSet(JobV1):
         results = submission.results(
             i for i, s in enumerate(states) if s.status is not JobStatus.CANCELLED
         )
-        assert self._submitted_at is not None and self._finished_at is not None
         return merge_results(
             self._plan,
             results,
             job_id=self._job_id,
-            time_taken=self._finished_at - self._submitted_at,
+            time_taken=self._time_taken(submission),
             failures={f.index: f"{f.status}: {f.message}" for f in failures},
         )
+
+    def _time_taken(self, submission: Submission) -> float:
+        """Submit to last sub-result: measured here, or from the workers' records when retrieved."""
+        if self._submitted_at is not None and self._finished_at is not None:
+            return self._finished_at - self._submitted_at
+        finished = submission.finished_at()
+        if finished is None or self._created_at is None:
+            return 0.0
+        return max(0.0, finished - self._created_at)
+
+    def as_completed(self, timeout: float | None = None) -> Iterator[SubJob]:
+        """Yield each sub-job as it reaches a final state, so results can be read as they come.
+
+        Like ``concurrent.futures.as_completed``: one deadline for the whole iteration,
+        :class:`~jobset.errors.JobSetTimeoutError` past it.  A yielded sub-job's ``result()``
+        returns at once (or raises for a failed or cancelled one).
+        """
+        submission = self._require_submitted()
+        deadline = _deadline(timeout)
+        pending = list(range(len(self._experiments)))
+        delay = _WAIT_POLL_START_S
+        while pending:
+            states = submission.states(pending)
+            still = []
+            for k, state in zip(pending, states, strict=True):
+                if state.status in FINAL:
+                    yield SubJob(self, k)
+                else:
+                    still.append(k)
+            if len(still) < len(pending):
+                delay = _WAIT_POLL_START_S
+            pending = still
+            if not pending:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobSetTimeoutError(
+                    f"job set {self._job_id}: {len(pending)} sub-job(s) not final after {timeout} s"
+                )
+            pause = delay if deadline is None else min(delay, deadline - time.monotonic())
+            time.sleep(max(0.0, pause))
+            delay = min(delay * 1.5, _POLL_MAX_S)
+
+    # ------------------------------------------------------------------ by id
+
+    @classmethod
+    def retrieve(cls, job_id: str, executor: CeleryExecutor) -> AerJobSet:
+        """Rebuild a submitted set from its record in Redis, in any process.
+
+        Everything works on the result (``status``, ``worker``, ``worker_job``,
+        ``worker_results``, ``result``, ``cancel``); circuits are not fetched, so ``worker``
+        and ``job`` find experiments by index or name.  Raises
+        :class:`~jobset.errors.JobSetNotFoundError` for an unknown or expired id.
+        """
+        key = executor.settings.secret_key
+        record = registry.load(executor.redis, job_id, key=key)
+        bkey = backend_key(job_id)
+        backend = codec.loads(executor.redis.get(bkey), key=key, context=bkey)
+        job = cls(
+            backend,
+            job_id,
+            None,
+            record.plan.sub_batches,
+            executor,
+            plan=record.plan,
+            tags=record.tags,
+        )
+        job._submission = CeleryRun(executor, job_id, record.task_ids)
+        job._created_at = record.created_at
+        return job
+
+    @classmethod
+    def list_sets(cls, executor: CeleryExecutor) -> list[JobSetInfo]:
+        """Every set known to this Redis (not expired, not deleted), oldest first."""
+        key = executor.settings.secret_key
+        infos = []
+        for job_id in registry.list_ids(executor.redis, ttl_s=executor.settings.result_ttl_s):
+            try:
+                record = registry.load(executor.redis, job_id, key=key)
+            except JobSetNotFoundError:
+                continue
+            run = CeleryRun(executor, job_id, record.task_ids)
+            states = run.states()
+            infos.append(
+                JobSetInfo(
+                    job_id=job_id,
+                    created_at=record.created_at,
+                    tags=record.tags,
+                    backend_name=record.backend_name,
+                    sub_jobs=len(record.task_ids),
+                    experiments=record.experiments,
+                    status=aggregate_status((s.status for s in states), cancelled=run.cancelled),
+                )
+            )
+        return infos
+
+    def delete(self) -> None:
+        """Remove the set's record, payloads and results from Redis (cancelling it first)."""
+        submission = self._require_submitted()
+        if not isinstance(submission, CeleryRun):
+            raise JobSetStateError("only a set on a CeleryExecutor is stored in Redis")
+        if self.status() not in FINAL:
+            submission.cancel()
+        record = registry.load(
+            submission.executor.redis, self._job_id, key=submission.executor.settings.secret_key
+        )
+        registry.delete(submission.executor.redis, record, submission.meta_keys)
 
     def worker_results(self, worker: int | Iterable[int], timeout: float | None = None) -> Result:
         """The Result of sub-job ``worker`` alone; an iterable gives those, merged in order."""

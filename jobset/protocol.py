@@ -6,6 +6,8 @@ by task *name* without importing the worker code (arq's ``constants.py`` does th
 A sub-job message carries only identifiers (``SubJobRef``); the payloads live in Redis
 under the keys below, each signed (see :mod:`jobset.codec`) and each with a TTL:
 
+``jobset:{id}:record``       the set's record: plan skeleton, task ids, tags (signed pickle)
+``jobset:index``             a sorted set of known set ids, scored by creation time
 ``jobset:{id}:backend``      the simulator the set runs on (signed pickle), once per set
 ``jobset:{id}:batch:{k}``    sub-job ``k``'s circuits and run options (signed pickle)
 ``jobset:{id}:result:{k}``   sub-job ``k``'s ``qiskit.result.Result`` (signed pickle)
@@ -29,6 +31,13 @@ KEY_PREFIX = "jobset"
 WORKER_KEY_PREFIX = f"{KEY_PREFIX}:worker:"
 WORKER_HEARTBEAT_S = 10.0
 WORKER_TTL_S = 30
+
+
+INDEX_KEY = f"{KEY_PREFIX}:index"
+
+
+def record_key(jobset_id: str) -> str:
+    return f"{KEY_PREFIX}:{jobset_id}:record"
 
 
 def backend_key(jobset_id: str) -> str:

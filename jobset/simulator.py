@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from qiskit_aer import AerSimulator
@@ -22,6 +23,7 @@ def run(
     executor: Any,
     max_job_size: int | None = None,
     max_shot_size: int | None = None,
+    tags: Sequence[str] = (),
     **run_options: Any,
 ) -> AerJobSet:
     """Split ``circuits`` into sub-jobs, submit them on ``executor`` and return the set.
@@ -31,8 +33,8 @@ def run(
     executor.  ``max_job_size`` counts experiments per sub-job (``None``: the rule of
     :func:`jobset.plan.auto_job_size`); ``max_shot_size`` splits each experiment's shots.
     ``run_options`` are those of ``AerSimulator.run`` (``shots``, ``seed_simulator``,
-    ``memory``, ``parameter_binds``, ...).  Everything is validated before anything is
-    queued.
+    ``memory``, ``parameter_binds``, ...).  ``tags`` are stored with the set's record
+    (see ``AerJobSet.list_sets``).  Everything is validated before anything is queued.
     """
     if isinstance(executor, CeleryExecutor):
         slots = executor.slots()
@@ -64,8 +66,16 @@ def run(
         run_options=run_options,
         slots=slots,
     )
+    if isinstance(tags, str):
+        tags = (tags,)
     job = AerJobSet(
-        backend, str(uuid.uuid4()), local_runner(backend), plan.sub_batches, executor, plan=plan
+        backend,
+        str(uuid.uuid4()),
+        local_runner(backend),
+        plan.sub_batches,
+        executor,
+        plan=plan,
+        tags=tags,
     )
     job.submit()
     return job

@@ -22,6 +22,8 @@ def test_public_names_are_exactly_the_pinned_list():
         "InvalidInputError",
         "JobSetError",
         "JobSetFailedError",
+        "JobSetInfo",
+        "JobSetNotFoundError",
         "JobSetStateError",
         "JobSetTimeoutError",
         "SecurityError",

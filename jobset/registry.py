@@ -1,0 +1,113 @@
+"""Job-set records in Redis, so a set outlives the process that submitted it.
+
+A record holds what rebuilding the set needs besides the payloads: the plan without its
+circuits (the sub-batch layout, experiment names, shot chunks, the seed), the sub-jobs'
+task ids in order, the creation time and the owner's tags.  It is a signed envelope like
+every payload, written with the same TTL as results, and listed in a sorted set scored by
+creation time so ``ls`` needs no key scan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import codec
+from .errors import JobSetNotFoundError
+from .plan import Plan
+from .protocol import (
+    INDEX_KEY,
+    PROTOCOL_VERSION,
+    backend_key,
+    batch_key,
+    cancel_key,
+    record_key,
+    result_key,
+    sub_job_cancel_key,
+)
+
+
+@dataclass(frozen=True)
+class JobSetRecord:
+    """What is known of a submitted set without its circuits."""
+
+    jobset_id: str
+    created_at: float
+    tags: tuple[str, ...]
+    backend_name: str
+    task_ids: tuple[str, ...]
+    plan: Plan
+    version: int = PROTOCOL_VERSION
+
+    @property
+    def experiments(self) -> int:
+        return len(self.plan.experiments)
+
+
+def skeleton(plan: Plan) -> Plan:
+    """The plan without circuits or binds: enough to merge, status and look up by name."""
+    batches = tuple(
+        dataclasses.replace(b, circuits=(), parameter_binds=None) for b in plan.sub_batches
+    )
+    return dataclasses.replace(plan, sub_batches=batches)
+
+
+def make_record(
+    jobset_id: str, backend: Any, plan: Plan, task_ids: Sequence[str], tags: Sequence[str]
+) -> JobSetRecord:
+    return JobSetRecord(
+        jobset_id=jobset_id,
+        created_at=time.time(),
+        tags=tuple(tags),
+        backend_name=str(getattr(backend, "name", type(backend).__name__)),
+        task_ids=tuple(task_ids),
+        plan=skeleton(plan),
+    )
+
+
+def write(pipe: Any, record: JobSetRecord, *, key: bytes, ttl_s: int) -> None:
+    """Queue the record's writes on a Redis pipeline (the caller executes it)."""
+    rkey = record_key(record.jobset_id)
+    pipe.set(rkey, codec.dumps(record, key=key, context=rkey), ex=ttl_s)
+    pipe.zadd(INDEX_KEY, {record.jobset_id: record.created_at})
+    # Entries older than the TTL point at expired records: drop them as we go.
+    pipe.zremrangebyscore(INDEX_KEY, "-inf", record.created_at - ttl_s)
+    pipe.expire(INDEX_KEY, ttl_s)
+
+
+def load(redis: Any, jobset_id: str, *, key: bytes) -> JobSetRecord:
+    rkey = record_key(jobset_id)
+    blob = redis.get(rkey)
+    if blob is None:
+        raise JobSetNotFoundError(jobset_id)
+    record = codec.loads(blob, key=key, context=rkey)
+    assert isinstance(record, JobSetRecord)
+    return record
+
+
+def list_ids(redis: Any, *, ttl_s: int) -> list[str]:
+    """Ids of known sets, oldest first (expired ones pruned)."""
+    redis.zremrangebyscore(INDEX_KEY, "-inf", time.time() - ttl_s)
+    return [m.decode() if isinstance(m, bytes) else str(m) for m in redis.zrange(INDEX_KEY, 0, -1)]
+
+
+def own_keys(jobset_id: str, n_sub_jobs: int) -> list[str]:
+    """Every key of the project's own that a set with ``n_sub_jobs`` sub-jobs may have."""
+    keys = [record_key(jobset_id), backend_key(jobset_id), cancel_key(jobset_id)]
+    for k in range(n_sub_jobs):
+        keys += [batch_key(jobset_id, k), result_key(jobset_id, k)]
+        keys.append(sub_job_cancel_key(jobset_id, k))
+    return keys
+
+
+def delete(redis: Any, record: JobSetRecord, celery_meta_keys: Sequence[Any]) -> None:
+    """Remove the set's record, payloads, results, cancel marks and Celery metadata."""
+    pipe = redis.pipeline(transaction=False)
+    keys = own_keys(record.jobset_id, len(record.task_ids)) + list(celery_meta_keys)
+    for start in range(0, len(keys), 1000):
+        pipe.delete(*keys[start : start + 1000])
+    pipe.zrem(INDEX_KEY, record.jobset_id)
+    pipe.execute()
