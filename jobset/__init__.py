@@ -11,6 +11,7 @@
 """
 
 from .errors import (
+    BrokerUnavailableError,
     ConfigurationError,
     DecodeError,
     InvalidInputError,
@@ -21,6 +22,7 @@ from .errors import (
     JobSetTimeoutError,
     SecurityError,
     SubJobFailure,
+    SubJobsLostError,
 )
 from .executors import CeleryExecutor
 from .jobset import AerJobSet, JobSetInfo, SubJob
@@ -29,6 +31,7 @@ from .simulator import DistributedAerSimulator, run
 
 __all__ = [
     "AerJobSet",
+    "BrokerUnavailableError",
     "CeleryExecutor",
     "ConfigurationError",
     "DecodeError",
@@ -44,5 +47,6 @@ __all__ = [
     "Settings",
     "SubJob",
     "SubJobFailure",
+    "SubJobsLostError",
     "run",
 ]

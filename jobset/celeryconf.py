@@ -13,10 +13,21 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
     JSON only: no pickle content type is accepted from the queue; payloads travel as
     signed envelopes in Redis (:mod:`jobset.codec`).  Acks late with reject-on-worker-lost
-    and prefetch 1 so a killed worker's sub-job is delivered again; the visibility timeout
-    must exceed the longest sub-job.
+    and prefetch 1 so a killed worker's sub-job is delivered again.  Live workers renew
+    the lease of what they hold (``workers.lifecycle``), so the visibility timeout only
+    bounds how long a dead worker's sub-job waits; kombu's sweep for such sub-jobs runs
+    every :func:`restore_interval_s` (its default, 10 s x a throttle of 10, would add
+    100 s).  Connecting and publishing give up after bounded tries, so an unreachable
+    broker is an error within seconds, not a hang.
     """
-    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    transport = {
+        "visibility_timeout": settings.visibility_timeout_s,
+        "unacked_restore_interval": restore_interval_s(settings.visibility_timeout_s),
+        "unacked_restore_throttle": 1,
+        # The sweep's lock; a worker killed while holding it would stall sweeps this long.
+        "unacked_mutex_expire": 60,
+        "socket_connect_timeout": settings.connect_timeout_s,
+    }
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.backend_url,
@@ -34,6 +45,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": transport,
         "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
         "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": settings.connect_timeout_s,
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
         "worker_send_task_events": True,
         "task_send_sent_event": True,
     }
+
+
+def restore_interval_s(visibility_timeout_s: int) -> int:
+    """Seconds between sweeps for expired leases: a quarter of the timeout, 1 to 10 s."""
+    return max(1, min(10, visibility_timeout_s // 4))

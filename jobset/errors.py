@@ -10,8 +10,24 @@
         ├── DecodeError                  a payload could not be decoded
         ├── JobSetStateError             an operation that the set's state forbids
         ├── JobSetNotFoundError          no job set with that id (never ran, expired, deleted)
+        │   └── PrimitiveJobNotFoundError  no primitive job with that id
         ├── JobSetFailedError            sub-jobs failed or were cancelled
-        └── JobSetTimeoutError           a wait ran past its deadline (also JobTimeoutError)
+        ├── JobSetTimeoutError           a wait ran past its deadline (also JobTimeoutError)
+        ├── BrokerUnavailableError       Redis (broker or result backend) cannot be reached
+        ├── SubJobsLostError             sub-jobs vanished from Redis (resubmit_lost() helps)
+        └── SubJobError                  a sub-job's own failure, as the worker reports it
+            ├── SimulationFailedError    Aer reported an experiment as failed
+            ├── RedeliveryLimitError     the sub-job took its worker down too many times
+            ├── SubJobTimeoutError       the sub-job ran past the set's timeout_s
+            ├── ResultTooLargeError      the result is over JOBSET_MAX_RESULT_BYTES
+            └── VersionMismatchError     producer and worker versions would change results
+
+    UserWarning
+    └── VersionSkewWarning               no live worker runs the producer's versions
+
+Worker-side errors reach the producer as the message of a failed sub-job
+(``SubJobFailure.message`` starts with the class name); each takes one message string so
+that Celery can carry it between processes.
 """
 
 from __future__ import annotations
@@ -57,6 +73,18 @@ class JobSetNotFoundError(JobSetError, LookupError):
         super().__init__(f"no job set {jobset_id!r}: it never ran here, expired, or was deleted")
 
 
+class PrimitiveJobNotFoundError(JobSetNotFoundError):
+    """Raised when an id names no primitive job (unknown, expired, or a plain job set)."""
+
+    def __init__(self, jobset_id: str) -> None:
+        self.jobset_id = jobset_id
+        # Skips JobSetNotFoundError's own message, which speaks of job sets.
+        super(JobSetNotFoundError, self).__init__(
+            f"no primitive job {jobset_id!r}: it never ran here, expired, was deleted, "
+            "or is a job set that jobset.primitives did not make",
+        )
+
+
 @dataclass(frozen=True)
 class SubJobFailure:
     """One failed or cancelled sub-job: its index, its Celery task id and the worker's message."""
@@ -82,3 +110,50 @@ class JobSetFailedError(JobSetError):
 
 class JobSetTimeoutError(JobSetError, JobTimeoutError):
     """Raised when a wait on the set runs past its deadline."""
+
+
+class BrokerUnavailableError(JobSetError):
+    """Raised when the broker or result backend cannot be reached within the connect timeout."""
+
+
+class SubJobsLostError(JobSetError):
+    """Raised when sub-jobs are neither queued, nor running, nor finished: Redis lost them."""
+
+    def __init__(self, jobset_id: str, indices: list[int]) -> None:
+        self.jobset_id = jobset_id
+        self.indices = list(indices)
+        shown = ", ".join(str(i) for i in self.indices[:20])
+        more = f" and {len(self.indices) - 20} more" if len(self.indices) > 20 else ""
+        super().__init__(
+            f"job set {jobset_id}: {len(self.indices)} sub-job(s) lost ({shown}{more}): not "
+            "queued, not running and without a result, as after a Redis restart without "
+            "persistence; call resubmit_lost() to publish them again"
+        )
+
+
+class SubJobError(JobSetError):
+    """Raised when one sub-job fails on its worker for a reason of its own."""
+
+
+class SimulationFailedError(SubJobError):
+    """Raised when Aer reports an experiment of the sub-batch as failed."""
+
+
+class RedeliveryLimitError(SubJobError):
+    """Raised when a sub-job's worker died on it more times than JOBSET_MAX_WORKER_LOSSES."""
+
+
+class SubJobTimeoutError(SubJobError):
+    """Raised when a sub-job runs past the time limit its set was given (``timeout_s``)."""
+
+
+class ResultTooLargeError(SubJobError):
+    """Raised when a sub-job's signed result is larger than JOBSET_MAX_RESULT_BYTES."""
+
+
+class VersionMismatchError(SubJobError):
+    """Raised when a worker's qiskit, qiskit-aer or project version would change results."""
+
+
+class VersionSkewWarning(UserWarning):
+    """Warned at submit when no live worker runs the producer's result-relevant versions."""

@@ -22,17 +22,13 @@ from qiskit.result import Result
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import codec, registry
+from . import codec, recovery, registry
 from .celeryconf import celery_config
-from .errors import JobSetTimeoutError
+from .errors import JobSetTimeoutError, SubJobsLostError
 from .execute import available_cores, portable_backend
 from .plan import Plan, SubBatch
 from .protocol import (
-    DEFAULT_QUEUE,
-    GPU_QUEUE,
-    RUN_SUB_JOB_TASK,
     WORKER_KEY_PREFIX,
-    SubJobRef,
     backend_key,
     batch_key,
     cancel_key,
@@ -47,6 +43,16 @@ logger = logging.getLogger(__name__)
 
 _POLL_START_S = 0.01
 _POLL_MAX_S = 0.25
+# Longest pause between status reads while subscribed: a safety net for a lost notice.
+_NOTICE_WAIT_S = 1.0
+# A wait that sees no sub-job finish for this long checks whether any were lost, then
+# waits twice as long before the next check, up to the maximum.
+_LOST_CHECK_START_S = 10.0
+_LOST_CHECK_MAX_S = 300.0
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
 class SubJobState(NamedTuple):
@@ -82,11 +88,23 @@ class Submission(abc.ABC):
     def cancel(self, indices: Sequence[int] | None = None) -> None:
         """Cancel the whole set (``None``) or the given sub-jobs."""
 
+    def lost(self) -> list[int]:
+        """Sub-jobs that will never run: neither queued, nor running, nor finished."""
+        return []
+
+    @abc.abstractmethod
+    def rerun(self, indices: Sequence[int], batches: Sequence[SubBatch], *, backend: Any) -> None:
+        """Run sub-jobs ``indices`` again from the start (their old outcome is dropped)."""
+
+    def _watch(self, states: Sequence[SubJobState]) -> None:  # noqa: B027 (a hook)
+        """Called on every poll of a wait; may raise instead of waiting forever."""
+
     def wait(self, indices: Sequence[int], deadline: float | None) -> list[SubJobState]:
         """Block until the given sub-jobs are final; raise at ``deadline`` (monotonic)."""
         delay = _POLL_START_S
         while True:
             states = self.states()
+            self._watch(states)
             if all(states[i].status in FINAL for i in indices):
                 return states
             if deadline is not None and time.monotonic() >= deadline:
@@ -131,6 +149,18 @@ class CeleryExecutor:
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             health_check_interval=30,
+            socket_connect_timeout=settings.connect_timeout_s,
+        )
+        # The queues live on the broker, which may be another server than the results.
+        self.broker = (
+            self.redis
+            if settings.broker_url == settings.backend_url
+            else redis.Redis.from_url(
+                settings.broker_url,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+                socket_connect_timeout=settings.connect_timeout_s,
+            )
         )
 
     def __repr__(self) -> str:
@@ -148,39 +178,53 @@ class CeleryExecutor:
                     continue
         return total
 
+    def check_reachable(self) -> None:
+        """Raise :class:`~jobset.errors.BrokerUnavailableError` within the connect timeout
+        if the broker or the result backend does not answer."""
+        recovery.check_reachable(self.settings)
+
+    def version_skew(self) -> str | None:
+        """Why no live worker would run this producer's sub-jobs; None if one would."""
+        return recovery.version_skew(self.redis)
+
     def publish(
-        self, jobset_id: str, backend: Any, plan: Plan, *, tags: Sequence[str] = ()
+        self,
+        jobset_id: str,
+        backend: Any,
+        plan: Plan,
+        *,
+        tags: Sequence[str] = (),
+        timeout_s: float | None = None,
     ) -> CeleryRun:
-        """Store the set's record and payloads (signed), then publish one task per sub-batch."""
+        """Store the set's record and payloads (signed), then publish one task per sub-batch.
+
+        Each sub-batch is encoded and published in turn, so workers start on the first
+        while the producer still encodes the rest.
+        """
         key, ttl = self.settings.secret_key, self.settings.result_ttl_s
-        batches = plan.sub_batches
-        ids = tuple(task_id(jobset_id, b.index) for b in batches)
+        ids = tuple(task_id(jobset_id, b.index) for b in plan.sub_batches)
         pipe = self.redis.pipeline(transaction=False)
         bkey = backend_key(jobset_id)
         pipe.set(bkey, codec.dumps(portable_backend(backend), key=key, context=bkey), ex=ttl)
-        for batch in batches:
-            k = batch_key(jobset_id, batch.index)
-            pipe.set(k, codec.dumps(batch, key=key, context=k), ex=ttl)
         registry.write(
             pipe, registry.make_record(jobset_id, backend, plan, ids, tags), key=key, ttl_s=ttl
         )
         pipe.execute()
 
-        queue = GPU_QUEUE if backend.options.get("device", "CPU") == "GPU" else DEFAULT_QUEUE
+        queue = recovery.queue_for(backend)
         with self.app.producer_or_acquire() as producer:
-            for batch, tid in zip(batches, ids, strict=True):
-                ref = SubJobRef(jobset_id, batch.index, len(batch.experiments))
-                self.app.send_task(
-                    RUN_SUB_JOB_TASK,
-                    kwargs=ref.to_kwargs(),
-                    task_id=tid,
-                    queue=queue,
-                    producer=producer,
+            for batch in plan.sub_batches:
+                k = batch_key(jobset_id, batch.index)
+                self.redis.set(k, codec.dumps_batch(batch, key=key, context=k), ex=ttl)
+                recovery.send_sub_job(
+                    self, producer, jobset_id, batch, queue=queue, timeout_s=timeout_s
                 )
-        return CeleryRun(self, jobset_id, ids)
+        return CeleryRun(self, jobset_id, ids, timeout_s=timeout_s)
 
     def close(self) -> None:
         self.redis.close()
+        if self.broker is not self.redis:
+            self.broker.close()
         self.app.close()
 
     def __enter__(self) -> CeleryExecutor:
@@ -203,12 +247,21 @@ def _failure_message(meta: dict[str, Any]) -> str:
 class CeleryRun(Submission):
     """A set published to Celery; every read is one pipelined round trip."""
 
-    def __init__(self, executor: CeleryExecutor, jobset_id: str, task_ids: Sequence[str]):
+    def __init__(
+        self,
+        executor: CeleryExecutor,
+        jobset_id: str,
+        task_ids: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+    ):
         self.executor = executor
         self.jobset_id = jobset_id
         self.task_ids = tuple(task_ids)
         self.meta_keys = [executor.app.backend.get_key_for_task(t) for t in self.task_ids]
+        self.timeout_s = timeout_s
         self._cancelled = False
+        self._progress: tuple[int, float, float] | None = None  # finals, since, check after
 
     @property
     def cancelled(self) -> bool:
@@ -237,6 +290,80 @@ class CeleryRun(Submission):
                 message = "cancelled"
             states.append(SubJobState(status, message))
         return states
+
+    def wait(self, indices: Sequence[int], deadline: float | None) -> list[SubJobState]:
+        """Block until the given sub-jobs are final, woken by the backend's own notices.
+
+        Celery's Redis backend publishes every task record on a channel named after its
+        key; subscribing to this set's channels wakes the wait the moment a sub-job ends,
+        instead of a poll interval later.  Without the subscription (the broker went away)
+        it falls back to polling, inside the same deadline.
+        """
+        prefix = self.executor.app.backend.task_keyprefix
+        prefix = prefix.decode() if isinstance(prefix, bytes) else str(prefix)
+        pubsub = self.executor.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.psubscribe(f"{prefix}{_glob_escape(self.jobset_id)}-*")
+        except (redis.ConnectionError, redis.TimeoutError):
+            pubsub.close()
+            return super().wait(indices, deadline)
+        try:
+            while True:
+                states = self.states()
+                self._watch(states)
+                if all(states[i].status in FINAL for i in indices):
+                    return states
+                if deadline is not None and time.monotonic() >= deadline:
+                    pending = [i for i in indices if states[i].status not in FINAL]
+                    raise JobSetTimeoutError(
+                        f"timed out with {len(pending)} sub-job(s) not final (first: {pending[:5]})"
+                    )
+                remaining = _NOTICE_WAIT_S if deadline is None else deadline - time.monotonic()
+                try:
+                    notice = pubsub.get_message(timeout=max(0.0, min(_NOTICE_WAIT_S, remaining)))
+                    while notice is not None:  # coalesce a burst into one status read
+                        notice = pubsub.get_message(timeout=0.0)
+                except (redis.ConnectionError, redis.TimeoutError):
+                    return super().wait(indices, deadline)
+        finally:
+            pubsub.close()
+
+    def lost(self) -> list[int]:
+        """Sub-jobs neither queued nor held by a worker nor final: Redis lost them."""
+        return recovery.find_lost(self)
+
+    def rerun(self, indices: Sequence[int], batches: Sequence[SubBatch], *, backend: Any) -> None:
+        recovery.republish(
+            self.executor,
+            self.jobset_id,
+            indices,
+            batches,
+            backend=backend,
+            timeout_s=self.timeout_s,
+        )
+        self._progress = None
+
+    def _watch(self, states: Sequence[SubJobState]) -> None:
+        """Raise :class:`SubJobsLostError` when a stalled set turns out to have lost sub-jobs.
+
+        A lost sub-job reads QUEUED forever, so a wait without a deadline would never
+        end.  Only a set where nothing finished for a while is checked (the check scans
+        the queues), and each check that finds nothing doubles the pause to the next.
+        """
+        now = time.monotonic()
+        finals = sum(s.status in FINAL for s in states)
+        if finals == len(states):
+            return
+        if self._progress is None or self._progress[0] != finals:
+            self._progress = (finals, now, _LOST_CHECK_START_S)
+            return
+        _, since, pause = self._progress
+        if now - since < pause:
+            return
+        self._progress = (finals, now, min(2 * pause, _LOST_CHECK_MAX_S))
+        lost = self.lost()
+        if lost:
+            raise SubJobsLostError(self.jobset_id, lost)
 
     def finished_at(self) -> float | None:
         """Unix time at which the last sub-job finished, from the workers' records."""
@@ -304,6 +431,8 @@ class FuturesRun(Submission):
         self.futures = [executor.submit(fn, b) for b in batches]
         self.task_ids = tuple(str(i) for i in range(len(batches)))
         self._cancelled = False
+        self._pool = executor
+        self._fn = fn
 
     @property
     def cancelled(self) -> bool:
@@ -348,6 +477,10 @@ class FuturesRun(Submission):
             self._cancelled = True
         for i in range(len(self.futures)) if indices is None else indices:
             self.futures[i].cancel()
+
+    def rerun(self, indices: Sequence[int], batches: Sequence[SubBatch], *, backend: Any) -> None:
+        for i in indices:
+            self.futures[i] = self._pool.submit(self._fn, batches[i])
 
 
 def local_slots(executor: cf.Executor) -> int:

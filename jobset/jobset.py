@@ -78,9 +78,11 @@ class AerJobSet(JobV1):
         *,
         plan: Plan | None = None,
         tags: Sequence[str] = (),
+        timeout_s: float | None = None,
     ) -> None:
         super().__init__(backend, job_id)
         self._tags = tuple(tags)
+        self._timeout_s = timeout_s
         self._fn = fn
         self._experiments = list(experiments)
         self._executor = executor
@@ -100,11 +102,16 @@ class AerJobSet(JobV1):
         self._submitted_at = time.monotonic()
         if isinstance(executor, CeleryExecutor):
             self._submission = executor.publish(
-                self._job_id, self._backend, self._plan, tags=self._tags
+                self._job_id, self._backend, self._plan, tags=self._tags, timeout_s=self._timeout_s
             )
         elif isinstance(executor, cf.Executor):
             if self._fn is None:
                 raise InvalidInputError("a concurrent.futures executor needs fn")
+            if self._timeout_s is not None:
+                raise InvalidInputError(
+                    "timeout_s needs a CeleryExecutor: a concurrent.futures pool cannot stop "
+                    "a function that is running"
+                )
             self._submission = FuturesRun(executor, self._fn, self._experiments)
         else:
             raise InvalidInputError(
@@ -358,6 +365,51 @@ class AerJobSet(JobV1):
             status=first.status,
             header=first.header,
         )
+
+    # ------------------------------------------------------------------ recovery
+
+    def lost(self) -> list[int]:
+        """Sub-jobs that will never finish: not queued, not running, no result.
+
+        That is what a Redis restart without persistence leaves behind (Celery reads such
+        sub-jobs as PENDING forever).  A wait on a set where nothing finished for a while
+        checks this by itself and raises :class:`~jobset.errors.SubJobsLostError`.  A
+        sub-job that was running when Redis lost its message is listed too, though its
+        worker may still store a result: running it again is harmless (same key, same
+        seeded result).
+        """
+        return self._require_submitted().lost()
+
+    def resubmit_lost(self) -> list[int]:
+        """Publish the :meth:`lost` sub-jobs again (payloads too, if Redis lost them).
+
+        Returns their indices.  Only the process that submitted the set holds the
+        circuits to store again; a set rebuilt by id can resubmit only while Redis still
+        has its payloads.
+        """
+        submission = self._require_submitted()
+        lost = submission.lost()
+        if lost:
+            submission.rerun(lost, self._experiments, backend=self._backend)
+            self._finished_at = None
+        return lost
+
+    def retry_failed(self) -> list[int]:
+        """Run the sub-jobs that ended in ERROR again; returns their indices.
+
+        Finished sub-jobs keep their results, so once the retried ones are done
+        ``result()`` covers every experiment.  A deterministic failure (a bad circuit,
+        not enough memory) fails again; this is for failures of the moment.  A cancelled
+        set cannot be retried.
+        """
+        submission = self._require_submitted()
+        if submission.cancelled:
+            raise JobSetStateError(f"job set {self._job_id} was cancelled; it cannot be retried")
+        failed = [i for i, s in enumerate(submission.states()) if s.status is JobStatus.ERROR]
+        if failed:
+            submission.rerun(failed, self._experiments, backend=self._backend)
+            self._finished_at = None
+        return failed
 
     # ------------------------------------------------------------------ lookup
 

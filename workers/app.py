@@ -3,7 +3,8 @@
 Settings come from the ``JOBSET_*`` environment variables (this module is an edge).  The
 prefork parent only imports; simulators are warmed up and run in the pool children
 (``worker_process_init``), because Aer can hang in a child forked from a parent that
-already simulated (qiskit-aer #1385, #425, #1315).
+already simulated (qiskit-aer #1385, #425, #1315).  With ``JOBSET_METRICS_PORT`` set, the
+main process serves Prometheus metrics (:mod:`workers.metrics`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ from jobset.celeryconf import celery_config
 from jobset.settings import Settings
 
 from .lifecycle import Heartbeat
+from .metrics import MetricsServer, MetricsSettings
 
 settings = Settings.from_env()
+metrics_settings = MetricsSettings.from_env()
 
 app = Celery("workers", include=["workers.tasks"])
 app.config_from_object(celery_config(settings))
 app.conf.jobset_settings = settings
+app.conf.jobset_metrics = metrics_settings
 app.steps["worker"].add(Heartbeat)
+app.steps["worker"].add(MetricsServer)

@@ -1,4 +1,14 @@
-"""Worker start-up and liveness: Aer threads per task, warm-up, heartbeat in Redis."""
+"""Worker start-up and liveness: Aer threads per task, warm-up, heartbeat in Redis.
+
+The heartbeat also renews the lease of every message this worker holds.  kombu's Redis
+transport keeps a delivered, unacknowledged message in ``unacked_index`` scored by its
+delivery time, and any worker's periodic sweep puts back in the queue what is older than
+the visibility timeout.  Renewing the score while the worker lives means a long sub-job is
+never delivered twice just for being long, and the visibility timeout can be short: it
+only measures how long a dead worker's sub-job waits before it runs elsewhere.  The
+renewal runs in the worker's main process, which the prefork pool leaves free while the
+children simulate.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +16,23 @@ import json
 import logging
 import os
 import socket
+import time
 from typing import Any
 
+import redis
 from celery import bootsteps
 from celery.signals import celeryd_after_setup, worker_process_init
+from celery.worker import state as worker_state
 
+from jobset.compat import runtime_versions
 from jobset.execute import available_cores
-from jobset.protocol import DEFAULT_QUEUE, WORKER_HEARTBEAT_S, WORKER_TTL_S, worker_key
+from jobset.protocol import (
+    DEFAULT_QUEUE,
+    UNACKED_INDEX_KEY,
+    WORKER_HEARTBEAT_S,
+    WORKER_TTL_S,
+    worker_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +42,7 @@ class _Runtime:
 
     concurrency = 1
     aer_threads = 1
+    versions = runtime_versions()
 
 
 runtime = _Runtime()
@@ -68,14 +89,28 @@ class Heartbeat(bootsteps.StartStopStep):
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         self.tref: Any = None
+        self.lease_tref: Any = None
+        self.broker: redis.Redis | None = None
 
     def start(self, worker: Any) -> None:
         self._beat(worker)
         self.tref = worker.timer.call_repeatedly(WORKER_HEARTBEAT_S, self._beat, (worker,))
+        settings = worker.app.conf.jobset_settings
+        self.broker = redis.Redis.from_url(
+            settings.broker_url,
+            socket_connect_timeout=settings.connect_timeout_s,
+            socket_timeout=settings.connect_timeout_s,
+        )
+        self.lease_tref = worker.timer.call_repeatedly(
+            lease_renewal_s(settings.visibility_timeout_s), self._renew_leases
+        )
 
     def stop(self, worker: Any) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
+        for tref in (self.tref, self.lease_tref):
+            if tref is not None:
+                tref.cancel()
+        if self.broker is not None:
+            self.broker.close()
         try:
             worker.app.backend.client.delete(worker_key(worker.hostname))
         except Exception:  # the broker may already be gone at shutdown
@@ -91,6 +126,7 @@ class Heartbeat(bootsteps.StartStopStep):
             "aer_threads": runtime.aer_threads,
             "cores": available_cores(),
             "queues": queues,
+            "versions": runtime.versions,
         }
         try:
             worker.app.backend.client.set(
@@ -98,3 +134,25 @@ class Heartbeat(bootsteps.StartStopStep):
             )
         except Exception:
             logger.warning("heartbeat to Redis failed; will retry", exc_info=True)
+
+    def _renew_leases(self) -> None:
+        # Reserved, running, and waiting for a retry's countdown: all unacknowledged.
+        held = {
+            *worker_state.reserved_requests,
+            *worker_state.active_requests,
+            *worker_state.scheduled_requests,
+        }
+        tags = {r.message.delivery_tag for r in held if r.message is not None}
+        if not tags or self.broker is None:
+            return
+        now = time.time()
+        try:
+            # XX: only renew; a tag acknowledged meanwhile must not come back.
+            self.broker.zadd(UNACKED_INDEX_KEY, dict.fromkeys(tags, now), xx=True)
+        except redis.RedisError:
+            logger.warning("renewing the lease of %d sub-job(s) failed", len(tags), exc_info=True)
+
+
+def lease_renewal_s(visibility_timeout_s: float) -> float:
+    """How often a worker renews its leases: three times per visibility timeout, or more."""
+    return max(0.5, min(WORKER_HEARTBEAT_S, visibility_timeout_s / 3))

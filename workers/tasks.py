@@ -3,59 +3,176 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import redis
 from celery import Task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from jobset import codec
-from jobset.errors import JobSetError
+from jobset.compat import version_mismatch
+from jobset.errors import (
+    RedeliveryLimitError,
+    ResultTooLargeError,
+    SimulationFailedError,
+    SubJobTimeoutError,
+    VersionMismatchError,
+)
 from jobset.execute import run_sub_batch
+from jobset.limits import human_bytes
 from jobset.protocol import (
     RUN_SUB_JOB_TASK,
     SubJobRef,
     backend_key,
     batch_key,
     cancel_key,
+    ended_field,
     result_key,
+    runs_key,
+    started_field,
     sub_job_cancel_key,
 )
+from jobset.settings import ENV_MAX_RESULT_BYTES, ENV_MAX_WORKER_LOSSES, Settings
 
 from .app import app
 from .lifecycle import runtime
+from .request import timeout_message
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-class SimulationFailedError(JobSetError):
-    """Raised when Aer reports an experiment of the sub-batch as failed."""
+# A connection error that outlasts redis-py's own retries: store the result again (the
+# simulation is not redone) with growing pauses, for about a minute in all.
+STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 
-@app.task(name=RUN_SUB_JOB_TASK, bind=True)
+class SubJobTask(Task):
+    """A task whose requests turn time limits into clear errors (see ``workers.request``)."""
+
+    Request = "workers.request:SubJobRequest"
+
+
+def retry_io(action: Callable[[], T], what: str) -> T:
+    """Run ``action``; on a connection error try again after each pause, then give up."""
+    for delay in STORE_RETRY_DELAYS_S:
+        try:
+            return action()
+        except TRANSIENT_ERRORS as e:
+            logger.warning("%s failed (%s); retrying in %.1f s", what, e, delay)
+            time.sleep(delay)
+    return action()
+
+
+def _record_start(client: Any, ref: SubJobRef, settings: Settings) -> int:
+    """Count this start; return how many earlier starts never ended (their worker died)."""
+    key = runs_key(ref.jobset_id)
+    pipe = client.pipeline(transaction=True)
+    pipe.hincrby(key, started_field(ref.index), 1)
+    pipe.hget(key, ended_field(ref.index))
+    pipe.expire(key, settings.result_ttl_s)
+    started, ended, _ = pipe.execute()
+    return int(started) - 1 - int(ended or 0)
+
+
+def _record_end(client: Any, ref: SubJobRef) -> None:
+    try:
+        client.hincrby(runs_key(ref.jobset_id), ended_field(ref.index), 1)
+    except TRANSIENT_ERRORS:  # a missing end only counts against the cap, conservatively
+        logger.warning("could not record the end of sub-job %d of %s", ref.index, ref.jobset_id)
+
+
+@app.task(
+    name=RUN_SUB_JOB_TASK,
+    bind=True,
+    base=SubJobTask,
+    # Reading payloads or storing results can meet a broker that restarts: run again
+    # later, with exponential back-off and jitter.  Nothing else is retried: a
+    # simulation error is deterministic and would fail the same way.
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+)
 def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
     """Run sub-job ``index`` of set ``jobset_id`` and store its signed Result in Redis.
 
     Checks the set's durable cancel mark first (a revoke broadcast is lost when no worker
-    is online).  Storing under the sub-job's own key makes a second run of the same
-    sub-job (a redelivery) overwrite, never add: the merge counts it once.
+    is online), then the producer's versions, then how often this sub-job already took
+    its worker down (``JOBSET_MAX_WORKER_LOSSES``).  Storing under the sub-job's own key
+    makes a second run of the same sub-job (a redelivery) overwrite, never add: the merge
+    counts it once.
     """
     ref = SubJobRef.from_kwargs(kwargs)
-    settings = self.app.conf.jobset_settings
-    redis = self.app.backend.client
-    if redis.exists(cancel_key(ref.jobset_id), sub_job_cancel_key(ref.jobset_id, ref.index)):
+    settings: Settings = self.app.conf.jobset_settings
+    client = self.app.backend.client
+    if client.exists(cancel_key(ref.jobset_id), sub_job_cancel_key(ref.jobset_id, ref.index)):
         logger.info("sub-job %d of %s skipped: cancelled", ref.index, ref.jobset_id)
         self.backend.mark_as_revoked(self.request.id, "job set cancelled", request=self.request)
         raise Ignore()
 
-    keys = (backend_key(ref.jobset_id), batch_key(ref.jobset_id, ref.index))
-    backend_blob, batch_blob = redis.mget(keys)
-    backend = codec.loads(backend_blob, key=settings.secret_key, context=keys[0])
-    batch = codec.loads(batch_blob, key=settings.secret_key, context=keys[1])
+    mismatch = version_mismatch(dict(ref.versions), runtime.versions)
+    if mismatch is not None:
+        raise VersionMismatchError(
+            f"refused: this worker would give other results than the producer expects "
+            f"({mismatch}); run workers with the producer's versions"
+        )
 
+    lost = _record_start(client, ref, settings)
+    if lost >= settings.max_worker_losses:
+        raise RedeliveryLimitError(
+            f"sub-job {ref.index} of {ref.jobset_id} was started {lost + 1} times and its "
+            f"worker died {lost} times (killed, out of memory, or crashed); not trying again "
+            f"({ENV_MAX_WORKER_LOSSES}={settings.max_worker_losses})"
+        )
+    if lost:
+        logger.warning(
+            "sub-job %d of %s runs again: its worker died %d time(s)",
+            ref.index,
+            ref.jobset_id,
+            lost,
+        )
+    try:
+        return _run(ref, settings, client)
+    except SoftTimeLimitExceeded as e:
+        soft_s = (self.request.timelimit or (None, None))[1]
+        raise SubJobTimeoutError(timeout_message(ref.index, ref.jobset_id, soft_s)) from e
+    finally:
+        _record_end(client, ref)
+
+
+def _run(ref: SubJobRef, settings: Settings, client: Any) -> dict[str, Any]:
+    keys = (backend_key(ref.jobset_id), batch_key(ref.jobset_id, ref.index))
+    backend_blob, batch_blob = client.mget(keys)
+    backend = codec.loads(backend_blob, key=settings.secret_key, context=keys[0])
+    batch = codec.loads_batch(batch_blob, key=settings.secret_key, context=keys[1])
+
+    started = time.monotonic()
     result = run_sub_batch(backend, batch, threads=runtime.aer_threads)
+    logger.info(
+        "sub-job %d of %s simulated in %.2f s; storing its result",
+        ref.index,
+        ref.jobset_id,
+        time.monotonic() - started,
+    )
+
     rkey = result_key(ref.jobset_id, ref.index)
     blob = codec.dumps(result, key=settings.secret_key, context=rkey)
-    redis.set(rkey, blob, ex=settings.result_ttl_s)
+    if len(blob) > settings.max_result_bytes:
+        raise ResultTooLargeError(
+            f"the result of sub-job {ref.index} is {human_bytes(len(blob))} ({len(blob)} "
+            f"bytes, signed), over {ENV_MAX_RESULT_BYTES}={settings.max_result_bytes} "
+            f"({human_bytes(settings.max_result_bytes)}); split the set into smaller "
+            "sub-jobs (max_job_size) or save less data per experiment"
+        )
+    retry_io(
+        lambda: client.set(rkey, blob, ex=settings.result_ttl_s),
+        f"storing the result of sub-job {ref.index} of {ref.jobset_id}",
+    )
 
     if not result.success:
         failed = [
@@ -64,4 +181,9 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
             if not exp.success
         ]
         raise SimulationFailedError("; ".join(failed) or str(result.status))
-    return {"experiments": len(result.results), "success": True}
+    # workers.metrics counts experiments and shots from this summary (Flower shows it too).
+    return {
+        "experiments": len(result.results),
+        "shots": batch.shots * len(result.results),
+        "success": True,
+    }

@@ -15,6 +15,7 @@ PACKAGE = Path(jobset.__file__).parent
 def test_public_names_are_exactly_the_pinned_list():
     assert sorted(jobset.__all__) == [
         "AerJobSet",
+        "BrokerUnavailableError",
         "CeleryExecutor",
         "ConfigurationError",
         "DecodeError",
@@ -30,6 +31,7 @@ def test_public_names_are_exactly_the_pinned_list():
         "Settings",
         "SubJob",
         "SubJobFailure",
+        "SubJobsLostError",
         "run",
     ]
     for name in jobset.__all__:
@@ -54,7 +56,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_the_producer_never_imports_the_worker_code():
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         assert "workers" not in _imports(path), path.name
 
 
@@ -64,6 +66,26 @@ def test_pure_modules_import_neither_celery_nor_redis_nor_io_modules(module):
     assert not {"celery", "redis", "kombu"} & imported
     siblings = {name[1:] for name in imported if name.startswith(".")}
     assert siblings <= PURE, siblings - PURE
+
+
+def test_the_primitives_planning_and_merging_is_pure_too():
+    imported = _imports(PACKAGE / "primitives" / "layout.py")
+    assert not {"celery", "redis", "kombu"} & imported
+    siblings = {name[1:] for name in imported if name.startswith(".")}
+    assert siblings <= PURE, siblings - PURE
+
+
+def test_the_primitives_are_a_module_of_their_own_not_top_level_names():
+    import jobset.primitives
+
+    assert sorted(jobset.primitives.__all__) == [
+        "DistributedPrimitiveJob",
+        "EstimatorOptions",
+        "EstimatorV2",
+        "SamplerOptions",
+        "SamplerV2",
+    ]
+    assert not set(jobset.primitives.__all__) & set(jobset.__all__)
 
 
 def test_every_error_is_a_qiskit_job_error_under_one_root():

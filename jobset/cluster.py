@@ -1,0 +1,320 @@
+"""The local cluster command: docker-compose.yml's topology on one machine, without Docker.
+
+``scripts/cluster`` (or ``python -m jobset.cluster``) starts what compose starts, with the
+same settings: a Redis-protocol server with a password and AOF persistence, N
+``celery -A workers.app worker`` processes (each serving Prometheus metrics from its own
+multiprocess directory), and Flower with basic auth and persistent state.  Everything
+listens on loopback.  Once all of it answers, it writes into ``--dir``:
+
+``jobset.env``    the ``JOBSET_*`` variables producers need (``set -a; . jobset.env``)
+``flower-auth``   Flower's ``user:password``
+``cluster.json``  the URLs and process ids (written last: its presence means ready)
+
+and runs until Ctrl-C or SIGTERM, then stops everything it started and removes those three
+files; the Redis data (AOF) and Flower's state stay for the next run, like compose's
+volumes.  The files that hold secrets are readable by their owner only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from .errors import ConfigurationError
+from .local import (
+    PROJECT_ROOT,
+    LocalCluster,
+    RedisServer,
+    _kill_group,
+    _tail,
+    _wait_exit,
+    free_port,
+)
+from .settings import ENV_BROKER_URL, ENV_SECRET_KEY, Settings, redact_url
+
+FLOWER_PORT = 5555
+# Flower shows these columns on its tasks page: kwargs carries the set id, index and size.
+FLOWER_TASK_COLUMNS = "name,uuid,state,kwargs,result,received,runtime,worker"
+# Flower never reads or signs a payload; it gets a placeholder, not the signing key.
+FLOWER_SECRET_KEY = "flower-never-signs-payloads"
+
+
+class FlowerProcess:
+    """``celery -A workers.app flower`` on 127.0.0.1, with basic auth and persistent state."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        *,
+        basic_auth: str,
+        db_path: str | os.PathLike[str],
+        log_path: str | os.PathLike[str],
+        port: int = FLOWER_PORT,
+        startup_timeout_s: float = 60.0,
+    ) -> None:
+        self.broker_url = broker_url
+        self.basic_auth = basic_auth
+        self.db_path = Path(db_path)
+        self.log_path = Path(log_path)
+        self.port = port
+        self.startup_timeout_s = startup_timeout_s
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", "celery", "-A", "workers.app", "flower",
+            "--address=127.0.0.1",
+            f"--port={self.port}",
+            "--persistent=True",
+            f"--db={self.db_path}",
+            "--state_save_interval=60000",
+            "--purge_offline_workers=600",
+            f"--tasks_columns={FLOWER_TASK_COLUMNS}",
+        ]  # fmt: skip
+
+    def start(self) -> FlowerProcess:
+        if self.process is not None:
+            return self
+        if not self.port:
+            self.port = free_port()
+        # Inherited FLOWER_* options or a metrics directory would change this Flower.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("JOBSET_", "FLOWER_")) and k != "PROMETHEUS_MULTIPROC_DIR"
+        }
+        env.update(
+            {
+                ENV_BROKER_URL: self.broker_url,
+                ENV_SECRET_KEY: FLOWER_SECRET_KEY,
+                "FLOWER_BASIC_AUTH": self.basic_auth,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT,
+                env=env,
+                start_new_session=True,
+            )
+        try:
+            self._wait_ready(time.monotonic() + self.startup_timeout_s)
+        except BaseException:
+            self.stop(timeout_s=1.0)
+            raise
+        return self
+
+    def _wait_ready(self, deadline: float) -> None:
+        # /healthcheck answers without the login once Flower serves HTTP.
+        while True:
+            if self.process is None or self.process.poll() is not None:
+                raise ConfigurationError(f"Flower exited:\n{_tail(self.log_path)}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/healthcheck", timeout=2) as response,
+            ):
+                if response.status == 200:
+                    return
+            if time.monotonic() >= deadline:
+                raise ConfigurationError(
+                    f"Flower did not answer within {self.startup_timeout_s} s:\n"
+                    f"{_tail(self.log_path)}"
+                )
+            time.sleep(0.1)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (Flower saves its state), then SIGKILL its group after ``timeout_s``."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            if not _wait_exit(process, time.monotonic() + timeout_s):
+                _kill_group(process.pid)
+                process.wait()
+        _kill_group(process.pid)
+
+    def __enter__(self) -> FlowerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by its owner only, replacing ``path`` at once."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _env_file(settings: Settings) -> str:
+    lines = ["# Producers: set -a; . ./jobset.env; set +a"]
+    lines += [f"{name}={value}" for name, value in sorted(settings.to_env().items())]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/cluster",
+        description="Redis, N Celery workers and Flower on this machine, as docker-compose.yml "
+        "runs them; Ctrl-C stops them all.",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="pool processes per worker (default 1)"
+    )
+    parser.add_argument(
+        "--queues", default=None, help="comma-separated queues the workers consume (default: CPU)"
+    )
+    parser.add_argument(
+        "--redis-port", type=int, default=0, help="Redis port (default: a free one, never 6379)"
+    )
+    parser.add_argument(
+        "--flower-port", type=int, default=FLOWER_PORT, help="Flower port (0: a free one)"
+    )
+    parser.add_argument("--no-flower", action="store_true", help="do not start Flower")
+    parser.add_argument("--no-metrics", action="store_true", help="workers serve no metrics")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(".local-cluster"),
+        help="data, logs and connection files (default ./.local-cluster/)",
+    )
+    parser.add_argument("--loglevel", default="INFO", help="workers' log level (default INFO)")
+    args = parser.parse_args(argv)
+    if args.workers < 1 or args.concurrency < 1:
+        parser.error("--workers and --concurrency must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    directory: Path = args.dir.resolve()
+    for sub in ("logs", "redis"):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    server = RedisServer(
+        appendonly=True, requirepass=secrets.token_hex(16), data_dir=directory / "redis"
+    )
+    server.port = args.redis_port
+    cluster: LocalCluster | None = None
+    flower: FlowerProcess | None = None
+    try:
+        server.start()
+        cluster = LocalCluster(
+            workers=args.workers,
+            concurrency=args.concurrency,
+            queues=args.queues.split(",") if args.queues else None,
+            redis_url=server.url,
+            log_dir=directory / "logs",
+            loglevel=args.loglevel,
+            metrics=not args.no_metrics,
+        ).start()
+        if not args.no_flower:
+            auth = os.environ.get("FLOWER_BASIC_AUTH") or f"admin:{secrets.token_urlsafe(12)}"
+            flower = FlowerProcess(
+                server.url,
+                basic_auth=auth,
+                db_path=directory / "flower.db",
+                log_path=directory / "logs" / "flower.log",
+                port=args.flower_port,
+            ).start()
+            _write_private(directory / "flower-auth", auth + "\n")
+        _write_private(directory / "jobset.env", _env_file(cluster.settings))
+        _write_private(
+            directory / "cluster.json", json.dumps(_info(cluster, server, flower), indent=2) + "\n"
+        )
+        _print_summary(directory, cluster, server, flower)
+        reported: set[int] = set()
+        while not stop.wait(1.0):
+            for w in cluster.workers:
+                if not w.running() and w.index not in reported:
+                    print(f"worker {w.index} exited; its log: {w.log_path}", file=sys.stderr)
+                    reported.add(w.index)
+    except ConfigurationError as e:
+        print(f"scripts/cluster: {e}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping the local cluster ...", file=sys.stderr)
+        for done in ("cluster.json", "jobset.env", "flower-auth"):
+            (directory / done).unlink(missing_ok=True)
+        if flower is not None:
+            flower.stop()
+        if cluster is not None:
+            cluster.stop()
+        server.stop()  # keeps the data dir: the AOF outlives a restart, as compose's volume
+    return 0
+
+
+def _info(
+    cluster: LocalCluster, server: RedisServer, flower: FlowerProcess | None
+) -> dict[str, object]:
+    return {
+        "redis_url": server.url,
+        "redis_pid": server.pid,
+        "workers": [
+            {
+                "hostname": w.hostname,
+                "pid": w.pid,
+                "metrics_url": (
+                    f"http://127.0.0.1:{w.metrics_port}/metrics" if w.metrics_port else None
+                ),
+            }
+            for w in cluster.workers
+        ],
+        "flower_url": flower.url if flower else None,
+        "flower_pid": flower.process.pid if flower and flower.process else None,
+        "logs": str(cluster.log_dir),
+    }
+
+
+def _print_summary(
+    directory: Path, cluster: LocalCluster, server: RedisServer, flower: FlowerProcess | None
+) -> None:
+    settings = cluster.settings
+    print(f"Local cluster ready (Ctrl-C stops it). Files in {directory}:")
+    print(f"  Redis     {redact_url(server.url)}  (AOF in {server.data_dir})")
+    for w in cluster.workers:
+        metrics = f"  metrics http://127.0.0.1:{w.metrics_port}/metrics" if w.metrics_port else ""
+        print(f"  worker    {w.hostname}  pid {w.pid}{metrics}")
+    if flower is not None:
+        print(f"  Flower    {flower.url}  (login in {directory / 'flower-auth'})")
+    print(f"  Producers set -a; . {directory / 'jobset.env'}; set +a")
+    print(f"  Logs      {cluster.log_dir}  (Aer threads per task: {settings.aer_threads})")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

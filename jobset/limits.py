@@ -1,0 +1,90 @@
+"""Pure: the memory a circuit's simulation needs, to refuse what no worker could hold.
+
+Aer stores the whole state: a statevector is ``2**n`` complex amplitudes, a density
+matrix or a unitary ``2**(2n)``, a superoperator ``2**(4n)``; 16 bytes each in double
+precision, 8 in single.  ``n`` counts the qubits the circuit uses: Aer drops the others
+(``enable_truncation``, on by default).  Stabilizer, extended stabilizer and matrix product
+state simulations grow polynomially and are not estimated.  For ``automatic``, Aer picks a
+stabilizer simulation for Clifford circuits (not estimated) and a statevector otherwise,
+the figure used here (with a noise model it may choose a density matrix, which needs
+more: the estimate is then a lower bound and Aer's own check has the last word).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qiskit.circuit import QuantumCircuit
+
+BYTES_PER_AMPLITUDE = {"double": 16, "single": 8}
+# Exponent of 2 per qubit: how the state grows with the number of qubits.
+_GROWTH = {"statevector": 1, "automatic": 1, "tensor_network": 1}
+_GROWTH |= {"density_matrix": 2, "unitary": 2, "superop": 4}
+CLIFFORD_NAMES = frozenset(
+    {"x", "y", "z", "h", "s", "sdg", "sx", "sxdg", "cx", "cy", "cz", "swap", "id", "ecr"}
+    | {"pauli", "measure", "reset", "barrier", "delay"}
+)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What one circuit's state takes: the figure, and how it was reached (for messages)."""
+
+    bytes: int
+    qubits: int
+    method: str
+    precision: str
+
+    def explain(self) -> str:
+        per = BYTES_PER_AMPLITUDE.get(self.precision, 16)
+        power = _GROWTH[self.method] * self.qubits
+        return (
+            f"{human_bytes(self.bytes)} ({per} B x 2^{power}: {self.qubits} qubits, "
+            f"method {self.method}, {self.precision} precision)"
+        )
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def used_qubits(circuit: QuantumCircuit, *, truncation: bool = True) -> int:
+    """Qubits Aer simulates: those some instruction (other than a barrier) acts on."""
+    if not truncation:
+        return circuit.num_qubits
+    used = set()
+    for inst in circuit.data:
+        if inst.operation.name != "barrier":
+            used.update(inst.qubits)
+    return len(used)
+
+
+def instruction_names(circuit: QuantumCircuit) -> set[str]:
+    """Names of every instruction, inside control-flow blocks too."""
+    names = set()
+    for inst in circuit.data:
+        names.add(inst.operation.name)
+        for block in getattr(inst.operation, "blocks", ()):
+            names |= instruction_names(block)
+    return names
+
+
+def estimate_memory(
+    circuit: QuantumCircuit,
+    *,
+    method: str = "automatic",
+    precision: str = "double",
+    truncation: bool = True,
+) -> MemoryEstimate | None:
+    """The memory ``circuit``'s state needs, or None where it does not grow exponentially."""
+    if method not in _GROWTH:
+        return None
+    if method == "automatic" and instruction_names(circuit) <= CLIFFORD_NAMES:
+        return None
+    qubits = used_qubits(circuit, truncation=truncation)
+    per = BYTES_PER_AMPLITUDE.get(precision, 16)
+    return MemoryEstimate(per * 2 ** (_GROWTH[method] * qubits), qubits, method, precision)

@@ -1,0 +1,191 @@
+"""``DistributedPrimitiveJob``: a primitive job that runs as one job set.
+
+The job's id is its job set's id.  On a :class:`~jobset.executors.CeleryExecutor` the
+primitive's layout (:class:`~jobset.primitives.layout.PrimitiveRecord`: PUB shapes,
+observables, precision, seeds, where each PUB's experiments lie) is stored in Redis under
+:func:`jobset.protocol.primitive_key`, signed and with the results' TTL, before the first
+sub-job is published; so any process with the same settings can
+:meth:`~DistributedPrimitiveJob.retrieve` the job and rebuild its ``PrimitiveResult``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from qiskit.primitives import BasePrimitiveJob, PrimitiveResult
+from qiskit.providers import JobStatus
+
+from .. import codec
+from ..errors import InvalidInputError, JobSetNotFoundError, PrimitiveJobNotFoundError
+from ..execute import local_runner
+from ..executors import CeleryExecutor, local_slots
+from ..jobset import AerJobSet
+from ..plan import Plan
+from ..protocol import primitive_key
+from ..status import FINAL
+from .layout import PrimitiveRecord, pub_results
+
+_WAIT_POLL_MAX_S = 0.25
+
+
+class DistributedPrimitiveJob(BasePrimitiveJob[PrimitiveResult[Any], JobStatus]):
+    """The job returned by :class:`~jobset.primitives.SamplerV2` and ``EstimatorV2``.
+
+    A ``BasePrimitiveJob`` (``job_id``, ``status``, ``result``, ``cancel``, ``done``,
+    ``running``, ``cancelled``, ``in_final_state``) backed by one
+    :class:`~jobset.AerJobSet`, available as :attr:`job_set` for progress, per-sub-job
+    status and streaming.  ``result()`` raises :class:`~jobset.JobSetFailedError` when a
+    sub-job failed or was cancelled, and :class:`~jobset.JobSetTimeoutError` past its
+    deadline.
+    """
+
+    def __init__(self, job_set: AerJobSet, record: PrimitiveRecord) -> None:
+        super().__init__(job_set.job_id())
+        self._job_set = job_set
+        self._record = record
+        self._result: PrimitiveResult[Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<DistributedPrimitiveJob {self.job_id()} {self._record.kind}>"
+
+    @property
+    def job_set(self) -> AerJobSet:
+        """The job set that runs this job's sub-jobs."""
+        return self._job_set
+
+    @property
+    def record(self) -> PrimitiveRecord:
+        """The job's layout: kind, per-PUB shapes and parts, the seed (drawn or given)."""
+        return self._record
+
+    @property
+    def seed(self) -> int:
+        """The seed the job ran with; drawn at submit when none was given."""
+        return self._record.seed
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> JobStatus:
+        """The job set's aggregate status (see ``AerJobSet.status``)."""
+        status: JobStatus = self._job_set.status()
+        return status
+
+    def done(self) -> bool:
+        return self.status() is JobStatus.DONE
+
+    def running(self) -> bool:
+        return self.status() is JobStatus.RUNNING
+
+    def cancelled(self) -> bool:
+        return self.status() is JobStatus.CANCELLED
+
+    def in_final_state(self) -> bool:
+        return self.status() in FINAL
+
+    def progress(self) -> dict[str, int]:
+        """How many sub-jobs are in each state, by ``JobStatus`` name."""
+        return self._job_set.progress()
+
+    def wait_for_final_state(self, timeout: float | None = None) -> None:
+        """Wait until every sub-job is final; ``JobSetTimeoutError`` past ``timeout``."""
+        self._job_set.wait_for_final_state(timeout, wait=_WAIT_POLL_MAX_S)
+
+    def cancel(self) -> bool:
+        """Cancel every sub-job; returns at once, False when the job was already final."""
+        return self._job_set.cancel()
+
+    # ------------------------------------------------------------------ result
+
+    def result(self, timeout: float | None = None) -> PrimitiveResult[Any]:
+        """The ``PrimitiveResult``, PUBs in input order; one deadline for the whole wait.
+
+        ``metadata`` is Aer's (``{"version": 2}``) plus ``job_id`` and the ``seed`` the job
+        ran with.  Each PUB's ``simulator_metadata`` is Aer's run metadata of the job's
+        first sub-job (every sub-job runs the same simulator with the same options).
+        """
+        if self._result is None:
+            merged = self._job_set.result(timeout)
+            simulator_metadata = dict(getattr(merged, "metadata", None) or {})
+            self._result = PrimitiveResult(
+                pub_results(self._record, merged.results, simulator_metadata),
+                metadata={"version": 2, "job_id": self.job_id(), "seed": self._record.seed},
+            )
+        return self._result
+
+    # ------------------------------------------------------------------ by id
+
+    @classmethod
+    def retrieve(cls, job_id: str, executor: CeleryExecutor) -> DistributedPrimitiveJob:
+        """Rebuild a submitted primitive job from Redis, in any process with the same settings.
+
+        Raises :class:`~jobset.errors.PrimitiveJobNotFoundError` (a ``JobSetNotFoundError``)
+        when the id is unknown, expired, deleted, or names a job set that is not a
+        primitive job.
+        """
+        key = executor.settings.secret_key
+        pkey = primitive_key(job_id)
+        blob = executor.redis.get(pkey)
+        if blob is None:
+            raise PrimitiveJobNotFoundError(job_id)
+        record = codec.loads(blob, key=key, context=pkey)
+        if not isinstance(record, PrimitiveRecord):
+            raise PrimitiveJobNotFoundError(job_id)
+        try:
+            job_set = AerJobSet.retrieve(job_id, executor)
+        except JobSetNotFoundError as e:
+            raise PrimitiveJobNotFoundError(job_id) from e
+        return cls(job_set, record)
+
+    def delete(self) -> None:
+        """Remove the job's records, payloads and results from Redis (cancelling it first)."""
+        self._job_set.delete()
+
+
+def check_executor(executor: Any) -> Any:
+    """``executor`` if it is one a job set can run on; :class:`InvalidInputError` otherwise."""
+    if not isinstance(executor, (CeleryExecutor, cf.Executor)):
+        raise InvalidInputError(
+            "executor must be a CeleryExecutor or a concurrent.futures.Executor, "
+            f"got {type(executor).__name__}"
+        )
+    return executor
+
+
+def executor_slots(executor: Any) -> int:
+    """Worker slots to spread a job over: live Celery worker processes, or the pool's size."""
+    if isinstance(executor, CeleryExecutor):
+        return executor.slots()
+    return local_slots(executor)
+
+
+def submit(
+    backend: Any,
+    plan: Plan,
+    record: PrimitiveRecord,
+    *,
+    executor: Any,
+    tags: Sequence[str],
+) -> DistributedPrimitiveJob:
+    """Store the primitive record (Celery only), then submit the plan as one job set."""
+    job_id = str(uuid.uuid4())
+    job_set = AerJobSet(
+        backend,
+        job_id,
+        local_runner(backend),
+        plan.sub_batches,
+        executor,
+        plan=plan,
+        tags=tags,
+    )
+    if isinstance(executor, CeleryExecutor):
+        # Written before any sub-job is published, so a retrieve never finds the set
+        # without its layout.
+        pkey = primitive_key(job_id)
+        settings = executor.settings
+        blob = codec.dumps(record, key=settings.secret_key, context=pkey)
+        executor.redis.set(pkey, blob, ex=settings.result_ttl_s)
+    job_set.submit()
+    return DistributedPrimitiveJob(job_set, record)

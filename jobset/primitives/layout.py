@@ -1,0 +1,470 @@
+"""Pure planning and merging for the distributed primitives: no Celery, no Redis.
+
+Aer's primitives turn PUBs into ``AerSimulator.run`` calls; here each such call is a
+:class:`Run`.  ``qiskit_aer.primitives.SamplerV2`` makes one run per distinct shot count
+(the PUBs with that count, in order, each with its parameter values as
+``parameter_binds``), all with the same seed; ``EstimatorV2`` makes one run per PUB (the
+circuit with a ``save_expectation_value`` per Pauli), each with the same seed.  Aer gives
+experiment ``i`` of a run the seed ``seed + 2113 * i``, so as long as each run keeps its
+own experiment numbering, splitting runs into sub-jobs changes nothing:
+:func:`compose_plan` plans every run with :func:`jobset.plan.make_plan` (which cuts it
+into blocks of ``max_job_size`` experiments with the right seed offsets) and lays the
+runs' sub-batches end to end in one :class:`~jobset.plan.Plan`, so one job set carries a
+whole primitive job.  A sub-job never mixes two runs.
+
+Shot splitting (``max_shot_size``) turns one run into one run per shot chunk, chunk ``c``
+seeded ``chunk_seed(seed, c, chunks)``: the seeds :func:`jobset.plan.make_plan` would give
+that chunk, the same for every ``max_job_size`` and worker count, and the unsplit seed when
+there is a single chunk.  Each chunk is its own set of experiments in the plan, so the
+job set's own merge never has to combine chunks of save instructions; this module does:
+bit strings are concatenated in chunk order, expectation values are averaged weighted by
+shots (Aer's saved expectation value is the mean over the shots of a run, so this is the
+mean over all shots).
+
+The postprocessing is Aer's own (``qiskit_aer.primitives`` 0.18): the same packing of
+memory into ``BitArray``s, the same loop over broadcast observables.  The estimator's
+``precision`` noise is drawn here, *after* the merge, from one generator per PUB seeded as
+Aer seeds it, over the PUB's whole ``evs`` array: splitting never changes the noise, and
+``stds`` stay the target precision as in Aer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qiskit.circuit import QuantumCircuit
+from qiskit.primitives.backend_sampler_v2 import (
+    _analyze_circuit,
+    _memory_array,
+    _samples_to_packed_array,
+)
+from qiskit.primitives.containers import BitArray, DataBin, PubResult, SamplerPubResult
+from qiskit.primitives.containers.estimator_pub import EstimatorPub
+from qiskit.primitives.containers.sampler_pub import SamplerPub
+from qiskit.quantum_info import Pauli
+from qiskit.result.models import ExperimentResult
+
+from ..errors import InvalidInputError
+from ..plan import (
+    MAX_SEED,
+    ExperimentRef,
+    Plan,
+    SubBatch,
+    auto_job_size,
+    chunk_seed,
+    make_plan,
+    shot_chunks,
+)
+from ..protocol import PROTOCOL_VERSION
+
+SAMPLER = "sampler"
+ESTIMATOR = "estimator"
+# Drawn seeds stay in Aer's usual 31-bit range, as jobset.plan draws them.
+_DRAWN_SEED_BOUND = 2**31
+# Run options that the primitive itself sets, or that configure the distribution.
+_OWN_RUN_OPTIONS = ("shots", "parameter_binds", "seed_simulator")
+_DISTRIBUTION_OPTIONS = ("executor", "max_job_size", "max_shot_size")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``AerSimulator.run`` call that Aer's primitive would make (or one shot chunk of it)."""
+
+    circuits: tuple[QuantumCircuit, ...]
+    parameter_binds: tuple[dict[Any, Any], ...]
+    shots: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Part:
+    """One shot chunk of a PUB in the job set: its first experiment and its shots.
+
+    The PUB's parameter-value sets are the experiments ``first .. first + n - 1``.
+    """
+
+    first: int
+    shots: int
+
+
+@dataclass(frozen=True)
+class SamplerPubLayout:
+    """What rebuilding a ``SamplerPubResult`` needs, besides the experiments' memory."""
+
+    shape: tuple[int, ...]
+    experiments: int
+    shots: int
+    meas_info: tuple[Any, ...]
+    max_num_bytes: int
+    circuit_metadata: Any
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class EstimatorPubLayout:
+    """What rebuilding a ``PubResult`` needs, besides the experiments' expectation values."""
+
+    param_shape: tuple[int, ...]
+    experiments: int
+    observables: Any  # the PUB's ObservablesArray
+    precision: float
+    circuit_metadata: Any
+    noise_seed: int
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class PrimitiveRecord:
+    """A primitive job without its circuits: stored in Redis next to its job set's record."""
+
+    kind: str
+    pubs: tuple[SamplerPubLayout | EstimatorPubLayout, ...]
+    seed: int
+    seed_drawn: bool
+    version: int = PROTOCOL_VERSION
+
+
+# --------------------------------------------------------------------------- input
+
+
+def positive_or_none(name: str, value: Any) -> int | None:
+    """``value`` as an int >= 1, or ``None``; raises :class:`InvalidInputError` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidInputError(f"{name} must be an integer >= 1 or None, got {value!r}")
+    return int(value)
+
+
+def resolve_seed(seed: Any) -> tuple[int, bool]:
+    """The seed to run with, and whether it was drawn here (``seed`` was ``None``).
+
+    A drawn seed is recorded with the job, so any run can be reproduced afterwards.
+    """
+    if seed is None:
+        return secrets.randbelow(_DRAWN_SEED_BOUND), True
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InvalidInputError(f"seed must be an integer, got {seed!r}")
+    if not 0 <= seed < MAX_SEED:
+        raise InvalidInputError(f"seed must be in [0, 2**63 - 1), got {seed}")
+    return int(seed), False
+
+
+def clean_run_options(run_options: Mapping[str, Any]) -> dict[str, Any]:
+    """``run_options`` without what the primitive sets itself or what configures splitting."""
+    return {
+        k: v
+        for k, v in run_options.items()
+        if k not in _OWN_RUN_OPTIONS and k not in _DISTRIBUTION_OPTIONS
+    }
+
+
+def parameter_binds(circuit: QuantumCircuit, parameter_values: Any) -> dict[Any, Any]:
+    """The ``parameter_binds`` entry Aer's primitives build for one PUB (flattened C order)."""
+    param_array = parameter_values.as_array(circuit.parameters)
+    return {p: param_array[..., i].ravel() for i, p in enumerate(circuit.parameters)}
+
+
+def _bind_count(binds: Mapping[Any, Any]) -> int:
+    """Experiments one circuit makes with ``binds``: as :func:`jobset.plan.make_plan` counts."""
+    return len(next(iter(binds.values()))) if binds else 1
+
+
+def expval_circuit(pub: EstimatorPub) -> QuantumCircuit:
+    """The PUB's circuit with a ``save_expectation_value`` per Pauli, labelled by the Pauli.
+
+    As Aer's ``EstimatorV2`` builds it, with the Paulis sorted rather than in set order so
+    the circuit is the same in every process (save instructions draw no random numbers, so
+    their order changes no result).
+    """
+    circuit = pub.circuit.copy()
+    paulis = sorted({pauli for obs in pub.observables.ravel() for pauli in obs})
+    for pauli in paulis:
+        circuit.save_expectation_value(Pauli(pauli), qubits=range(circuit.num_qubits), label=pauli)
+    return circuit
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def compose_plan(
+    runs: Sequence[Run],
+    *,
+    run_options: Mapping[str, Any],
+    max_job_size: int | None,
+    slots: int,
+    seed: int,
+    seed_drawn: bool,
+) -> tuple[Plan, list[list[int]]]:
+    """One plan for all ``runs``, and for each run the first experiment of each circuit.
+
+    Each run is planned alone (so its experiments keep Aer's seed offsets) and its
+    sub-batches are appended to those of the runs before it.  ``max_job_size=None`` is
+    :func:`jobset.plan.auto_job_size` over the experiments of every run together: about
+    two sub-jobs per worker slot, and never fewer than one sub-job per run.
+
+    The composite plan has one shot chunk per experiment (chunks are runs here); its
+    ``shots`` is the first run's, each sub-batch carries its own.
+    """
+    total = sum(_bind_count(b) for run in runs for b in run.parameter_binds)
+    size = max_job_size or auto_job_size(total, slots)
+    batches: list[SubBatch] = []
+    refs: list[ExperimentRef] = []
+    firsts: list[list[int]] = []
+    n_circuits = 0
+    for run in runs:
+        plan = make_plan(
+            list(run.circuits),
+            shots=run.shots,
+            max_job_size=size,
+            seed_simulator=run.seed,
+            parameter_binds=list(run.parameter_binds),
+            run_options=run_options,
+            slots=slots,
+        )
+        offset = len(refs)
+        for batch in plan.sub_batches:
+            batches.append(
+                dataclasses.replace(
+                    batch,
+                    index=len(batches),
+                    experiments=tuple(offset + e for e in batch.experiments),
+                    base_seed=seed,
+                    seed_drawn=seed_drawn,
+                )
+            )
+        first_of_circuit: dict[int, int] = {}
+        for ref in plan.experiments:
+            first_of_circuit.setdefault(ref.circuit, offset + ref.index)
+            refs.append(
+                dataclasses.replace(ref, index=offset + ref.index, circuit=n_circuits + ref.circuit)
+            )
+        firsts.append([first_of_circuit[c] for c in range(len(run.circuits))])
+        n_circuits += len(run.circuits)
+    shots = runs[0].shots
+    return Plan(tuple(batches), tuple(refs), (shots,), shots, seed, seed_drawn), firsts
+
+
+def plan_sampler(
+    pubs: Sequence[SamplerPub],
+    *,
+    seed: int,
+    seed_drawn: bool,
+    run_options: Mapping[str, Any],
+    max_job_size: int | None,
+    max_shot_size: int | None,
+    slots: int,
+) -> tuple[Plan, PrimitiveRecord]:
+    """Plan a sampler job: one run per distinct shot count (and chunk), as Aer groups PUBs."""
+    binds = [parameter_binds(pub.circuit, pub.parameter_values) for pub in pubs]
+    groups: dict[int, list[int]] = {}  # shots -> PUB indices; first-seen order, as Aer's
+    for i, pub in enumerate(pubs):
+        groups.setdefault(pub.shots, []).append(i)
+    runs: list[Run] = []
+    where: list[tuple[int, int, int]] = []  # (run, position of the PUB in it, PUB)
+    for shots, members in groups.items():
+        circuits = tuple(pubs[i].circuit for i in members)
+        group_binds = tuple(binds[i] for i in members)
+        chunks = shot_chunks(shots, max_shot_size)
+        for c, chunk in enumerate(chunks):
+            where += [(len(runs), pos, i) for pos, i in enumerate(members)]
+            runs.append(Run(circuits, group_binds, chunk, chunk_seed(seed, c, len(chunks))))
+    plan, firsts = compose_plan(
+        runs,
+        run_options={**run_options, "memory": True},
+        max_job_size=max_job_size,
+        slots=slots,
+        seed=seed,
+        seed_drawn=seed_drawn,
+    )
+    parts: list[list[Part]] = [[] for _ in pubs]
+    for run, pos, i in where:  # within a group, runs come in chunk order
+        parts[i].append(Part(firsts[run][pos], runs[run].shots))
+    layouts = []
+    for i, pub in enumerate(pubs):
+        meas_info, max_num_bytes = _analyze_circuit(pub.circuit)
+        layouts.append(
+            SamplerPubLayout(
+                shape=tuple(pub.parameter_values.shape),
+                experiments=_bind_count(binds[i]),
+                shots=pub.shots,
+                meas_info=tuple(meas_info),
+                max_num_bytes=max_num_bytes,
+                circuit_metadata=pub.circuit.metadata,
+                parts=tuple(parts[i]),
+            )
+        )
+    return plan, PrimitiveRecord(SAMPLER, tuple(layouts), seed, seed_drawn)
+
+
+def plan_estimator(
+    pubs: Sequence[EstimatorPub],
+    *,
+    shots: int,
+    seed: int,
+    seed_drawn: bool,
+    run_options: Mapping[str, Any],
+    max_job_size: int | None,
+    max_shot_size: int | None,
+    slots: int,
+) -> tuple[Plan, PrimitiveRecord]:
+    """Plan an estimator job: one run per PUB (and shot chunk), as Aer runs them.
+
+    Every PUB's noise generator is seeded with ``seed``, as Aer seeds each with
+    ``run_options["seed_simulator"]``.
+    """
+    chunks = shot_chunks(shots, max_shot_size)
+    runs: list[Run] = []
+    layouts = []
+    for pub in pubs:
+        circuit = expval_circuit(pub)
+        binds = parameter_binds(circuit, pub.parameter_values)
+        first_run = len(runs)
+        runs += [
+            Run((circuit,), (binds,), chunk, chunk_seed(seed, c, len(chunks)))
+            for c, chunk in enumerate(chunks)
+        ]
+        layouts.append(
+            EstimatorPubLayout(
+                param_shape=tuple(pub.parameter_values.shape),
+                experiments=_bind_count(binds),
+                observables=pub.observables,
+                precision=float(pub.precision),
+                circuit_metadata=pub.circuit.metadata,
+                noise_seed=seed,
+                parts=tuple(Part(first_run + c, chunk) for c, chunk in enumerate(chunks)),
+            )
+        )
+    plan, firsts = compose_plan(
+        runs,
+        run_options=run_options,
+        max_job_size=max_job_size,
+        slots=slots,
+        seed=seed,
+        seed_drawn=seed_drawn,
+    )
+    # Parts were numbered by run above; turn them into experiment indices.
+    layouts = [
+        dataclasses.replace(
+            layout,
+            parts=tuple(Part(firsts[p.first][0], p.shots) for p in layout.parts),
+        )
+        for layout in layouts
+    ]
+    return plan, PrimitiveRecord(ESTIMATOR, tuple(layouts), seed, seed_drawn)
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def _memory(experiment: ExperimentResult) -> list[str]:
+    """An experiment's bit strings; zeros when the circuit measures nothing (as Aer does)."""
+    memory = getattr(experiment.data, "memory", None)
+    return list(memory) if memory else ["0x0"] * int(experiment.shots)
+
+
+def sampler_pub_result(
+    layout: SamplerPubLayout,
+    experiments: Sequence[ExperimentResult],
+    simulator_metadata: Mapping[str, Any],
+) -> SamplerPubResult:
+    """A PUB's ``SamplerPubResult`` from the experiments of every chunk (Aer's packing)."""
+    memories: list[list[str]] = []
+    for j in range(layout.experiments):
+        joined: list[str] = []
+        for part in layout.parts:  # chunk order
+            joined += _memory(experiments[part.first + j])
+        memories.append(joined)
+    shape = layout.shape
+    arrays = {
+        item.creg_name: np.zeros((*shape, layout.shots, item.num_bytes), dtype=np.uint8)
+        for item in layout.meas_info
+    }
+    memory_array = _memory_array(memories, layout.max_num_bytes)
+    for samples, index in zip(memory_array, np.ndindex(*shape), strict=False):
+        for item in layout.meas_info:
+            packed = _samples_to_packed_array(samples, item.num_bits, item.start)
+            arrays[item.creg_name][index] = packed
+    meas = {
+        item.creg_name: BitArray(arrays[item.creg_name], item.num_bits) for item in layout.meas_info
+    }
+    return SamplerPubResult(
+        DataBin(**meas, shape=shape),
+        metadata={
+            "shots": layout.shots,
+            "circuit_metadata": layout.circuit_metadata,
+            "simulator_metadata": dict(simulator_metadata),
+        },
+    )
+
+
+def _expectation_values(
+    layout: EstimatorPubLayout, experiments: Sequence[ExperimentResult]
+) -> list[dict[str, Any]]:
+    """Saved expectation values per parameter-value set; chunks averaged weighted by shots."""
+    total = sum(part.shots for part in layout.parts)
+    values = []
+    for j in range(layout.experiments):
+        chunks = [(part.shots, experiments[part.first + j].data.to_dict()) for part in layout.parts]
+        if len(chunks) == 1:
+            values.append(chunks[0][1])
+            continue
+        values.append(
+            {label: sum(n * data[label] for n, data in chunks) / total for label in chunks[0][1]}
+        )
+    return values
+
+
+def estimator_pub_result(
+    layout: EstimatorPubLayout,
+    experiments: Sequence[ExperimentResult],
+    simulator_metadata: Mapping[str, Any],
+) -> PubResult:
+    """A PUB's ``PubResult``: Aer's sum over broadcast observables, then precision noise."""
+    values = _expectation_values(layout, experiments)
+    param_shape = layout.param_shape
+    param_indices = np.fromiter(np.ndindex(param_shape), dtype=object).reshape(param_shape)
+    bc_param_ind, bc_obs = np.broadcast_arrays(param_indices, layout.observables)
+    flat_index_map = {tup: i for i, tup in enumerate(param_indices.ravel())}
+    evs = np.zeros_like(bc_param_ind, dtype=float)
+    stds = np.full(bc_param_ind.shape, layout.precision)
+    for index in np.ndindex(*bc_param_ind.shape):
+        flat_index = flat_index_map[bc_param_ind[index]]
+        observable: Any = bc_obs[index]  # a {pauli: coefficient} dict
+        for pauli, coeff in observable.items():
+            evs[index] += values[flat_index][pauli] * coeff
+    if layout.precision > 0:
+        # One generator per PUB, seeded as Aer seeds it, over the merged array: the noise
+        # does not depend on how the PUB was split.
+        rng = np.random.default_rng(layout.noise_seed)
+        if not np.all(np.isreal(evs)):
+            raise ValueError("Given operator is not Hermitian and noise cannot be added.")
+        evs = rng.normal(evs, layout.precision, evs.shape)
+    return PubResult(
+        DataBin(evs=evs, stds=stds, shape=evs.shape),
+        metadata={
+            "target_precision": layout.precision,
+            "circuit_metadata": layout.circuit_metadata,
+            "simulator_metadata": dict(simulator_metadata),
+        },
+    )
+
+
+def pub_results(
+    record: PrimitiveRecord,
+    experiments: Sequence[ExperimentResult],
+    simulator_metadata: Mapping[str, Any],
+) -> list[SamplerPubResult | PubResult]:
+    """Every PUB's result, in PUB order, from the job set's merged experiments."""
+    out: list[SamplerPubResult | PubResult] = []
+    for layout in record.pubs:
+        if isinstance(layout, SamplerPubLayout):
+            out.append(sampler_pub_result(layout, experiments, simulator_metadata))
+        else:
+            out.append(estimator_pub_result(layout, experiments, simulator_metadata))
+    return out

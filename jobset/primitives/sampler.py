@@ -1,0 +1,137 @@
+"""``SamplerV2``: Aer's sampler, its runs split across the job set's workers."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from qiskit.primitives import BaseSamplerV2
+from qiskit.primitives.containers.sampler_pub import SamplerPub
+from qiskit_aer import AerSimulator
+
+from ..errors import InvalidInputError
+from .job import DistributedPrimitiveJob, check_executor, executor_slots, submit
+from .layout import clean_run_options, plan_sampler, positive_or_none, resolve_seed
+
+
+@dataclass
+class SamplerOptions:
+    """Options for :class:`SamplerV2`: those of ``qiskit_aer.primitives.SamplerV2``."""
+
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    """Options passed to ``AerSimulator``."""
+
+    run_options: dict[str, Any] = field(default_factory=dict)
+    """Options passed to ``AerSimulator.run``."""
+
+
+class SamplerV2(BaseSamplerV2):
+    """``qiskit_aer.primitives.SamplerV2`` whose simulations run as a job set.
+
+    Takes Aer's arguments (``default_shots``, ``seed``, ``options`` with
+    ``backend_options`` and ``run_options``; :meth:`from_backend`) plus where and how to
+    split: ``executor`` (a :class:`~jobset.CeleryExecutor` or a ``concurrent.futures``
+    executor), ``max_job_size`` (parameter-value sets per sub-job; ``None`` spreads the job
+    over about two sub-jobs per worker slot), ``max_shot_size`` (shots per sub-job) and
+    ``tags`` (stored with the job's record).
+
+    With a seed and no shot splitting, ``run(pubs).result()`` equals Aer's
+    ``SamplerV2(seed=...)`` result bit for bit, for any ``max_job_size`` and number of
+    workers.  With ``max_shot_size`` the shot chunks get seeds derived from (seed, chunk),
+    so the result depends only on the seed and ``max_shot_size``.  Without a seed (here,
+    in ``run_options["seed_simulator"]`` or in the backend options) one is drawn at submit
+    and recorded: ``job.seed`` reproduces the run.
+    """
+
+    def __init__(
+        self,
+        *,
+        executor: Any,
+        default_shots: int = 1024,
+        seed: int | None = None,
+        options: dict[str, Any] | None = None,
+        max_job_size: int | None = None,
+        max_shot_size: int | None = None,
+        tags: Sequence[str] = (),
+    ) -> None:
+        self._executor = check_executor(executor)
+        self._default_shots = default_shots
+        self._seed = seed
+        self._max_job_size = positive_or_none("max_job_size", max_job_size)
+        self._max_shot_size = positive_or_none("max_shot_size", max_shot_size)
+        self._tags = (tags,) if isinstance(tags, str) else tuple(tags)
+        self._options = SamplerOptions(**options) if options else SamplerOptions()
+        self._backend: Any = AerSimulator(**self._options.backend_options)
+
+    @classmethod
+    def from_backend(cls, backend: Any, *, executor: Any, **kwargs: Any) -> SamplerV2:
+        """A sampler on ``backend`` (an ``AerSimulator``, or any backend Aer can mimic)."""
+        sampler = cls(executor=executor, **kwargs)
+        sampler._backend = (
+            backend if isinstance(backend, AerSimulator) else AerSimulator.from_backend(backend)
+        )
+        return sampler
+
+    @property
+    def default_shots(self) -> int:
+        """Shots of a PUB that gives none, when ``run`` gives none either."""
+        return self._default_shots
+
+    @property
+    def seed(self) -> int | None:
+        """The seed of the simulations; ``None`` draws one per job."""
+        return self._seed
+
+    @property
+    def options(self) -> SamplerOptions:
+        return self._options
+
+    @property
+    def backend(self) -> Any:
+        """The ``AerSimulator`` that the workers run (a copy of it)."""
+        return self._backend
+
+    @property
+    def executor(self) -> Any:
+        return self._executor
+
+    def run(self, pubs: Iterable[Any], *, shots: int | None = None) -> DistributedPrimitiveJob:
+        """Validate ``pubs`` as Qiskit does, split them into sub-jobs and submit them.
+
+        Everything is checked before anything is queued: Qiskit's own PUB coercion and
+        validation (its ``ValueError`` / ``TypeError``), then shots, seeds and split sizes
+        (:class:`~jobset.InvalidInputError`; also for an empty list of PUBs).
+        """
+        if shots is None:
+            shots = self._default_shots
+        coerced = [SamplerPub.coerce(pub, shots) for pub in pubs]
+        for i, pub in enumerate(coerced):
+            if len(pub.circuit.cregs) == 0:
+                # The same warning as Aer's sampler: the PUB's result will be empty.
+                warnings.warn(
+                    f"The {i}-th pub's circuit has no output classical registers and so the "
+                    "result will be empty. Did you mean to add measurement instructions?",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        if not coerced:
+            raise InvalidInputError("pubs is empty: nothing to run")
+        run_options = dict(self._options.run_options)
+        # As Aer: the sampler's seed wins over run_options, which wins over the backend's.
+        seed = self._seed
+        run_seed = run_options.get("seed_simulator")
+        if seed is None:
+            seed = run_seed if run_seed is not None else self._backend.options.get("seed_simulator")
+        base_seed, drawn = resolve_seed(seed)
+        plan, record = plan_sampler(
+            coerced,
+            seed=base_seed,
+            seed_drawn=drawn,
+            run_options=clean_run_options(run_options),
+            max_job_size=self._max_job_size,
+            max_shot_size=self._max_shot_size,
+            slots=executor_slots(self._executor),
+        )
+        return submit(self._backend, plan, record, executor=self._executor, tags=self._tags)

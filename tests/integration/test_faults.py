@@ -1,0 +1,201 @@
+"""Fault injection with real processes and real signals: nothing lost, nothing counted twice.
+
+Each test kills or disturbs a real ``celery worker`` (or its pool child) while a sub-job
+runs, then checks that the set still gives exactly the counts and memory of one
+undisturbed ``AerSimulator.run``, and that the redelivery it relies on really happened
+(the worker counts every start of a sub-job in Redis).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from qiskit import QuantumCircuit
+from qiskit.providers import JobStatus
+from qiskit_aer import AerSimulator
+
+from jobset import CeleryExecutor, JobSetFailedError, run
+from jobset.celeryconf import restore_interval_s
+from jobset.local import LocalCluster, RedisServer
+from jobset.protocol import SubJobRef, task_id
+
+from .faultkit import (
+    ends,
+    heavy_circuits,
+    starts,
+    task_meta,
+    wait_for_log,
+    wait_started,
+    wait_until,
+)
+from .workloads import assert_same_counts_and_memory, qv_circuits
+
+pytestmark = pytest.mark.integration
+
+SEED = 11
+SHOTS = 64
+# Short enough for a test to see a dead worker's sub-job come back; the 22-qubit sub-job
+# below runs about twice as long, so a lease that was not renewed would expire under it.
+VISIBILITY_S = 3
+MAX_WORKER_LOSSES = 2
+
+
+def reference(circuits):
+    return (
+        AerSimulator(method="statevector")
+        .run(circuits, shots=SHOTS, seed_simulator=SEED, memory=True)
+        .result()
+    )
+
+
+def submit(executor, circuits, **options):
+    return run(
+        AerSimulator(method="statevector"),
+        circuits,
+        executor=executor,
+        max_job_size=1,
+        shots=SHOTS,
+        seed_simulator=SEED,
+        memory=True,
+        **options,
+    )
+
+
+def test_a_worker_killed_mid_sub_job_is_redelivered_in_bounded_time_and_the_set_completes_exactly():
+    circuits = heavy_circuits(22, [1]) + qv_circuits(4)
+    with (
+        LocalCluster(
+            workers=2, extra_env={"JOBSET_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S)}
+        ) as cluster,
+        CeleryExecutor(cluster.settings) as executor,
+    ):
+        job = submit(executor, circuits)
+        where = wait_started(executor, job, 0)
+        victim = next(w.index for w in cluster.workers if w.hostname == where["hostname"])
+
+        cluster.kill_worker(victim)  # SIGKILL to the worker's whole process group
+        killed_at = time.monotonic()
+        bound_s = VISIBILITY_S + restore_interval_s(VISIBILITY_S)
+        wait_until(lambda: starts(executor, job, 0) == 2, bound_s + 30, "the redelivery")
+        redelivered_after_s = time.monotonic() - killed_at
+
+        result = job.result(timeout=120)
+        # The second run took longer than the visibility timeout and was not delivered a
+        # third time: the surviving worker renewed its lease while it ran.
+        assert starts(executor, job, 0) == 2 and ends(executor, job, 0) == 1
+        assert all(starts(executor, job, k) == 1 for k in range(1, 5))
+        assert job.status() is JobStatus.DONE
+    # Bounded by the visibility timeout plus one sweep, with slack for a loaded machine.
+    assert redelivered_after_s <= bound_s + 5, redelivered_after_s
+    assert_same_counts_and_memory(result, reference(circuits))
+
+
+@pytest.fixture(scope="module")
+def one_worker():
+    """One worker whose sub-jobs may take it down twice before they end in ERROR."""
+    env = {"JOBSET_MAX_WORKER_LOSSES": str(MAX_WORKER_LOSSES)}
+    with (
+        LocalCluster(workers=1, extra_env=env, loglevel="INFO") as cluster,
+        CeleryExecutor(cluster.settings) as executor,
+    ):
+        yield cluster, executor
+
+
+def test_a_pool_child_killed_mid_sub_job_runs_it_again_and_the_set_completes_exactly(one_worker):
+    cluster, executor = one_worker
+    circuits = heavy_circuits(20, [2]) + qv_circuits(3)
+    job = submit(executor, circuits)
+    where = wait_started(executor, job, 0)
+
+    os.kill(where["pid"], signal.SIGKILL)  # the pool child, as the OOM killer would
+
+    result = job.result(timeout=120)
+    assert starts(executor, job, 0) == 2
+    assert cluster.worker_pids  # the worker itself served on
+    assert_same_counts_and_memory(result, reference(circuits))
+
+
+def test_a_sub_job_that_keeps_killing_its_worker_ends_in_error_and_retry_failed_reruns_only_it(
+    one_worker,
+):
+    _, executor = one_worker
+    circuits = heavy_circuits(20, [3]) + qv_circuits(2)
+    job = submit(executor, circuits)
+    for time_ in range(1, MAX_WORKER_LOSSES + 1):
+        os.kill(wait_started(executor, job, 0, times=time_)["pid"], signal.SIGKILL)
+
+    job.wait_for_final_state(timeout=120, wait=0.1)
+    assert job.status() is JobStatus.ERROR
+    assert job.status([1, 2]) == [JobStatus.DONE, JobStatus.DONE]
+    with pytest.raises(JobSetFailedError) as caught:
+        job.result()
+    [failure] = caught.value.failures
+    assert failure.index == 0
+    assert failure.message.startswith("RedeliveryLimitError")
+    assert f"worker died {MAX_WORKER_LOSSES} times" in failure.message
+    assert "JOBSET_MAX_WORKER_LOSSES=2" in failure.message
+    done_at = [task_meta(executor, job, k)["date_done"] for k in (1, 2)]
+
+    assert job.retry_failed() == [0]
+    result = job.result(timeout=120)
+    assert starts(executor, job, 0) == 1  # a fresh count: the retry ran once, undisturbed
+    assert [task_meta(executor, job, k)["date_done"] for k in (1, 2)] == done_at
+    assert_same_counts_and_memory(result, reference(circuits))
+
+
+def test_a_sub_job_delivered_twice_is_counted_once_in_the_merge(cluster):
+    circuits = qv_circuits(4)
+    with CeleryExecutor(cluster.settings) as executor:
+        job = submit(executor, circuits)
+        # The same message again, as a broker redelivering past its visibility timeout would.
+        ref = SubJobRef(job.job_id(), 1, 1)
+        executor.app.send_task(
+            "jobset.run_sub_job", kwargs=ref.to_kwargs(), task_id=task_id(job.job_id(), 1)
+        )
+        wait_until(lambda: ends(executor, job, 1) == 2, 60, "both deliveries to finish")
+        result = job.result(timeout=60)
+        assert starts(executor, job, 1) == 2
+    assert len(result.results) == len(circuits)
+    assert all(sum(result.get_counts(i).values()) == SHOTS for i in range(len(circuits)))
+    assert_same_counts_and_memory(result, reference(circuits))
+
+
+def test_a_deterministic_simulation_error_is_not_retried(cluster):
+    too_big = QuantumCircuit(40, name="too-big")  # Aer refuses it: not enough memory
+    too_big.h(range(40))
+    too_big.measure_all()
+    with CeleryExecutor(cluster.settings) as executor:
+        job = submit(executor, [too_big, *qv_circuits(1)])
+        job.wait_for_final_state(timeout=60, wait=0.1)
+        assert job.status([0, 1]) == [JobStatus.ERROR, JobStatus.DONE]
+        assert starts(executor, job, 0) == 1
+        assert task_meta(executor, job, 0)["status"] == "FAILURE"
+        with pytest.raises(JobSetFailedError) as caught:
+            job.result()
+    # Aer's own figure reaches the user.
+    assert "Required memory" in caught.value.failures[0].message
+
+
+def test_a_backend_connection_lost_while_storing_a_result_is_retried_inside_the_task():
+    circuits = heavy_circuits(20, [4]) + qv_circuits(1)
+    with (
+        RedisServer(appendonly=True, requirepass="restart-me") as server,
+        LocalCluster(
+            workers=1, redis_url=server.url, secret_key="k" * 32, loglevel="INFO"
+        ) as cluster,
+        CeleryExecutor(cluster.settings) as executor,
+    ):
+        job = submit(executor, circuits)
+        wait_started(executor, job, 0)
+        server.down()  # an outage: the sub-job finishes simulating while Redis is away
+        log = cluster.workers[0].log_path
+        line = wait_for_log(log, r"storing the result of sub-job 0 .* failed", 60)
+        assert "retrying in" in line
+        server.up()
+        result = job.result(timeout=120)
+        # Stored by the same run, after the outage: the simulation was not redone.
+        assert starts(executor, job, 0) == 1
+    assert_same_counts_and_memory(result, reference(circuits))

@@ -1,0 +1,342 @@
+"""docker-compose.yml, the Dockerfile and config/ have the properties a deployment needs.
+
+No Docker engine runs here: these tests read the files as compose and BuildKit would;
+tests/integration/test_deployment.py runs the services' command lines.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomllib
+import yaml
+from deployment import (
+    COMPOSE_FILE,
+    ENV_EXAMPLE,
+    ROOT,
+    MissingVariableError,
+    compose_variables,
+    dockerfile_instructions,
+    dockerfile_stages,
+    interpolate,
+    load_compose,
+    read_env_file,
+)
+
+from jobset import settings as jobset_settings
+from jobset.celeryconf import celery_config
+from jobset.cluster import FlowerProcess
+from jobset.protocol import DEFAULT_QUEUE, GPU_QUEUE
+from jobset.settings import Settings
+from workers import metrics as worker_metrics
+
+# What an operator writes into .env (the rest keeps its defaults).
+OPERATOR_ENV = {
+    "REDIS_PASSWORD": "0123abcd",
+    "JOBSET_SECRET_KEY": "k" * 64,
+    "FLOWER_BASIC_AUTH": "ops:secret",
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return interpolate(load_compose(), OPERATOR_ENV)
+
+
+def _services(compose: dict[str, Any]) -> dict[str, Any]:
+    services: dict[str, Any] = compose["services"]
+    return services
+
+
+def _duration_s(text: str) -> float:
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
+    assert parts, text
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def _option(command: list[str], name: str) -> str | None:
+    for arg in command:
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def test_compose_runs_redis_workers_and_flower_and_puts_gpu_workers_in_a_profile(
+    compose: dict[str, Any],
+) -> None:
+    services = _services(compose)
+    assert {"redis", "worker", "flower", "gpu-worker"} <= set(services)
+    assert "profiles" not in services["redis"]
+    assert "profiles" not in services["worker"]
+    assert "profiles" not in services["flower"]
+    assert services["gpu-worker"]["profiles"] == ["gpu"]
+
+
+def test_compose_refuses_to_start_without_the_secrets_from_the_env_file() -> None:
+    raw = load_compose()
+    for missing in OPERATOR_ENV:
+        env = {k: v for k, v in OPERATOR_ENV.items() if k != missing}
+        with pytest.raises(MissingVariableError, match=missing):
+            interpolate(raw, env)
+
+
+def test_redis_keeps_an_aof_on_a_volume_needs_a_password_and_never_evicts(
+    compose: dict[str, Any],
+) -> None:
+    redis = _services(compose)["redis"]
+    assert re.fullmatch(r"redis:[89]\.\d+(-alpine)?", redis["image"]), redis["image"]
+    assert redis["environment"]["REDIS_PASSWORD"] == OPERATOR_ENV["REDIS_PASSWORD"]
+    script = redis["command"][-1]
+    # The password reaches redis-server on stdin, read from the container's environment.
+    assert "requirepass $REDIS_PASSWORD" in script
+    assert OPERATOR_ENV["REDIS_PASSWORD"] not in script
+    conf_mount = "./config/redis.conf:/usr/local/etc/redis/redis.conf:ro"
+    assert conf_mount in redis["volumes"]
+    assert "/usr/local/etc/redis/redis.conf -" in script
+    data = [v for v in redis["volumes"] if v.endswith(":/data")]
+    assert data and data[0].split(":")[0] in compose["volumes"]
+    assert "ports" not in redis
+    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+    assert redis["user"] == "redis"
+
+    conf = {}
+    for line in (ROOT / "config" / "redis.conf").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            conf[key] = value.strip()
+    assert conf["appendonly"] == "yes"
+    assert conf["maxmemory-policy"] == "noeviction"
+
+
+def test_workers_scale_with_no_container_name_or_host_port_and_stop_gracefully(
+    compose: dict[str, Any],
+) -> None:
+    for name in ("worker", "gpu-worker"):
+        worker = _services(compose)[name]
+        assert "container_name" not in worker
+        assert "ports" not in worker
+        assert worker["command"][:4] == ["celery", "-A", "workers.app", "worker"]
+        assert "%h" in _option(worker["command"], "--hostname")  # one name per container
+        assert _duration_s(worker["stop_grace_period"]) >= 5 * 60
+        assert worker["init"] is True
+        assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert worker["environment"]["JOBSET_BROKER_URL"] == (
+            f"redis://:{OPERATOR_ENV['REDIS_PASSWORD']}@redis:6379/0"
+        )
+
+
+def test_the_worker_concurrency_and_aer_threads_fit_the_containers_cpus(
+    compose: dict[str, Any],
+) -> None:
+    for env in ({}, read_env_file()):  # compose's defaults, then the example file's values
+        worker = _services(interpolate(load_compose(), {**env, **OPERATOR_ENV}))["worker"]
+        cpus = float(worker["deploy"]["resources"]["limits"]["cpus"])
+        concurrency = int(_option(worker["command"], "--concurrency") or 0)
+        assert 1 <= concurrency <= cpus
+        # Left empty, the worker divides the CPUs its cgroup quota allows by its concurrency.
+        assert worker["environment"]["JOBSET_AER_THREADS"] == ""
+        threads = max(1, math.floor(cpus) // concurrency)
+        assert concurrency * threads <= cpus
+
+
+def test_workers_acknowledge_late_and_take_one_sub_job_at_a_time() -> None:
+    conf = celery_config(Settings(secret_key="k"))
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["worker_send_task_events"] and conf["task_send_sent_event"]
+
+
+def test_workers_get_every_setting_and_flower_gets_no_signing_key(
+    compose: dict[str, Any],
+) -> None:
+    services = _services(compose)
+    raw_services = load_compose()["services"]
+    settings_vars = {
+        value
+        for name, value in vars(jobset_settings).items()
+        if name.startswith("ENV_") and isinstance(value, str)
+    }
+    expected = (settings_vars - {jobset_settings.ENV_RESULT_BACKEND}) | {
+        worker_metrics.ENV_METRICS_PORT,
+        worker_metrics.ENV_METRICS_SET_TTL_S,
+        worker_metrics.ENV_MULTIPROC_DIR,
+    }
+    for name in ("worker", "gpu-worker"):
+        assert expected <= set(services[name]["environment"]), name
+        assert "FLOWER_BASIC_AUTH" not in services[name]["environment"]
+        secret = raw_services[name]["environment"]["JOBSET_SECRET_KEY"]
+        assert secret.startswith("${JOBSET_SECRET_KEY:?")
+
+    flower_env = services["flower"]["environment"]
+    assert flower_env["JOBSET_SECRET_KEY"] != OPERATOR_ENV["JOBSET_SECRET_KEY"]
+    assert flower_env["FLOWER_BASIC_AUTH"] == OPERATOR_ENV["FLOWER_BASIC_AUTH"]
+    assert set(services["redis"]["environment"]) == {"REDIS_PASSWORD"}
+
+
+def test_the_gpu_worker_consumes_only_the_gpu_queue_from_the_gpu_image_on_a_reserved_gpu(
+    compose: dict[str, Any],
+) -> None:
+    services = _services(compose)
+    gpu = services["gpu-worker"]
+    command = gpu["command"]
+    assert command[command.index("-Q") + 1] == GPU_QUEUE
+    assert gpu["build"]["target"] == "gpu"
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    # The CPU worker names no queue, so it consumes only the default (CPU) queue.
+    cpu = services["worker"]
+    assert "-Q" not in cpu["command"] and "--queues" not in " ".join(cpu["command"])
+    assert cpu["build"]["target"] == "cpu"
+    assert DEFAULT_QUEUE != GPU_QUEUE
+
+
+def test_flower_has_basic_auth_persistent_state_on_a_volume_and_port_5555(
+    compose: dict[str, Any],
+) -> None:
+    flower = _services(compose)["flower"]
+    command = flower["command"]
+    assert command[:4] == ["celery", "-A", "workers.app", "flower"]
+    assert _option(command, "--port") == "5555"
+    assert _option(command, "--persistent") == "True"
+    assert int(_option(command, "--state_save_interval") or 0) > 0
+    db = _option(command, "--db")
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in flower["volumes"]}
+    assert db is not None and any(db.startswith(target + "/") for target in mounts)
+    assert all(source in compose["volumes"] for source in mounts.values())
+    assert "kwargs" in (_option(command, "--tasks_columns") or "").split(",")
+    # Flower serves /metrics and /healthcheck without the login: loopback unless told.
+    assert flower["ports"] == ["127.0.0.1:5555:5555"]
+    assert "basic_auth" not in " ".join(command)  # the password stays off the command line
+
+
+def test_every_image_the_compose_file_builds_is_a_stage_of_the_dockerfile(
+    compose: dict[str, Any],
+) -> None:
+    stages = dockerfile_stages()
+    for name, service in _services(compose).items():
+        if "build" in service:
+            assert service["build"]["context"] == ".", name
+            assert service["build"]["target"] in stages, name
+    assert list(stages)[-1] == "cpu"  # a plain "docker build ." builds the CPU image
+
+
+def _stage_chain(stages: dict[str, list[tuple[str, str]]], name: str) -> list[tuple[str, str]]:
+    """A stage's instructions after those of the stages it is built FROM."""
+    base = stages[name][0][1].split()[0]
+    parent = _stage_chain(stages, base) if base in stages else [("FROM", base)]
+    return parent + stages[name][1:]
+
+
+def test_the_dockerfile_builds_slim_non_root_images_and_bakes_in_no_secret() -> None:
+    stages = dockerfile_stages()
+    for target in ("cpu", "gpu"):
+        chain = _stage_chain(stages, target)
+        assert re.fullmatch(r"python:\$\{PYTHON_VERSION\}-slim-\w+", chain[0][1].split()[0])
+        users = [rest for word, rest in chain if word == "USER"]
+        assert users and users[-1] not in ("root", "0"), target
+        cmd = [rest for word, rest in chain if word == "CMD"][-1]
+        assert cmd.startswith('["celery", "-A", "workers.app", "worker"')
+    for word, rest in dockerfile_instructions():
+        if word in ("ENV", "ARG"):
+            assert not re.search(r"SECRET|PASSWORD|TOKEN|BASIC_AUTH", rest, re.I), rest
+        if word in ("COPY", "ADD"):
+            assert not re.search(r"\.env\b|config/", rest), rest
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", "config/", ".git", ".venv/"} <= set(ignored)
+
+
+def _requirements(aer: str, extras: str) -> list[str]:
+    """Run the Dockerfile's requirements script on pyproject.toml, as the build does."""
+    copy = next(rest for word, rest in dockerfile_instructions() if "jobset-requirements" in rest)
+    script = copy.split("\n", 1)[1]
+    env = {**os.environ, "AER_PACKAGE": aer, "EXTRAS": extras}
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_the_images_install_pyprojects_dependencies_with_the_right_aer_package() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    aer = next(r for r in project["dependencies"] if r.startswith("qiskit-aer"))
+    others = [r for r in project["dependencies"] if r != aer]
+    aer_range = aer[len("qiskit-aer") :]
+
+    gpu = _requirements("qiskit-aer-gpu", "")
+    assert gpu == [r if r != aer else f"qiskit-aer-gpu{aer_range}" for r in project["dependencies"]]
+    assert not any(re.match(r"qiskit-aer[<>=!~ ]", r) for r in gpu)
+
+    cpu = _requirements("qiskit-aer", "flower")
+    assert cpu == [*project["dependencies"], *project["optional-dependencies"]["flower"]]
+    assert set(others) <= set(gpu)
+    stages = dockerfile_stages()
+    assert ("ARG", "AER_PACKAGE=qiskit-aer-gpu") in stages["deps-gpu"]
+    assert ("ARG", "AER_PACKAGE=qiskit-aer") in stages["deps-cpu"]
+
+
+def _variables_read_by_the_code() -> set[str]:
+    names = set()
+    for package in ("jobset", "workers"):
+        for path in (ROOT / package).glob("*.py"):
+            names |= set(re.findall(r"\"((?:JOBSET|PROMETHEUS)_[A-Z0-9_]+)\"", path.read_text()))
+    return names
+
+
+def test_the_example_env_file_and_the_readme_list_every_variable() -> None:
+    code_vars = _variables_read_by_the_code()
+    assert {"JOBSET_SECRET_KEY", "JOBSET_METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR"} <= code_vars
+    example = read_env_file(ENV_EXAMPLE)
+    readme_rows = set(
+        re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", (ROOT / "README.md").read_text(), re.M)
+    )
+    wanted = code_vars | compose_variables()
+    assert wanted - set(example) == set(), "missing from config/jobset.env.example"
+    assert wanted - readme_rows == set(), "missing from the README's variable tables"
+
+
+def test_prometheus_scrapes_every_worker_container_on_the_workers_metrics_port(
+    compose: dict[str, Any],
+) -> None:
+    config = yaml.safe_load((ROOT / "config" / "prometheus.yml").read_text())
+    services = _services(compose)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for job_name, service in (("jobset-workers", "worker"), ("jobset-gpu-workers", "gpu-worker")):
+        (sd,) = jobs[job_name]["dns_sd_configs"]
+        port = services[service]["environment"]["JOBSET_METRICS_PORT"]
+        assert sd["names"] == [service] and str(sd["port"]) == port
+        assert services[service]["expose"] == [port]
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"]
+    assert "./config/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+
+
+def test_the_compose_file_is_the_one_the_readme_deploys() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "## Deploy" in readme
+    for phrase in ("docker compose up", "--scale worker=", "--profile gpu", COMPOSE_FILE.name):
+        assert phrase in readme, phrase
+    assert Path(ROOT / "scripts" / "cluster").stat().st_mode & 0o111
+
+
+def test_the_local_cluster_command_runs_flower_with_the_compose_options(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    compose_options = set(_services(compose)["flower"]["command"][4:])
+    local = FlowerProcess(
+        "redis://127.0.0.1:1/0", basic_auth="a:b", db_path="/x/f.db", log_path=tmp_path / "log"
+    )
+    local_options = set(local.argv()[local.argv().index("flower") + 1 :])
+    # The same options, but for where it listens and where it keeps its state.
+    differ = {"--port=", "--db=", "--address="}
+    assert {o for o in compose_options if not o.startswith(tuple(differ))} == {
+        o for o in local_options if not o.startswith(tuple(differ))
+    }

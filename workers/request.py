@@ -1,0 +1,46 @@
+"""The worker-side request of a sub-job: the words of its hard time limit (prefork parent).
+
+A set's ``timeout_s`` reaches Celery as a soft limit and, a little later, a hard one.  Aer
+holds the GIL while it simulates (measured on qiskit-aer 0.18: another Python thread and a
+signal handler both wait for the simulation to end), so the soft limit's
+``SoftTimeLimitExceeded`` can only land in the Python parts of a sub-job (decoding,
+encoding, storing), where the task turns it into a
+:class:`~jobset.errors.SubJobTimeoutError`.  A simulation past the limit is stopped by the
+hard limit: billiard SIGKILLs the pool child, starts a fresh one, and Celery stores
+``TimeLimitExceeded(seconds)``, which this request replaces with the same clear message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery.worker.request import Request
+
+from jobset.errors import SubJobTimeoutError
+
+logger = logging.getLogger(__name__)
+
+
+def timeout_message(index: object, jobset_id: object, soft_s: object) -> str:
+    return (
+        f"sub-job {index} of {jobset_id} ran past its time limit of {soft_s} s (the set's "
+        "timeout_s) and was stopped"
+    )
+
+
+class SubJobRequest(Request):
+    """Stores a sub-job stopped by its hard time limit as a :class:`SubJobTimeoutError`."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if soft:
+            return
+        kwargs = self.kwargs or {}
+        soft_s = (self.time_limits or (None, None))[1] or timeout
+        error = SubJobTimeoutError(
+            timeout_message(kwargs.get("index"), kwargs.get("jobset_id"), soft_s)
+        )
+        try:
+            self.task.backend.mark_as_failure(self.id, error, request=self._context)
+        except Exception:  # the broker may be away; TimeLimitExceeded is stored already
+            logger.warning("could not word the time limit of %s", self.id, exc_info=True)
