@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures as cf
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -32,6 +33,7 @@ from .protocol import (
     backend_key,
     batch_key,
     cancel_key,
+    glob_escape,
     result_key,
     sub_job_cancel_key,
     task_id,
@@ -49,10 +51,6 @@ _NOTICE_WAIT_S = 1.0
 # waits twice as long before the next check, up to the maximum.
 _LOST_CHECK_START_S = 10.0
 _LOST_CHECK_MAX_S = 300.0
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
 class SubJobState(NamedTuple):
@@ -99,22 +97,32 @@ class Submission(abc.ABC):
     def _watch(self, states: Sequence[SubJobState]) -> None:  # noqa: B027 (a hook)
         """Called on every poll of a wait; may raise instead of waiting forever."""
 
+    @contextlib.contextmanager
+    def _pauses(self) -> Iterator[Callable[[float | None], None]]:
+        """What a wait does between two status reads: sleep, a little longer each time."""
+        delay = _POLL_START_S
+
+        def pause(remaining: float | None) -> None:
+            nonlocal delay
+            time.sleep(max(0.0, delay if remaining is None else min(delay, remaining)))
+            delay = min(delay * 1.5, _POLL_MAX_S)
+
+        yield pause
+
     def wait(self, indices: Sequence[int], deadline: float | None) -> list[SubJobState]:
         """Block until the given sub-jobs are final; raise at ``deadline`` (monotonic)."""
-        delay = _POLL_START_S
-        while True:
-            states = self.states()
-            self._watch(states)
-            if all(states[i].status in FINAL for i in indices):
-                return states
-            if deadline is not None and time.monotonic() >= deadline:
-                pending = [i for i in indices if states[i].status not in FINAL]
-                raise JobSetTimeoutError(
-                    f"timed out with {len(pending)} sub-job(s) not final (first: {pending[:5]})"
-                )
-            remaining = None if deadline is None else deadline - time.monotonic()
-            time.sleep(max(0.0, min(delay, remaining if remaining is not None else delay)))
-            delay = min(delay * 1.5, _POLL_MAX_S)
+        with self._pauses() as pause:
+            while True:
+                states = self.states()
+                self._watch(states)
+                if all(states[i].status in FINAL for i in indices):
+                    return states
+                if deadline is not None and time.monotonic() >= deadline:
+                    pending = [i for i in indices if states[i].status not in FINAL]
+                    raise JobSetTimeoutError(
+                        f"timed out with {len(pending)} sub-job(s) not final (first: {pending[:5]})"
+                    )
+                pause(None if deadline is None else deadline - time.monotonic())
 
 
 # --------------------------------------------------------------------------- Celery
@@ -291,42 +299,42 @@ class CeleryRun(Submission):
             states.append(SubJobState(status, message))
         return states
 
-    def wait(self, indices: Sequence[int], deadline: float | None) -> list[SubJobState]:
-        """Block until the given sub-jobs are final, woken by the backend's own notices.
+    @contextlib.contextmanager
+    def _pauses(self) -> Iterator[Callable[[float | None], None]]:
+        """Pause until the result backend announces a change of this set, or a second.
 
         Celery's Redis backend publishes every task record on a channel named after its
-        key; subscribing to this set's channels wakes the wait the moment a sub-job ends,
+        key; subscribing to this set's channels wakes a wait the moment a sub-job ends,
         instead of a poll interval later.  Without the subscription (the broker went away)
-        it falls back to polling, inside the same deadline.
+        it falls back to sleeping, inside the same deadline.
         """
         prefix = self.executor.app.backend.task_keyprefix
         prefix = prefix.decode() if isinstance(prefix, bytes) else str(prefix)
         pubsub = self.executor.redis.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.psubscribe(f"{prefix}{_glob_escape(self.jobset_id)}-*")
-        except (redis.ConnectionError, redis.TimeoutError):
-            pubsub.close()
-            return super().wait(indices, deadline)
-        try:
-            while True:
-                states = self.states()
-                self._watch(states)
-                if all(states[i].status in FINAL for i in indices):
-                    return states
-                if deadline is not None and time.monotonic() >= deadline:
-                    pending = [i for i in indices if states[i].status not in FINAL]
-                    raise JobSetTimeoutError(
-                        f"timed out with {len(pending)} sub-job(s) not final (first: {pending[:5]})"
-                    )
-                remaining = _NOTICE_WAIT_S if deadline is None else deadline - time.monotonic()
-                try:
-                    notice = pubsub.get_message(timeout=max(0.0, min(_NOTICE_WAIT_S, remaining)))
-                    while notice is not None:  # coalesce a burst into one status read
-                        notice = pubsub.get_message(timeout=0.0)
-                except (redis.ConnectionError, redis.TimeoutError):
-                    return super().wait(indices, deadline)
-        finally:
-            pubsub.close()
+        with super()._pauses() as sleep:
+            subscribed = True
+            try:
+                pubsub.psubscribe(f"{prefix}{glob_escape(self.jobset_id)}-*")
+            except (redis.ConnectionError, redis.TimeoutError):
+                subscribed = False
+
+            def pause(remaining: float | None) -> None:
+                nonlocal subscribed
+                if subscribed:
+                    timeout = _NOTICE_WAIT_S if remaining is None else remaining
+                    try:
+                        notice = pubsub.get_message(timeout=max(0.0, min(_NOTICE_WAIT_S, timeout)))
+                        while notice is not None:  # coalesce a burst into one status read
+                            notice = pubsub.get_message(timeout=0.0)
+                        return
+                    except (redis.ConnectionError, redis.TimeoutError):
+                        subscribed = False
+                sleep(remaining)
+
+            try:
+                yield pause
+            finally:
+                pubsub.close()
 
     def lost(self) -> list[int]:
         """Sub-jobs neither queued nor held by a worker nor final: Redis lost them."""

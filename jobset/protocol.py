@@ -104,6 +104,11 @@ def worker_key(hostname: str) -> str:
     return f"{WORKER_KEY_PREFIX}{hostname}"
 
 
+def glob_escape(text: str) -> str:
+    """``text`` with Redis glob characters escaped, for SCAN and PSUBSCRIBE patterns."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
 def task_id(jobset_id: str, index: int) -> str:
     """The Celery task id of sub-job ``index``: derived, so any process can find it."""
     return f"{jobset_id}-{index}"

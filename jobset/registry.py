@@ -18,7 +18,7 @@ from typing import Any
 from . import codec
 from .errors import JobSetNotFoundError
 from .plan import Plan
-from .protocol import INDEX_KEY, KEY_PREFIX, PROTOCOL_VERSION, record_key
+from .protocol import INDEX_KEY, KEY_PREFIX, PROTOCOL_VERSION, glob_escape, record_key
 
 
 @dataclass(frozen=True)
@@ -87,14 +87,10 @@ def list_ids(redis: Any, *, ttl_s: int) -> list[str]:
 
 def delete(redis: Any, record: JobSetRecord, celery_meta_keys: Sequence[Any]) -> None:
     """Remove every key of the set (``jobset:{id}:*``), its Celery metadata and index entry."""
-    pattern = f"{KEY_PREFIX}:{_glob_escape(record.jobset_id)}:*"
+    pattern = f"{KEY_PREFIX}:{glob_escape(record.jobset_id)}:*"
     keys = [*redis.scan_iter(match=pattern, count=1000), *celery_meta_keys]
     pipe = redis.pipeline(transaction=False)
     for start in range(0, len(keys), 1000):
         pipe.delete(*keys[start : start + 1000])
     pipe.zrem(INDEX_KEY, record.jobset_id)
     pipe.execute()
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
