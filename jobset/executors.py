@@ -215,7 +215,10 @@ class CeleryExecutor:
         bkey = backend_key(jobset_id)
         pipe.set(bkey, codec.dumps(portable_backend(backend), key=key, context=bkey), ex=ttl)
         registry.write(
-            pipe, registry.make_record(jobset_id, backend, plan, ids, tags), key=key, ttl_s=ttl
+            pipe,
+            registry.make_record(jobset_id, backend, plan, ids, tags, timeout_s=timeout_s),
+            key=key,
+            ttl_s=ttl,
         )
         pipe.execute()
 

@@ -129,6 +129,11 @@ class AerJobSet(JobV1):
         return self._executor
 
     @property
+    def timeout_s(self) -> float | None:
+        """Each sub-job's time limit (Celery only), also on a set retrieved by id."""
+        return self._timeout_s
+
+    @property
     def plan(self) -> Plan:
         """The split: sub-batches, experiments, shot chunks and the recorded seed."""
         return self._plan
@@ -297,8 +302,9 @@ class AerJobSet(JobV1):
             executor,
             plan=record.plan,
             tags=record.tags,
+            timeout_s=record.timeout_s,
         )
-        job._submission = CeleryRun(executor, job_id, record.task_ids)
+        job._submission = CeleryRun(executor, job_id, record.task_ids, timeout_s=record.timeout_s)
         job._created_at = record.created_at
         return job
 

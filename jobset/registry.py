@@ -32,6 +32,7 @@ class JobSetRecord:
     task_ids: tuple[str, ...]
     plan: Plan
     version: int = PROTOCOL_VERSION
+    timeout_s: float | None = None
 
     @property
     def experiments(self) -> int:
@@ -47,7 +48,13 @@ def skeleton(plan: Plan) -> Plan:
 
 
 def make_record(
-    jobset_id: str, backend: Any, plan: Plan, task_ids: Sequence[str], tags: Sequence[str]
+    jobset_id: str,
+    backend: Any,
+    plan: Plan,
+    task_ids: Sequence[str],
+    tags: Sequence[str],
+    *,
+    timeout_s: float | None = None,
 ) -> JobSetRecord:
     return JobSetRecord(
         jobset_id=jobset_id,
@@ -56,6 +63,7 @@ def make_record(
         backend_name=str(getattr(backend, "name", type(backend).__name__)),
         task_ids=tuple(task_ids),
         plan=skeleton(plan),
+        timeout_s=timeout_s,
     )
 
 

@@ -90,6 +90,13 @@ def test_a_set_is_cancelled_from_another_process():
             assert job.status() is JobStatus.CANCELLED
 
 
+def test_a_retrieved_set_keeps_its_time_limit_for_reruns(executor):
+    job = run(AerSimulator(), qv_circuits(2), executor=executor, shots=10, timeout_s=60)
+    job.result(timeout=60)
+    again = AerJobSet.retrieve(job.job_id(), executor)
+    assert again.timeout_s == job.timeout_s == 60
+
+
 def test_an_unknown_id_raises_a_clear_error_instead_of_pending_forever(executor):
     with pytest.raises(JobSetNotFoundError, match="no job set 'not-a-set'"):
         AerJobSet.retrieve("not-a-set", executor)
