@@ -398,7 +398,9 @@ class LocalCluster:
                 url = self._server.url
             aer_threads = self._aer_threads
             if aer_threads is None:
-                slots = max(1, self._count * self._concurrency)
+                # Started empty, the cluster cannot know how many workers will come
+                # (add_worker): one thread per task never oversubscribes.
+                slots = self._count * self._concurrency or available_cores()
                 aer_threads = max(1, available_cores() // slots)
             self._settings = Settings(
                 broker_url=url,
