@@ -8,10 +8,10 @@ from typing import Any
 
 from qiskit.primitives import BaseEstimatorV2
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
-from qiskit_aer import AerSimulator
 
 from ..errors import InvalidInputError
-from .job import DistributedPrimitiveJob, check_executor, executor_slots, submit
+from .base import DistributedPrimitive
+from .job import DistributedPrimitiveJob, executor_slots, submit
 from .layout import clean_run_options, plan_estimator, positive_or_none, resolve_seed
 
 DEFAULT_SHOTS = 1024  # AerSimulator's own default
@@ -31,7 +31,7 @@ class EstimatorOptions:
     """Options passed to ``AerSimulator.run`` (``seed_simulator``, ``shots``, ...)."""
 
 
-class EstimatorV2(BaseEstimatorV2):
+class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
     """``qiskit_aer.primitives.EstimatorV2`` whose simulations run as a job set.
 
     Takes Aer's ``options`` (``default_precision``, ``backend_options``, ``run_options``;
@@ -67,34 +67,18 @@ class EstimatorV2(BaseEstimatorV2):
         max_shot_size: int | None = None,
         tags: Sequence[str] = (),
     ) -> None:
-        self._executor = check_executor(executor)
-        self._max_job_size = positive_or_none("max_job_size", max_job_size)
-        self._max_shot_size = positive_or_none("max_shot_size", max_shot_size)
-        self._tags = (tags,) if isinstance(tags, str) else tuple(tags)
         self._options = EstimatorOptions(**options) if options else EstimatorOptions()
-        self._backend: Any = AerSimulator(**self._options.backend_options)
-
-    @classmethod
-    def from_backend(cls, backend: Any, *, executor: Any, **kwargs: Any) -> EstimatorV2:
-        """An estimator on ``backend`` (an ``AerSimulator``, or any backend Aer can mimic)."""
-        estimator = cls(executor=executor, **kwargs)
-        estimator._backend = (
-            backend if isinstance(backend, AerSimulator) else AerSimulator.from_backend(backend)
+        super().__init__(
+            executor=executor,
+            backend_options=self._options.backend_options,
+            max_job_size=max_job_size,
+            max_shot_size=max_shot_size,
+            tags=tags,
         )
-        return estimator
 
     @property
     def options(self) -> EstimatorOptions:
         return self._options
-
-    @property
-    def backend(self) -> Any:
-        """The ``AerSimulator`` that the workers run (a copy of it)."""
-        return self._backend
-
-    @property
-    def executor(self) -> Any:
-        return self._executor
 
     def run(
         self, pubs: Iterable[Any], *, precision: float | None = None

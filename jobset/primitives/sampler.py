@@ -9,11 +9,11 @@ from typing import Any
 
 from qiskit.primitives import BaseSamplerV2
 from qiskit.primitives.containers.sampler_pub import SamplerPub
-from qiskit_aer import AerSimulator
 
 from ..errors import InvalidInputError
-from .job import DistributedPrimitiveJob, check_executor, executor_slots, submit
-from .layout import clean_run_options, plan_sampler, positive_or_none, resolve_seed
+from .base import DistributedPrimitive
+from .job import DistributedPrimitiveJob, executor_slots, submit
+from .layout import clean_run_options, plan_sampler, resolve_seed
 
 
 @dataclass
@@ -27,7 +27,7 @@ class SamplerOptions:
     """Options passed to ``AerSimulator.run``."""
 
 
-class SamplerV2(BaseSamplerV2):
+class SamplerV2(DistributedPrimitive, BaseSamplerV2):
     """``qiskit_aer.primitives.SamplerV2`` whose simulations run as a job set.
 
     Takes Aer's arguments (``default_shots``, ``seed``, ``options`` with
@@ -56,23 +56,16 @@ class SamplerV2(BaseSamplerV2):
         max_shot_size: int | None = None,
         tags: Sequence[str] = (),
     ) -> None:
-        self._executor = check_executor(executor)
         self._default_shots = default_shots
         self._seed = seed
-        self._max_job_size = positive_or_none("max_job_size", max_job_size)
-        self._max_shot_size = positive_or_none("max_shot_size", max_shot_size)
-        self._tags = (tags,) if isinstance(tags, str) else tuple(tags)
         self._options = SamplerOptions(**options) if options else SamplerOptions()
-        self._backend: Any = AerSimulator(**self._options.backend_options)
-
-    @classmethod
-    def from_backend(cls, backend: Any, *, executor: Any, **kwargs: Any) -> SamplerV2:
-        """A sampler on ``backend`` (an ``AerSimulator``, or any backend Aer can mimic)."""
-        sampler = cls(executor=executor, **kwargs)
-        sampler._backend = (
-            backend if isinstance(backend, AerSimulator) else AerSimulator.from_backend(backend)
+        super().__init__(
+            executor=executor,
+            backend_options=self._options.backend_options,
+            max_job_size=max_job_size,
+            max_shot_size=max_shot_size,
+            tags=tags,
         )
-        return sampler
 
     @property
     def default_shots(self) -> int:
@@ -87,15 +80,6 @@ class SamplerV2(BaseSamplerV2):
     @property
     def options(self) -> SamplerOptions:
         return self._options
-
-    @property
-    def backend(self) -> Any:
-        """The ``AerSimulator`` that the workers run (a copy of it)."""
-        return self._backend
-
-    @property
-    def executor(self) -> Any:
-        return self._executor
 
     def run(self, pubs: Iterable[Any], *, shots: int | None = None) -> DistributedPrimitiveJob:
         """Validate ``pubs`` as Qiskit does, split them into sub-jobs and submit them.

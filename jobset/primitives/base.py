@@ -1,0 +1,50 @@
+"""What the distributed sampler and estimator share: where and how they split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from qiskit_aer import AerSimulator
+
+from .job import check_executor
+from .layout import positive_or_none
+
+P = TypeVar("P", bound="DistributedPrimitive")
+
+
+class DistributedPrimitive:
+    """The executor, the split sizes, the tags and the simulator the workers run."""
+
+    def __init__(
+        self,
+        *,
+        executor: Any,
+        backend_options: dict[str, Any],
+        max_job_size: int | None,
+        max_shot_size: int | None,
+        tags: Sequence[str],
+    ) -> None:
+        self._executor = check_executor(executor)
+        self._max_job_size = positive_or_none("max_job_size", max_job_size)
+        self._max_shot_size = positive_or_none("max_shot_size", max_shot_size)
+        self._tags = (tags,) if isinstance(tags, str) else tuple(tags)
+        self._backend: Any = AerSimulator(**backend_options)
+
+    @classmethod
+    def from_backend(cls: type[P], backend: Any, *, executor: Any, **kwargs: Any) -> P:
+        """A primitive on ``backend`` (an ``AerSimulator``, or any backend Aer can mimic)."""
+        primitive = cls(executor=executor, **kwargs)
+        primitive._backend = (
+            backend if isinstance(backend, AerSimulator) else AerSimulator.from_backend(backend)
+        )
+        return primitive
+
+    @property
+    def backend(self) -> Any:
+        """The ``AerSimulator`` that the workers run (a copy of it)."""
+        return self._backend
+
+    @property
+    def executor(self) -> Any:
+        return self._executor
