@@ -30,13 +30,13 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from .errors import ConfigurationError
 from .local import (
     PROJECT_ROOT,
     LocalCluster,
     RedisServer,
+    StartStop,
     _kill_group,
     _tail,
     _wait_exit,
@@ -51,7 +51,7 @@ FLOWER_TASK_COLUMNS = "name,uuid,state,kwargs,result,received,runtime,worker"
 FLOWER_SECRET_KEY = "flower-never-signs-payloads"
 
 
-class FlowerProcess:
+class FlowerProcess(StartStop):
     """``celery -A workers.app flower`` on 127.0.0.1, with basic auth and persistent state."""
 
     def __init__(
@@ -153,17 +153,6 @@ class FlowerProcess:
                 _kill_group(process.pid)
                 process.wait()
         _kill_group(process.pid)
-
-    def __enter__(self) -> FlowerProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 from urllib.parse import quote, urlencode
 
 import redis
@@ -45,6 +46,8 @@ from .errors import ConfigurationError, JobSetStateError
 from .execute import available_cores
 from .protocol import WORKER_KEY_PREFIX
 from .settings import Settings
+
+_S = TypeVar("_S", bound="StartStop")
 
 RESERVED_PORT = 6379  # the conventional Redis port: someone else's server may live there
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -110,6 +113,27 @@ def find_tls_server_binary() -> str:
     raise ConfigurationError("TLS needs redis-server or valkey-server built with TLS on the PATH")
 
 
+class StartStop:
+    """``with`` support for what has ``start()`` (returning itself) and ``stop()``."""
+
+    def start(self: _S) -> _S:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _S) -> _S:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     """PEM files for a TLS server: its certificate and key, and the CA that signed it."""
@@ -119,7 +143,7 @@ class TlsFiles:
     ca_file: Path
 
 
-class RedisServer:
+class RedisServer(StartStop):
     """A throw-away Redis-protocol server on 127.0.0.1, for tests, demos and local runs.
 
     With ``tls`` it listens for TLS only and :attr:`url` is a ``rediss://`` URL that names
@@ -276,17 +300,6 @@ class RedisServer:
             process.kill()
             process.wait()
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 @dataclass
 class WorkerHandle:
@@ -309,7 +322,7 @@ class WorkerHandle:
         return self.process.poll() is None
 
 
-class LocalCluster:
+class LocalCluster(StartStop):
     """A private server plus ``workers`` real Celery worker processes on this machine.
 
     ``aer_threads=None`` shares the cores among all the workers' pool processes (the
@@ -561,17 +574,6 @@ class LocalCluster:
                     time.sleep(0.1)
         finally:
             client.close()
-
-    def __enter__(self) -> LocalCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _heartbeat_hostname(raw: object) -> str | None:
