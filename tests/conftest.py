@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from jobset import CeleryExecutor
 from jobset.local import LocalCluster, RedisServer
 from jobset.settings import Settings
 
@@ -29,3 +30,10 @@ def cluster() -> Iterator[LocalCluster]:
 @pytest.fixture(scope="session")
 def settings(cluster: LocalCluster) -> Settings:
     return cluster.settings
+
+
+@pytest.fixture(scope="module")
+def executor(cluster: LocalCluster) -> Iterator[CeleryExecutor]:
+    """A producer on the session cluster (a module may override it with its own)."""
+    with CeleryExecutor(cluster.settings) as ex:
+        yield ex

@@ -11,7 +11,7 @@ from qiskit.providers import JobStatus
 from qiskit.providers.fake_provider import GenericBackendV2
 from qiskit_aer import AerSimulator
 
-from jobset import CeleryExecutor, DistributedAerSimulator, run
+from jobset import DistributedAerSimulator, run
 
 from .workloads import (
     assert_same_counts_and_memory,
@@ -21,12 +21,6 @@ from .workloads import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def executor(cluster):
-    with CeleryExecutor(cluster.settings) as ex:
-        yield ex
 
 
 @pytest.mark.parametrize("max_job_size", [1, 3, 7, 12, None])

@@ -29,12 +29,6 @@ from .workloads import qv_circuits
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def executor(cluster):
-    with CeleryExecutor(cluster.settings) as ex:
-        yield ex
-
-
 def _wait_until(predicate, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():

@@ -25,12 +25,6 @@ from .workloads import assert_same_counts_and_memory, qv_circuits
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def executor(cluster):
-    with CeleryExecutor(cluster.settings) as ex:
-        yield ex
-
-
 def _nothing_queued(client: redis.Redis, before: int) -> None:
     assert client.dbsize() == before
     assert client.llen(DEFAULT_QUEUE) == 0

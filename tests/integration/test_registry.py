@@ -50,12 +50,6 @@ def _in_another_process(code: str, settings) -> str:
     return done.stdout
 
 
-@pytest.fixture(scope="module")
-def executor(cluster):
-    with CeleryExecutor(cluster.settings) as ex:
-        yield ex
-
-
 def test_a_set_submitted_by_another_process_is_retrieved_whole_by_its_id(cluster, executor):
     job_id = json.loads(_in_another_process(SUBMIT_IN_ANOTHER_PROCESS, cluster.settings))["id"]
     job = AerJobSet.retrieve(job_id, executor)

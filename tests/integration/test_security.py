@@ -20,12 +20,6 @@ from .workloads import qv_circuits
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def executor(cluster):
-    with CeleryExecutor(cluster.settings) as ex:
-        yield ex
-
-
 def _flip_last_byte(client, key: str) -> None:
     blob = bytearray(client.get(key))
     blob[-1] ^= 0x01
