@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from circuits import ghz
 from dask.distributed import Client
 from dask.distributed import LocalCluster as DaskCluster
 from qiskit import QuantumCircuit, transpile
@@ -47,15 +48,6 @@ class Workload:
     backend: Callable[[], AerSimulator]
     options: dict[str, Any]
     max_shot_size: int | None = None
-
-
-def ghz(n: int, name: str) -> QuantumCircuit:
-    qc = QuantumCircuit(n, name=name)
-    qc.h(0)
-    for q in range(n - 1):
-        qc.cx(q, q + 1)
-    qc.measure_all()
-    return qc
 
 
 def workloads() -> dict[str, Workload]:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from qiskit import QuantumCircuit
+from circuits import ghz
 from qiskit_aer import AerSimulator
 
 from jobset import CeleryExecutor, codec, run
@@ -24,15 +24,6 @@ from jobset.merge import merge_results
 from jobset.plan import make_plan
 
 KEY = b"profile"
-
-
-def ghz(n: int, name: str) -> QuantumCircuit:
-    qc = QuantumCircuit(n, name=name)
-    qc.h(0)
-    for q in range(n - 1):
-        qc.cx(q, q + 1)
-    qc.measure_all()
-    return qc
 
 
 def best_ms(fn: Callable[[], Any], repeat: int = 5) -> float:

@@ -18,6 +18,7 @@ from qiskit import QuantumCircuit, transpile
 from qiskit.circuit.library import quantum_volume
 from qiskit_aer import AerSimulator
 
+from jobset import run
 from jobset.protocol import ended_field, runs_key, started_field
 
 T = TypeVar("T")
@@ -87,3 +88,17 @@ def wait_for_log(path: Path, pattern: str, timeout_s: float) -> str:
         return match.group(0) if match else None
 
     return wait_until(found, timeout_s, f"{pattern!r} in {path.name}")
+
+
+def submit_exact(executor: Any, circuits: Any, *, shots: int, seed: int, **options: Any) -> Any:
+    """A set of one circuit per sub-job, seeded and with memory, to compare runs exactly."""
+    return run(
+        AerSimulator(method="statevector"),
+        circuits,
+        executor=executor,
+        max_job_size=1,
+        shots=shots,
+        seed_simulator=seed,
+        memory=True,
+        **options,
+    )

@@ -24,17 +24,10 @@ from jobset import (
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import DEFAULT_QUEUE, result_key
 
+from .faultkit import wait_until
 from .workloads import qv_circuits
 
 pytestmark = pytest.mark.integration
-
-
-def _wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _too_big_for_memory() -> QuantumCircuit:
@@ -154,7 +147,7 @@ def test_cancel_while_no_worker_is_online_holds_when_a_worker_starts_later():
                 workers=1, redis_url=server.url, secret_key=settings.secret_key.decode()
             ) as local:
                 # Wait for the worker to consume every message, then check none ran.
-                _wait_until(
+                wait_until(
                     lambda: server.client().llen(DEFAULT_QUEUE) == 0,
                     60,
                     "the worker to take the cancelled messages",
@@ -189,7 +182,7 @@ def test_cancel_stops_running_sub_jobs_within_ten_seconds_and_workers_serve_the_
         max_job_size=1,
         shots=10,
     )
-    _wait_until(
+    wait_until(
         lambda: job.status([0, 1]).count(JobStatus.RUNNING) == 2, 60, "two sub-jobs to start"
     )
     assert job.status() is JobStatus.RUNNING and job.running()

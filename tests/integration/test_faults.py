@@ -17,7 +17,7 @@ from qiskit import QuantumCircuit
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
-from jobset import CeleryExecutor, JobSetFailedError, run
+from jobset import CeleryExecutor, JobSetFailedError
 from jobset.celeryconf import restore_interval_s
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import SubJobRef, task_id
@@ -26,6 +26,7 @@ from .faultkit import (
     ends,
     heavy_circuits,
     starts,
+    submit_exact,
     task_meta,
     wait_for_log,
     wait_started,
@@ -52,16 +53,7 @@ def reference(circuits):
 
 
 def submit(executor, circuits, **options):
-    return run(
-        AerSimulator(method="statevector"),
-        circuits,
-        executor=executor,
-        max_job_size=1,
-        shots=SHOTS,
-        seed_simulator=SEED,
-        memory=True,
-        **options,
-    )
+    return submit_exact(executor, circuits, shots=SHOTS, seed=SEED, **options)
 
 
 def test_a_worker_killed_mid_sub_job_is_redelivered_in_bounded_time_and_the_set_completes_exactly():

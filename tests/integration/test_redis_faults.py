@@ -13,7 +13,7 @@ from qiskit_aer import AerSimulator
 from jobset import BrokerUnavailableError, CeleryExecutor, Settings, SubJobsLostError, run
 from jobset.local import LocalCluster, RedisServer, free_port
 
-from .faultkit import heavy_circuits, starts, wait_started
+from .faultkit import heavy_circuits, starts, submit_exact, wait_started
 from .workloads import assert_same_counts_and_memory, qv_circuits
 
 pytestmark = pytest.mark.integration
@@ -24,15 +24,7 @@ SECRET = "k" * 32
 
 
 def submit(executor, circuits):
-    return run(
-        AerSimulator(method="statevector"),
-        circuits,
-        executor=executor,
-        max_job_size=1,
-        shots=SHOTS,
-        seed_simulator=SEED,
-        memory=True,
-    )
+    return submit_exact(executor, circuits, shots=SHOTS, seed=SEED)
 
 
 def reference(circuits):
