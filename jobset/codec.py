@@ -24,6 +24,7 @@ import hmac
 import io
 import pickle
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 from qiskit import QuantumCircuit, qpy
@@ -140,3 +141,21 @@ def loads_batch(blob: object, *, key: bytes, context: str) -> SubBatch:
     if not isinstance(batch, SubBatch):
         raise DecodeError(f"payload at {context} is a {type(batch).__name__}, not a sub-batch")
     return batch
+
+
+def batch_digest(options: Mapping[str, Any], batch: SubBatch, versions: Any = ()) -> str:
+    """SHA-256 of what a sub-job's result depends on: circuits, options, seed, shots.
+
+    Equal digests mean equal inputs (the pickles are equal); equal inputs may still give
+    different digests (say, a parameter rebuilt with a new identity): a cache miss, never
+    a wrong hit.  ``versions`` keeps results of other qiskit / Aer versions apart.
+    """
+    body = (
+        [(name, options[name]) for name in sorted(options)],
+        batch.circuits,
+        batch.parameter_binds,
+        sorted(batch.run_kwargs().items()),
+        batch.pad_clbits,
+        versions,
+    )
+    return hashlib.sha256(pickle.dumps(body, protocol=4)).hexdigest()

@@ -6,6 +6,7 @@
     └── JobSetError                      root of every error raised here
         ├── ConfigurationError           bad settings (missing secret key, bad URL)
         ├── InvalidInputError            bad circuits, shots, split sizes, executor
+        │   └── AdmissionError           no live worker could hold an experiment (admit=)
         ├── SecurityError                a payload failed its signature check
         ├── DecodeError                  a payload could not be decoded
         ├── JobSetStateError             an operation that the set's state forbids
@@ -51,6 +52,19 @@ class ConfigurationError(JobSetError):
 
 class InvalidInputError(JobSetError, ValueError):
     """Raised when circuits, options or an executor are refused before anything is queued."""
+
+
+class AdmissionError(InvalidInputError):
+    """Raised when admission control refuses a set that no live worker could run.
+
+    ``need_bytes`` is the largest experiment's state, ``largest_bytes`` the memory the
+    largest live worker offers (None when no worker is online).
+    """
+
+    def __init__(self, message: str, *, need_bytes: int, largest_bytes: int | None) -> None:
+        self.need_bytes = need_bytes
+        self.largest_bytes = largest_bytes
+        super().__init__(message)
 
 
 class SecurityError(JobSetError):

@@ -145,3 +145,19 @@ class _LocalRunner:
 
     def __call__(self, batch: SubBatch) -> Result:
         return run_sub_batch(self.backend, batch)
+
+
+def machine_memory_bytes(root: str | os.PathLike[str] = "/sys/fs/cgroup") -> int | None:
+    """Memory this process may use: physical memory, capped by a cgroup v2/v1 limit."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    for name in ("memory.max", "memory/memory.limit_in_bytes", "memory.limit_in_bytes"):
+        try:
+            raw = (Path(root) / name).read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit():
+            total = min(total, int(raw))
+    return int(total)

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -25,10 +25,13 @@ from redis.retry import Retry
 
 from . import codec, recovery, registry
 from .celeryconf import celery_config
+from .cost import WorkerCapacity
 from .errors import JobSetTimeoutError, SubJobsLostError
 from .execute import available_cores, portable_backend
 from .plan import Plan, SubBatch
 from .protocol import (
+    OWNER_QUEUES_KEY,
+    OWNER_SEP,
     WORKER_KEY_PREFIX,
     backend_key,
     batch_key,
@@ -186,6 +189,22 @@ class CeleryExecutor:
                     continue
         return total
 
+    # ---- admission and routing: what the live workers advertise (see jobset.admission)
+    def workers(self) -> list[WorkerCapacity]:
+        """The capacity every live worker advertises in its heartbeat."""
+        found = []
+        for key in self.redis.scan_iter(match=f"{WORKER_KEY_PREFIX}*", count=500):
+            raw = self.redis.get(key)
+            try:
+                record = json.loads(raw) if raw else None
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                found.append(WorkerCapacity.from_record(record))
+        return found
+
+    # ---- end of admission and routing
+
     def check_reachable(self) -> None:
         """Raise :class:`~jobset.errors.BrokerUnavailableError` within the connect timeout
         if the broker or the result backend does not answer."""
@@ -203,11 +222,16 @@ class CeleryExecutor:
         *,
         tags: Sequence[str] = (),
         timeout_s: float | None = None,
+        routes: Mapping[int, str] | None = None,
+        cache_ttl_s: int | None = None,
     ) -> CeleryRun:
         """Store the set's record and payloads (signed), then publish one task per sub-batch.
 
         Each sub-batch is encoded and published in turn, so workers start on the first
-        while the producer still encodes the rest.
+        while the producer still encodes the rest.  ``routes`` maps sub-job indices to
+        queues (:func:`jobset.admission.routes`); owner queues are recorded for workers
+        to consume.  With ``cache_ttl_s`` each message carries its inputs' digest, and the
+        worker reuses (or stores) the result under it.
         """
         key, ttl = self.settings.secret_key, self.settings.result_ttl_s
         ids = tuple(task_id(jobset_id, b.index) for b in plan.sub_batches)
@@ -220,15 +244,32 @@ class CeleryExecutor:
             key=key,
             ttl_s=ttl,
         )
+        owned = {q for q in (routes or {}).values() if OWNER_SEP in q}
+        if owned:
+            pipe.zadd(OWNER_QUEUES_KEY, dict.fromkeys(owned, time.time()))
+            pipe.expire(OWNER_QUEUES_KEY, ttl)
         pipe.execute()
 
         queue = recovery.queue_for(backend)
+        options = dict(portable_backend(backend).options.items()) if cache_ttl_s else {}
         with self.app.producer_or_acquire() as producer:
             for batch in plan.sub_batches:
                 k = batch_key(jobset_id, batch.index)
                 self.redis.set(k, codec.dumps_batch(batch, key=key, context=k), ex=ttl)
+                digest = (
+                    codec.batch_digest(options, batch, recovery.producer_versions())
+                    if cache_ttl_s
+                    else ""
+                )
                 recovery.send_sub_job(
-                    self, producer, jobset_id, batch, queue=queue, timeout_s=timeout_s
+                    self,
+                    producer,
+                    jobset_id,
+                    batch,
+                    queue=(routes or {}).get(batch.index, queue),
+                    timeout_s=timeout_s,
+                    cache_digest=digest,
+                    cache_ttl_s=cache_ttl_s or 0,
                 )
         return CeleryRun(self, jobset_id, ids, timeout_s=timeout_s)
 

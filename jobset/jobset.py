@@ -12,7 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,10 +79,14 @@ class AerJobSet(JobV1):
         plan: Plan | None = None,
         tags: Sequence[str] = (),
         timeout_s: float | None = None,
+        routes: Mapping[int, str] | None = None,
+        cache_ttl_s: int | None = None,
     ) -> None:
         super().__init__(backend, job_id)
         self._tags = tuple(tags)
         self._timeout_s = timeout_s
+        self._routes = dict(routes) if routes else None
+        self._cache_ttl_s = cache_ttl_s
         self._fn = fn
         self._experiments = list(experiments)
         self._executor = executor
@@ -102,7 +106,13 @@ class AerJobSet(JobV1):
         self._submitted_at = time.monotonic()
         if isinstance(executor, CeleryExecutor):
             self._submission = executor.publish(
-                self._job_id, self._backend, self._plan, tags=self._tags, timeout_s=self._timeout_s
+                self._job_id,
+                self._backend,
+                self._plan,
+                tags=self._tags,
+                timeout_s=self._timeout_s,
+                routes=self._routes,
+                cache_ttl_s=self._cache_ttl_s,
             )
         elif isinstance(executor, cf.Executor):
             if self._fn is None:

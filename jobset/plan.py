@@ -128,6 +128,25 @@ def auto_job_size(n_experiments: int, slots: int, n_chunks: int = 1) -> int:
     return max(1, math.ceil(n_experiments / blocks))
 
 
+def balanced_starts(weights: Sequence[float], blocks: int) -> list[int]:
+    """Start indices of at most ``blocks`` contiguous blocks of about equal total weight.
+
+    Contiguous, so each block's seed stays ``seed + 2113 * start`` and a split run gives
+    exactly the unsplit counts.  A block closes once it reaches the even share; an
+    experiment heavier than the share is a block of its own.
+    """
+    total = sum(weights)
+    blocks = max(1, min(blocks, len(weights)))
+    share = total / blocks
+    starts, acc = [0], 0.0
+    for i, w in enumerate(weights):
+        if acc > 0 and acc + w / 2 > share and len(starts) < blocks:
+            starts.append(i)
+            acc = 0.0
+        acc += w
+    return starts
+
+
 def chunk_seed(seed: int, chunk: int, n_chunks: int) -> int:
     """Base seed of shot chunk ``chunk``: the set's seed when shots are not split."""
     if n_chunks == 1:
@@ -228,8 +247,13 @@ def make_plan(
     parameter_binds: Any = None,
     run_options: Mapping[str, Any] | None = None,
     slots: int = 1,
+    circuit_weights: Sequence[float] | None = None,
 ) -> Plan:
-    """Validate the input and split it into sub-batches; raises before anything is queued."""
+    """Validate the input and split it into sub-batches; raises before anything is queued.
+
+    ``circuit_weights`` (estimated work per circuit, :mod:`jobset.cost`) changes only the
+    automatic split: the same number of sub-jobs, cut where the work evens out.
+    """
     circs = _as_circuits(circuits)
     n_shots = _positive_int("shots", shots, optional=False)
     assert n_shots is not None
@@ -264,11 +288,18 @@ def make_plan(
             )
 
     size = job_size or auto_job_size(len(experiments), slots, len(chunks))
+    if job_size is None and circuit_weights is not None:
+        if len(circuit_weights) != len(circs):
+            raise InvalidInputError("circuit_weights needs one weight per circuit")
+        weights = [float(circuit_weights[e.circuit]) for e in experiments]
+        starts = balanced_starts(weights, math.ceil(len(experiments) / size))
+    else:
+        starts = list(range(0, len(experiments), size))
     set_clbits = max(c.num_clbits for c in circs)
     options = dict(run_options or {})
     batches: list[SubBatch] = []
-    for start in range(0, len(experiments), size):
-        block = experiments[start : start + size]
+    for start, end in zip(starts, [*starts[1:], len(experiments)], strict=True):
+        block = experiments[start:end]
         block_circuits, block_binds = _block_payload(circs, binds, block)
         for c, chunk_n in enumerate(chunks):
             batches.append(

@@ -18,6 +18,9 @@ under the keys below, each signed (see :mod:`jobset.codec`) and each with a TTL:
 ``jobset:{id}:runs``         how often each sub-job started and ended (a hash; the
                              redelivery cap counts starts that never ended)
 ``jobset:worker:{hostname}`` a live worker's capacity and versions, refreshed by a heartbeat
+``jobset:owner-queues``      a sorted set of per-owner queues, scored by last publish time;
+                             workers add a consumer for those of the queues they serve
+``jobset:cache:{digest}``    a cached sub-job result (signed pickle), for ``cache_ttl_s`` sets
 
 The broker's own keys (kombu's Redis transport) are read by the producer to tell a lost
 sub-job from a queued one: the queue lists, and ``unacked`` / ``unacked_index``, where a
@@ -34,6 +37,13 @@ PROTOCOL_VERSION = 1
 RUN_SUB_JOB_TASK = "jobset.run_sub_job"
 DEFAULT_QUEUE = "jobset.cpu"
 GPU_QUEUE = "jobset.gpu"
+# Sub-jobs whose state is at least Settings.large_memory_mb, when a worker consumes it.
+LARGE_QUEUE = "jobset.cpu.large"
+BASE_QUEUES = (DEFAULT_QUEUE, LARGE_QUEUE, GPU_QUEUE)
+# A set with an owner goes to ``{base}{OWNER_SEP}{owner}``; kombu's Redis transport
+# rotates over the queues a worker consumes, so owners take turns.
+OWNER_SEP = ".owner."
+OWNER_QUEUES_POLL_S = 1.0
 
 KEY_PREFIX = "jobset"
 WORKER_KEY_PREFIX = f"{KEY_PREFIX}:worker:"
@@ -42,6 +52,20 @@ WORKER_TTL_S = 30
 
 
 INDEX_KEY = f"{KEY_PREFIX}:index"
+OWNER_QUEUES_KEY = f"{KEY_PREFIX}:owner-queues"
+
+
+def owner_queue(base: str, owner: str) -> str:
+    return f"{base}{OWNER_SEP}{owner}"
+
+
+def base_queue(queue: str) -> str:
+    """The size-class queue an owner queue belongs to (the queue itself otherwise)."""
+    return queue.partition(OWNER_SEP)[0]
+
+
+def cache_key(digest: str) -> str:
+    return f"{KEY_PREFIX}:cache:{digest}"
 
 
 def record_key(jobset_id: str) -> str:
@@ -125,6 +149,10 @@ class SubJobRef:
     # The producer's qiskit, qiskit-aer and project versions: a worker whose versions
     # would give other results refuses the sub-job (see jobset.compat).
     versions: tuple[tuple[str, str], ...] = ()
+    # Opt-in result cache: the digest of (circuits, options, seed, shots) and how long a
+    # result stays reusable; empty / 0 when the set does not use the cache.
+    cache_digest: str = ""
+    cache_ttl_s: int = 0
 
     def to_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -135,6 +163,9 @@ class SubJobRef:
         }
         if self.versions:
             kwargs["versions"] = dict(self.versions)
+        if self.cache_digest:
+            kwargs["cache_digest"] = self.cache_digest
+            kwargs["cache_ttl_s"] = self.cache_ttl_s
         return kwargs
 
     @classmethod
@@ -145,4 +176,6 @@ class SubJobRef:
             experiments=int(kwargs["experiments"]),
             version=int(kwargs.get("version", PROTOCOL_VERSION)),
             versions=tuple(sorted((str(k), str(v)) for k, v in kwargs.get("versions", {}).items())),
+            cache_digest=str(kwargs.get("cache_digest", "")),
+            cache_ttl_s=int(kwargs.get("cache_ttl_s", 0)),
         )

@@ -27,8 +27,10 @@ from .errors import BrokerUnavailableError, ConfigurationError, JobSetStateError
 from .execute import portable_backend
 from .plan import SubBatch
 from .protocol import (
+    BASE_QUEUES,
     DEFAULT_QUEUE,
     GPU_QUEUE,
+    OWNER_QUEUES_KEY,
     RUN_SUB_JOB_TASK,
     UNACKED_KEY,
     WORKER_KEY_PREFIX,
@@ -57,8 +59,8 @@ LOST_CONFIRM_S = 1.0
 HARD_LIMIT_GRACE_S = 1.0
 
 _LRANGE_CHUNK = 1000
-# Every queue a producer publishes to; a message of the set is in one of them.
-QUEUES = (DEFAULT_QUEUE, GPU_QUEUE)
+# Every size-class queue a producer publishes to; owner queues are recorded in Redis.
+QUEUES = BASE_QUEUES
 
 
 def _task_id(raw: Any) -> str | None:
@@ -87,12 +89,23 @@ def _matching(raws: Iterable[Any], needle: bytes, wanted: set[str]) -> set[str]:
     return found
 
 
-def present_task_ids(broker: Any, jobset_id: str, task_ids: Iterable[str]) -> set[str]:
+def known_queues(client: Any) -> list[str]:
+    """Every queue a producer may publish to: the size classes and the recorded owners'."""
+    owners = [
+        q.decode() if isinstance(q, bytes) else str(q)
+        for q in client.zrange(OWNER_QUEUES_KEY, 0, -1)
+    ]
+    return [*QUEUES, *owners]
+
+
+def present_task_ids(
+    broker: Any, jobset_id: str, task_ids: Iterable[str], queues: Iterable[str] = QUEUES
+) -> set[str]:
     """Those of ``task_ids`` whose message is queued or held by a worker, on ``broker``."""
     wanted = set(task_ids)
     needle = jobset_id.encode()
     found = _matching(broker.hvals(UNACKED_KEY), needle, wanted)
-    for queue in QUEUES:
+    for queue in queues:
         for name in queue_lists(queue):
             start = 0
             while True:
@@ -107,9 +120,12 @@ def present_task_ids(broker: Any, jobset_id: str, task_ids: Iterable[str]) -> se
 def find_lost(run: CeleryRun, *, confirm_s: float = LOST_CONFIRM_S) -> list[int]:
     """Sub-jobs of ``run`` that are not final, not queued and held by no worker."""
     broker = run.executor.broker
+    queues = known_queues(run.executor.redis)
 
     def missing(candidates: Sequence[int]) -> list[int]:
-        present = present_task_ids(broker, run.jobset_id, (run.task_ids[i] for i in candidates))
+        present = present_task_ids(
+            broker, run.jobset_id, (run.task_ids[i] for i in candidates), queues
+        )
         gone = [i for i in candidates if run.task_ids[i] not in present]
         # Read after the scan: one that finished meanwhile left the broker for good.
         states = run.states(gone) if gone else []
@@ -208,9 +224,18 @@ def send_sub_job(
     *,
     queue: str,
     timeout_s: float | None,
+    cache_digest: str = "",
+    cache_ttl_s: int = 0,
 ) -> None:
     """Publish sub-job ``batch.index``'s message: its ids, the producer's versions, limits."""
-    ref = SubJobRef(jobset_id, batch.index, len(batch.experiments), versions=producer_versions())
+    ref = SubJobRef(
+        jobset_id,
+        batch.index,
+        len(batch.experiments),
+        versions=producer_versions(),
+        cache_digest=cache_digest,
+        cache_ttl_s=cache_ttl_s,
+    )
     executor.app.send_task(
         RUN_SUB_JOB_TASK,
         kwargs=ref.to_kwargs(),

@@ -25,6 +25,8 @@ ENV_CONNECT_TIMEOUT_S = "JOBSET_CONNECT_TIMEOUT_S"
 ENV_MAX_WORKER_LOSSES = "JOBSET_MAX_WORKER_LOSSES"
 ENV_MAX_RESULT_BYTES = "JOBSET_MAX_RESULT_BYTES"
 ENV_MAX_MEMORY_MB = "JOBSET_MAX_MEMORY_MB"
+ENV_WORKER_MEMORY_MB = "JOBSET_WORKER_MEMORY_MB"
+ENV_LARGE_MEMORY_MB = "JOBSET_LARGE_MEMORY_MB"
 
 # Comfortably below Redis's 512 MB limit on one value: a 24-qubit statevector fits, a
 # 25-qubit one (512 MiB) does not.
@@ -48,6 +50,11 @@ class Settings:
     ERROR; ``max_result_bytes`` (workers) is the largest signed result a sub-job may store;
     ``max_memory_mb`` (producers) refuses at submit any circuit whose simulation would need
     more memory than that; ``None`` means no limit.
+
+    Admission and routing: ``worker_memory_mb`` (workers) is the memory a worker
+    advertises for one sub-job, ``None`` meaning the machine's (or its cgroup's) memory;
+    ``large_memory_mb`` (producers) is the state size from which a sub-job counts as
+    large and goes to the large queue, when a live worker consumes it.
     """
 
     broker_url: str = DEFAULT_BROKER_URL
@@ -60,6 +67,8 @@ class Settings:
     max_worker_losses: int = 3
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     max_memory_mb: int | None = None
+    worker_memory_mb: int | None = None
+    large_memory_mb: int = 1024
 
     def __post_init__(self) -> None:
         if isinstance(self.secret_key, str):
@@ -81,6 +90,10 @@ class Settings:
             )
         if self.max_memory_mb is not None and self.max_memory_mb < 1:
             raise ConfigurationError("max_memory_mb must be at least 1")
+        if self.worker_memory_mb is not None and self.worker_memory_mb < 1:
+            raise ConfigurationError("worker_memory_mb must be at least 1")
+        if self.large_memory_mb < 1:
+            raise ConfigurationError("large_memory_mb must be at least 1")
 
     def __repr__(self) -> str:
         return (
@@ -89,7 +102,8 @@ class Settings:
             f"result_ttl_s={self.result_ttl_s}, visibility_timeout_s={self.visibility_timeout_s}, "
             f"aer_threads={self.aer_threads}, connect_timeout_s={self.connect_timeout_s}, "
             f"max_worker_losses={self.max_worker_losses}, "
-            f"max_result_bytes={self.max_result_bytes}, max_memory_mb={self.max_memory_mb})"
+            f"max_result_bytes={self.max_result_bytes}, max_memory_mb={self.max_memory_mb}, "
+            f"worker_memory_mb={self.worker_memory_mb}, large_memory_mb={self.large_memory_mb})"
         )
 
     @property
@@ -113,6 +127,8 @@ class Settings:
             ("max_worker_losses", ENV_MAX_WORKER_LOSSES),
             ("max_result_bytes", ENV_MAX_RESULT_BYTES),
             ("max_memory_mb", ENV_MAX_MEMORY_MB),
+            ("worker_memory_mb", ENV_WORKER_MEMORY_MB),
+            ("large_memory_mb", ENV_LARGE_MEMORY_MB),
         ):
             if env.get(var):
                 try:
@@ -133,11 +149,14 @@ class Settings:
             ENV_CONNECT_TIMEOUT_S: str(self.connect_timeout_s),
             ENV_MAX_WORKER_LOSSES: str(self.max_worker_losses),
             ENV_MAX_RESULT_BYTES: str(self.max_result_bytes),
+            ENV_LARGE_MEMORY_MB: str(self.large_memory_mb),
         }
         if self.aer_threads is not None:
             env[ENV_AER_THREADS] = str(self.aer_threads)
         if self.max_memory_mb is not None:
             env[ENV_MAX_MEMORY_MB] = str(self.max_memory_mb)
+        if self.worker_memory_mb is not None:
+            env[ENV_WORKER_MEMORY_MB] = str(self.worker_memory_mb)
         return env
 
 

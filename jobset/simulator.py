@@ -11,11 +11,14 @@ from typing import Any
 from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 
+from . import admission
+from .cost import balance_weights, circuit_costs
 from .errors import InvalidInputError, VersionSkewWarning
 from .execute import local_runner
 from .executors import CeleryExecutor, local_slots
 from .jobset import AerJobSet
 from .plan import make_plan
+from .recovery import queue_for
 from .validate import check_submission
 
 
@@ -28,6 +31,9 @@ def run(
     max_shot_size: int | None = None,
     tags: Sequence[str] = (),
     timeout_s: float | None = None,
+    admit: str | None = None,
+    owner: str | None = None,
+    cache_ttl_s: int | None = None,
     **run_options: Any,
 ) -> AerJobSet:
     """Split ``circuits`` into sub-jobs, submit them on ``executor`` and return the set.
@@ -48,7 +54,28 @@ def run(
     unreachable broker raises :class:`~jobset.errors.BrokerUnavailableError` within the
     connect timeout.  A :class:`~jobset.errors.VersionSkewWarning` says that workers are
     online but none runs this producer's qiskit and qiskit-aer versions.
+
+    Admission, routing and sharing (Celery only; see the README, "Admission, routing and
+    fair share"): ``admit="wait"`` refuses with :class:`~jobset.errors.AdmissionError` a
+    set whose largest experiment needs more memory than any live worker offers, and
+    queues it when no worker is online; ``admit="require"`` refuses then too; ``None``
+    (the default) checks nothing.  ``owner`` sends the sub-jobs to that owner's queue, so
+    workers take turns between owners.  ``cache_ttl_s`` reuses the result of a sub-job
+    with the same circuits, options, seed and shots that ran in the last ``cache_ttl_s``
+    seconds (give ``seed_simulator``: a drawn seed never repeats).  With
+    ``max_job_size=None`` the split evens out the estimated work (:mod:`jobset.cost`)
+    when experiments differ by more than a factor of two.
     """
+    admit_mode = admission.check_admit_mode(admit)
+    owner = admission.check_owner(owner)
+    if cache_ttl_s is not None and (
+        isinstance(cache_ttl_s, bool) or not isinstance(cache_ttl_s, int) or cache_ttl_s < 1
+    ):
+        raise InvalidInputError(f"cache_ttl_s must be a positive integer, got {cache_ttl_s!r}")
+    if not isinstance(executor, CeleryExecutor) and (
+        admit_mode is not None or owner is not None or cache_ttl_s is not None
+    ):
+        raise InvalidInputError("admit, owner and cache_ttl_s need a CeleryExecutor")
     if timeout_s is not None and (
         isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0
     ):
@@ -78,6 +105,14 @@ def run(
         run_options.pop(name, None)
     if not isinstance(circuits, (QuantumCircuit, str, bytes)) and isinstance(circuits, Iterable):
         circuits = list(circuits)  # read once: the plan and the checks below both need it
+    circuit_list = [circuits] if isinstance(circuits, QuantumCircuit) else circuits
+    costs = None
+    if isinstance(circuit_list, list) and all(isinstance(c, QuantumCircuit) for c in circuit_list):
+        costs = circuit_costs(
+            circuit_list,
+            shots=shots if isinstance(shots, int) else 1,
+            options=options | run_options,
+        )
     plan = make_plan(
         circuits,
         shots=shots,
@@ -87,6 +122,7 @@ def run(
         parameter_binds=run_options.pop("parameter_binds", None),
         run_options=run_options,
         slots=slots,
+        circuit_weights=balance_weights(costs) if costs and max_job_size is None else None,
     )
     check_submission(
         backend,
@@ -100,6 +136,20 @@ def run(
         skew = executor.version_skew()
         if skew is not None:
             warnings.warn(skew, VersionSkewWarning, stacklevel=2)
+    routes = None
+    if isinstance(executor, CeleryExecutor) and costs is not None:
+        workers = executor.workers()
+        if admit_mode is not None:
+            admission.admit(costs, workers, mode=admit_mode)
+        routes = admission.routes(
+            plan,
+            [e.circuit for e in plan.experiments],
+            costs,
+            workers,
+            default_queue=queue_for(backend),
+            large_memory_bytes=executor.settings.large_memory_mb * 1024 * 1024,
+            owner=owner,
+        )
     if isinstance(tags, str):
         tags = (tags,)
     job = AerJobSet(
@@ -111,6 +161,8 @@ def run(
         plan=plan,
         tags=tags,
         timeout_s=timeout_s,
+        routes=routes,
+        cache_ttl_s=cache_ttl_s,
     )
     job.submit()
     return job

@@ -14,7 +14,7 @@ from celery import Celery
 from jobset.celeryconf import celery_config
 from jobset.settings import Settings
 
-from .lifecycle import Heartbeat
+from .lifecycle import Heartbeat, OwnerQueues
 from .metrics import MetricsServer, MetricsSettings
 
 settings = Settings.from_env()
@@ -26,3 +26,4 @@ app.conf.jobset_settings = settings
 app.conf.jobset_metrics = metrics_settings
 app.steps["worker"].add(Heartbeat)
 app.steps["worker"].add(MetricsServer)
+app.steps["consumer"].add(OwnerQueues)

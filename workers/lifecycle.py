@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import socket
+import struct
 import time
 from typing import Any
 
@@ -25,16 +27,22 @@ from celery.signals import celeryd_after_setup, worker_process_init
 from celery.worker import state as worker_state
 
 from jobset.compat import runtime_versions
-from jobset.execute import available_cores
+from jobset.cost import calibrate
+from jobset.execute import available_cores, machine_memory_bytes
 from jobset.protocol import (
     DEFAULT_QUEUE,
+    OWNER_QUEUES_KEY,
+    OWNER_QUEUES_POLL_S,
     UNACKED_INDEX_KEY,
     WORKER_HEARTBEAT_S,
     WORKER_TTL_S,
+    base_queue,
     worker_key,
 )
 
 logger = logging.getLogger(__name__)
+
+CALIBRATION_CHECK_S = 0.25
 
 
 class _Runtime:
@@ -46,6 +54,41 @@ class _Runtime:
 
 
 runtime = _Runtime()
+
+
+class Measured:
+    """What a pool child measured, in memory shared with the parent (mapped before fork).
+
+    The prefork parent must not simulate, so the first pool child calibrates and writes
+    here; the parent's heartbeat reads it.  Three doubles: work per second, the seconds
+    the calibration took, and 1.0 / 0.0 for "Aer sees a GPU" (-1 until measured).
+    """
+
+    _FORMAT = "ddd"
+
+    def __init__(self) -> None:
+        self._buffer = mmap.mmap(-1, struct.calcsize(self._FORMAT))
+        self.write(0.0, 0.0, -1.0)
+
+    def write(self, work_per_s: float, seconds: float, gpu: float) -> None:
+        self._buffer[:] = struct.pack(self._FORMAT, work_per_s, seconds, gpu)
+
+    def read(self) -> tuple[float, float, float]:
+        work_per_s, seconds, gpu = struct.unpack(self._FORMAT, self._buffer[:])
+        return float(work_per_s), float(seconds), float(gpu)
+
+    def calibration(self) -> dict[str, float] | None:
+        work_per_s, seconds, _ = self.read()
+        if work_per_s <= 0:
+            return None
+        return {"work_per_s": round(work_per_s), "seconds": round(seconds, 4)}
+
+    def gpu(self) -> bool | None:
+        flag = self.read()[2]
+        return None if flag < 0 else flag > 0
+
+
+measured = Measured()
 
 
 def aer_threads_for(concurrency: int, configured: int | None) -> int:
@@ -79,6 +122,13 @@ def _warm_up(**kwargs: Any) -> None:
     circuit.h(0)
     circuit.measure(0, 0)
     AerSimulator().run(circuit, shots=1, max_parallel_threads=1).result()
+    if measured.calibration() is None:  # the first child measures for the whole worker
+        try:
+            found = calibrate(threads=runtime.aer_threads)
+            gpu = "GPU" in AerSimulator().available_devices()
+            measured.write(found.work_per_s, found.seconds, 1.0 if gpu else 0.0)
+        except Exception:  # a worker without a calibration still serves, uncalibrated
+            logger.warning("calibration failed", exc_info=True)
 
 
 class Heartbeat(bootsteps.StartStopStep):
@@ -90,11 +140,16 @@ class Heartbeat(bootsteps.StartStopStep):
         super().__init__(worker, **kwargs)
         self.tref: Any = None
         self.lease_tref: Any = None
+        self.calibration_tref: Any = None
         self.broker: redis.Redis | None = None
 
     def start(self, worker: Any) -> None:
         self._beat(worker)
         self.tref = worker.timer.call_repeatedly(WORKER_HEARTBEAT_S, self._beat, (worker,))
+        # Beat once more as soon as a pool child has calibrated, not a heartbeat later.
+        self.calibration_tref = worker.timer.call_repeatedly(
+            CALIBRATION_CHECK_S, self._beat_once_measured, (worker,)
+        )
         settings = worker.app.conf.jobset_settings
         self.broker = redis.Redis.from_url(
             settings.broker_url,
@@ -106,7 +161,7 @@ class Heartbeat(bootsteps.StartStopStep):
         )
 
     def stop(self, worker: Any) -> None:
-        for tref in (self.tref, self.lease_tref):
+        for tref in (self.tref, self.lease_tref, self.calibration_tref):
             if tref is not None:
                 tref.cancel()
         if self.broker is not None:
@@ -127,6 +182,9 @@ class Heartbeat(bootsteps.StartStopStep):
             "cores": available_cores(),
             "queues": queues,
             "versions": runtime.versions,
+            "memory_bytes": worker_memory_bytes(worker.app.conf.jobset_settings.worker_memory_mb),
+            "gpu": measured.gpu(),
+            "calibration": measured.calibration(),
         }
         try:
             worker.app.backend.client.set(
@@ -134,6 +192,12 @@ class Heartbeat(bootsteps.StartStopStep):
             )
         except Exception:
             logger.warning("heartbeat to Redis failed; will retry", exc_info=True)
+
+    def _beat_once_measured(self, worker: Any) -> None:
+        if self.calibration_tref is not None and measured.calibration() is not None:
+            self.calibration_tref.cancel()
+            self.calibration_tref = None
+            self._beat(worker)
 
     def _renew_leases(self) -> None:
         # Reserved, running, and waiting for a retry's countdown: all unacknowledged.
@@ -151,6 +215,57 @@ class Heartbeat(bootsteps.StartStopStep):
             self.broker.zadd(UNACKED_INDEX_KEY, dict.fromkeys(tags, now), xx=True)
         except redis.RedisError:
             logger.warning("renewing the lease of %d sub-job(s) failed", len(tags), exc_info=True)
+
+
+def worker_memory_bytes(configured_mb: int | None) -> int | None:
+    """The memory a worker offers one sub-job: configured, else the machine's (or cgroup's)."""
+    if configured_mb is not None:
+        return configured_mb * 1024 * 1024
+    return machine_memory_bytes()
+
+
+class OwnerQueues(bootsteps.StartStopStep):
+    """Consume every owner queue of the size-class queues this worker serves.
+
+    Producers record per-owner queues in ``jobset:owner-queues``; every
+    ``OWNER_QUEUES_POLL_S`` this step adds a consumer for the new ones (what
+    ``celery control add_consumer`` does).  kombu's Redis transport then rotates over the
+    queues after each message, so owners with queued sub-jobs take turns.
+    """
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+
+    def __init__(self, consumer: Any, **kwargs: Any) -> None:
+        super().__init__(consumer, **kwargs)
+        self.tref: Any = None
+        self.bases: set[str] = set()
+
+    def start(self, consumer: Any) -> None:
+        self.bases = {base_queue(q) for q in consumer.app.amqp.queues.consume_from} or {
+            DEFAULT_QUEUE
+        }
+        self._poll(consumer)
+        self.tref = consumer.timer.call_repeatedly(OWNER_QUEUES_POLL_S, self._poll, (consumer,))
+
+    def stop(self, consumer: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    def _poll(self, consumer: Any) -> None:
+        try:
+            names = consumer.app.backend.client.zrange(OWNER_QUEUES_KEY, 0, -1)
+        except Exception:
+            logger.debug("could not read the owner queues", exc_info=True)
+            return
+        task_consumer = consumer.task_consumer
+        if task_consumer is None:
+            return
+        for raw in names:
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if base_queue(name) in self.bases and not task_consumer.consuming_from(name):
+                logger.info("consuming owner queue %s", name)
+                consumer.add_task_queue(name)
 
 
 def lease_renewal_s(visibility_timeout_s: float) -> float:

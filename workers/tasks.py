@@ -27,6 +27,7 @@ from jobset.protocol import (
     SubJobRef,
     backend_key,
     batch_key,
+    cache_key,
     cancel_key,
     ended_field,
     result_key,
@@ -137,7 +138,9 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
             lost,
         )
     try:
-        return _run(ref, settings, client)
+        summary = _run(ref, settings, client)
+        summary["worker"] = self.request.hostname  # where routing sent it (Flower shows it)
+        return summary
     except SoftTimeLimitExceeded as e:
         soft_s = (self.request.timelimit or (None, None))[1]
         raise SubJobTimeoutError(timeout_message(ref.index, ref.jobset_id, soft_s)) from e
@@ -145,7 +148,32 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
         _record_end(client, ref)
 
 
+def _from_cache(ref: SubJobRef, settings: Settings, client: Any) -> dict[str, Any] | None:
+    """Reuse the cached result of equal inputs as this sub-job's result, if there is one."""
+    ckey = cache_key(ref.cache_digest)
+    blob = client.get(ckey)
+    if blob is None:
+        return None
+    result = codec.loads(blob, key=settings.secret_key, context=ckey)
+    rkey = result_key(ref.jobset_id, ref.index)
+    retry_io(
+        lambda: client.set(
+            rkey,
+            codec.dumps(result, key=settings.secret_key, context=rkey),
+            ex=settings.result_ttl_s,
+        ),
+        f"storing the cached result of sub-job {ref.index} of {ref.jobset_id}",
+    )
+    logger.info("sub-job %d of %s: result reused from the cache", ref.index, ref.jobset_id)
+    shots = sum(int(getattr(e, "shots", 0) or 0) for e in result.results)
+    return {"experiments": len(result.results), "shots": shots, "success": True, "cached": True}
+
+
 def _run(ref: SubJobRef, settings: Settings, client: Any) -> dict[str, Any]:
+    if ref.cache_digest:
+        cached = _from_cache(ref, settings, client)
+        if cached is not None:
+            return cached
     keys = (backend_key(ref.jobset_id), batch_key(ref.jobset_id, ref.index))
     backend_blob, batch_blob = client.mget(keys)
     backend = codec.loads(backend_blob, key=settings.secret_key, context=keys[0])
@@ -181,6 +209,13 @@ def _run(ref: SubJobRef, settings: Settings, client: Any) -> dict[str, Any]:
             if not exp.success
         ]
         raise SimulationFailedError("; ".join(failed) or str(result.status))
+    if ref.cache_digest:
+        ckey = cache_key(ref.cache_digest)
+        cblob = codec.dumps(result, key=settings.secret_key, context=ckey)
+        retry_io(
+            lambda: client.set(ckey, cblob, ex=max(1, ref.cache_ttl_s)),
+            f"caching the result of sub-job {ref.index} of {ref.jobset_id}",
+        )
     # workers.metrics counts experiments and shots from this summary (Flower shows it too).
     return {
         "experiments": len(result.results),

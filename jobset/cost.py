@@ -1,0 +1,241 @@
+"""Pure: what one experiment costs (memory, work, seconds) and what a worker offers.
+
+Memory comes from :mod:`jobset.limits` (the state Aer stores).  Work is a unitless count
+meant to be proportional to Aer's run time:
+
+* statevector-like methods (statevector, density matrix, unitary, superop; ``automatic``
+  on a non-Clifford circuit): every instruction touches the whole state once, so one run
+  costs ``(instructions + 1) x amplitudes``, with ``amplitudes = 2^(growth x qubits)``;
+* Clifford circuits under ``automatic``, stabilizer and matrix product state runs grow
+  polynomially: ``(instructions + 1) x qubits^2``;
+* a circuit is run once and its shots sampled from the final state unless it must be
+  re-run per shot (a noise model, a measurement or reset before the end, control flow):
+  then the run cost is paid ``shots`` times;
+* on statevectors of 14 qubits or more Aer fuses gates: an instruction counts 1 / FUSION_GAIN;
+* every sampled shot adds ``SHOT_WORK``, and every experiment a fixed ``EXPERIMENT_WORK``.
+
+A worker measures how much work its pool process does per second at start-up
+(:func:`calibrate`, run in a pool child, never in the prefork parent) and advertises the
+rate in its heartbeat; ``estimate_seconds`` divides work by that rate.  How close the
+estimate comes to measured runs is pinned by a test (``tests/unit/test_cost.py``) and
+reported in the README.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qiskit.circuit import QuantumCircuit
+
+from .limits import _GROWTH, estimate_memory, instruction_names, used_qubits
+
+# Work of one experiment besides its gates and shots (Aer's per-experiment setup and
+# result), and of one sampled shot: fitted on 200 GHZ-5 circuits x 1000 shots.
+EXPERIMENT_WORK = 180_000.0
+SHOT_WORK = 260.0
+# Aer fuses neighbouring gates on states of at least this many qubits (its
+# ``fusion_threshold``), so each instruction costs about 1 / FUSION_GAIN of a pass there
+# (fitted on quantum_volume 16 and 20 statevectors; density matrices gain less).
+FUSION_THRESHOLD_QUBITS = 14
+FUSION_GAIN = 6.0
+DENSITY_FUSION_GAIN = 2.5  # fitted on an 8-qubit density matrix
+# Used when no live worker advertises a calibration: about one core of a recent x86 CPU.
+DEFAULT_WORK_PER_S = 5e8
+# Instructions after which a measurement no longer lets Aer sample all shots from one run.
+_PER_SHOT_NAMES = frozenset({"reset", "if_else", "while_loop", "for_loop", "switch_case"})
+# The automatic split balances work only when experiments differ by more than this factor;
+# below it the count rule (plan.auto_job_size) splits the set as it always did.
+BALANCE_RATIO = 2.0
+
+SIZE_SMALL = "small"
+SIZE_LARGE = "large"
+
+
+@dataclass(frozen=True)
+class ExperimentCost:
+    """One experiment's estimated needs: state memory (None: not exponential) and work."""
+
+    memory_bytes: int | None
+    work: float
+
+
+def _needs_per_shot_runs(circuit: QuantumCircuit) -> bool:
+    if instruction_names(circuit) & _PER_SHOT_NAMES:
+        return True
+    measured: set[Any] = set()
+    for inst in circuit.data:
+        name = inst.operation.name
+        if name == "measure":
+            measured.update(inst.qubits)
+        elif name != "barrier" and measured & set(inst.qubits):
+            return True  # a gate after a measurement on the same qubit
+    return False
+
+
+def experiment_cost(
+    circuit: QuantumCircuit,
+    *,
+    shots: int,
+    method: str = "automatic",
+    precision: str = "double",
+    truncation: bool = True,
+    noisy: bool = False,
+) -> ExperimentCost:
+    """The estimated memory and work of one run of ``circuit`` for ``shots`` shots."""
+    memory = estimate_memory(circuit, method=method, precision=precision, truncation=truncation)
+    qubits = max(1, used_qubits(circuit, truncation=truncation))
+    ops = sum(1 for inst in circuit.data if inst.operation.name not in ("barrier", "measure"))
+    if memory is not None:
+        state_qubits = _GROWTH[memory.method] * qubits
+        gain = FUSION_GAIN if _GROWTH[memory.method] == 1 else DENSITY_FUSION_GAIN
+        passes = ops / gain if state_qubits >= FUSION_THRESHOLD_QUBITS else float(ops)
+        per_run = (passes + 1) * float(2**state_qubits)
+    else:
+        per_run = (ops + 1) * float(qubits * qubits)
+    repeats = shots if (noisy or _needs_per_shot_runs(circuit)) else 1
+    work = per_run * repeats + SHOT_WORK * shots + EXPERIMENT_WORK
+    return ExperimentCost(None if memory is None else memory.bytes, work)
+
+
+def circuit_costs(
+    circuits: Sequence[QuantumCircuit],
+    *,
+    shots: int,
+    options: Mapping[str, Any],
+) -> list[ExperimentCost]:
+    """Costs of ``circuits`` under a backend's merged options (``method``, ``noise_model``, ...)."""
+
+    def option(name: str, default: Any) -> Any:
+        value = options.get(name, default)
+        return default if value is None else value
+
+    noise = options.get("noise_model")
+    noisy = noise is not None and not getattr(noise, "is_ideal", lambda: False)()
+    return [
+        experiment_cost(
+            c,
+            shots=shots,
+            method=str(option("method", "automatic")),
+            precision=str(option("precision", "double")),
+            truncation=bool(option("enable_truncation", True)),
+            noisy=noisy,
+        )
+        for c in circuits
+    ]
+
+
+def balance_weights(costs: Sequence[ExperimentCost]) -> list[float] | None:
+    """Per-circuit weights for the automatic split, or None when the count rule suffices."""
+    works = [c.work for c in costs]
+    if not works or max(works) <= BALANCE_RATIO * min(works):
+        return None
+    return works
+
+
+def estimate_seconds(work: float, work_per_s: float) -> float:
+    return work / max(work_per_s, 1.0)
+
+
+def size_class(memory_bytes: int | None, *, large_memory_bytes: int) -> str:
+    """``large`` for a state of at least ``large_memory_bytes``, else ``small``."""
+    if memory_bytes is not None and memory_bytes >= large_memory_bytes:
+        return SIZE_LARGE
+    return SIZE_SMALL
+
+
+@dataclass(frozen=True)
+class WorkerCapacity:
+    """What a live worker advertises in its heartbeat (``jobset:worker:{hostname}``)."""
+
+    hostname: str
+    memory_bytes: int | None
+    cores: int
+    concurrency: int
+    queues: tuple[str, ...]
+    gpu: bool | None
+    work_per_s: float | None
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> WorkerCapacity:
+        calibration = record.get("calibration")
+        rate = calibration.get("work_per_s") if isinstance(calibration, Mapping) else None
+        memory = record.get("memory_bytes")
+        gpu = record.get("gpu")
+        return cls(
+            hostname=str(record.get("hostname", "")),
+            memory_bytes=int(memory) if isinstance(memory, (int, float)) else None,
+            cores=int(record.get("cores", 1) or 1),
+            concurrency=int(record.get("concurrency", 1) or 1),
+            queues=tuple(str(q) for q in record.get("queues") or ()),
+            gpu=gpu if isinstance(gpu, bool) else None,
+            work_per_s=float(rate) if isinstance(rate, (int, float)) and rate > 0 else None,
+        )
+
+
+def largest_memory(workers: Sequence[WorkerCapacity]) -> WorkerCapacity | None:
+    """The live worker that offers the most memory (None when none advertises any)."""
+    known = [w for w in workers if w.memory_bytes is not None]
+    return max(known, key=lambda w: w.memory_bytes or 0) if known else None
+
+
+def typical_rate(workers: Sequence[WorkerCapacity]) -> float:
+    """The median calibrated rate of the live workers, or the default without any."""
+    rates = sorted(w.work_per_s for w in workers if w.work_per_s)
+    return rates[len(rates) // 2] if rates else DEFAULT_WORK_PER_S
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def calibration_circuit(qubits: int = 14, layers: int = 10) -> QuantumCircuit:
+    """A fixed circuit of ``layers`` x (H, RZ, CX chain) on ``qubits``, measured at the end.
+
+    :func:`calibrate` runs it with fusion off: it measures the unfused rate the model
+    starts from.
+    """
+    circuit = QuantumCircuit(qubits, qubits, name="calibration")
+    for layer in range(layers):
+        for q in range(qubits):
+            circuit.h(q)
+            circuit.rz(0.1 * (layer + q + 1), q)
+        for q in range(qubits - 1):
+            circuit.cx(q, q + 1)
+    circuit.measure(range(qubits), range(qubits))
+    return circuit
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Work per second measured in this process, and how long the measurement took."""
+
+    work_per_s: float
+    seconds: float
+
+
+def calibrate(*, threads: int = 1, repeats: int = 3) -> Calibration:
+    """Time the calibration circuit with Aer here; the best of ``repeats`` runs counts.
+
+    Runs a simulation, so call it in a pool child or a separate process: Aer can hang in
+    a child forked from a parent that simulated (qiskit-aer #1385).
+    """
+    from qiskit_aer import AerSimulator
+
+    circuit = calibration_circuit()
+    shots = 100
+    qubits = circuit.num_qubits
+    ops = sum(1 for inst in circuit.data if inst.operation.name != "measure")
+    work = (ops + 1) * float(2**qubits) + SHOT_WORK * shots + EXPERIMENT_WORK
+    simulator = AerSimulator(
+        method="statevector", max_parallel_threads=threads, fusion_enable=False
+    )
+    started = time.perf_counter()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        simulator.run(circuit, shots=shots, seed_simulator=1).result()
+        best = min(best, time.perf_counter() - t0)
+    return Calibration(work / max(best, 1e-6), time.perf_counter() - started)

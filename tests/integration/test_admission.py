@@ -1,0 +1,203 @@
+"""Admission control, routing by size, fair share between owners and the result cache,
+with real workers on a private server."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from qiskit import QuantumCircuit
+from qiskit.providers import JobStatus
+from qiskit_aer import AerSimulator
+
+from jobset import CeleryExecutor, run
+from jobset.errors import AdmissionError
+from jobset.local import LocalCluster, RedisServer
+from jobset.protocol import (
+    DEFAULT_QUEUE,
+    LARGE_QUEUE,
+    OWNER_QUEUES_KEY,
+    cache_key,
+    owner_queue,
+    worker_key,
+)
+from jobset.settings import Settings
+from jobset.status import FINAL
+
+from .workloads import qv_circuits
+
+pytestmark = pytest.mark.integration
+
+SMALL_WORKER_MB = 64
+LARGE_WORKER_MB = 128
+
+
+def _poll(predicate: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _wide(qubits: int) -> QuantumCircuit:
+    circuit = QuantumCircuit(qubits, name=f"wide{qubits}")
+    circuit.h(range(qubits))
+    circuit.rz(0.3, range(qubits))
+    circuit.measure_all()
+    return circuit
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    """One default worker (no -Q) and one that serves only the large queue."""
+    env = {"JOBSET_WORKER_MEMORY_MB": str(SMALL_WORKER_MB)}
+    with LocalCluster(workers=1, extra_env=env, loglevel="INFO") as local:
+        local.add_worker(
+            queues=[LARGE_QUEUE], extra_env={"JOBSET_WORKER_MEMORY_MB": str(LARGE_WORKER_MB)}
+        )
+        yield local
+
+
+@pytest.fixture(scope="module")
+def executor(cluster: LocalCluster) -> Iterator[CeleryExecutor]:
+    # A state of 1 MiB or more counts as large here (a 16-qubit statevector).
+    with CeleryExecutor(dataclasses.replace(cluster.settings, large_memory_mb=1)) as ex:
+        yield ex
+
+
+def _records(client: redis.Redis, cluster: LocalCluster) -> list[dict[str, Any]]:
+    raws = [client.get(worker_key(h)) for h in cluster.worker_hostnames]
+    return [json.loads(r) for r in raws if r]
+
+
+def test_workers_advertise_memory_cores_gpu_and_a_calibration_measured_in_a_pool_child(
+    cluster, executor
+):
+    def calibrated() -> list[dict[str, Any]] | None:
+        records = _records(executor.redis, cluster)
+        ready = len(records) == 2 and all(r.get("calibration") for r in records)
+        return records if ready else None
+
+    records = _poll(calibrated, "both workers' calibration in their heartbeat")
+    by_queue = {r["queues"][0]: r for r in records}
+    assert by_queue[DEFAULT_QUEUE]["memory_bytes"] == SMALL_WORKER_MB * 1024 * 1024
+    assert by_queue[LARGE_QUEUE]["memory_bytes"] == LARGE_WORKER_MB * 1024 * 1024
+    for record in records:
+        assert record["cores"] >= 1 and record["gpu"] is False
+        assert record["calibration"]["work_per_s"] > 1e6
+        assert record["pid"] != 0
+    capacities = executor.workers()
+    assert {c.memory_bytes for c in capacities} == {
+        SMALL_WORKER_MB * 1024 * 1024,
+        LARGE_WORKER_MB * 1024 * 1024,
+    }
+
+
+def test_a_set_too_large_for_every_live_worker_is_refused_with_its_need_and_the_largest_capacity(
+    executor,
+):
+    before = executor.redis.dbsize()
+    with pytest.raises(AdmissionError) as caught:
+        run(
+            AerSimulator(method="statevector"),
+            [_wide(4), _wide(24)],
+            executor=executor,
+            admit="wait",
+            shots=10,
+        )
+    message = str(caught.value)
+    assert "circuit 1 needs 256.0 MiB" in message
+    assert "the largest" in message and "has 128.0 MiB" in message
+    assert caught.value.need_bytes == 16 * 2**24
+    assert caught.value.largest_bytes == LARGE_WORKER_MB * 1024 * 1024
+    assert executor.redis.dbsize() == before  # nothing was stored or queued
+
+
+def test_admit_wait_queues_when_no_worker_is_online_and_admit_require_refuses(
+    redis_server: RedisServer,
+):
+    settings = Settings(broker_url=redis_server.url, secret_key=b"k" * 32)
+    with CeleryExecutor(settings) as ex:
+        with pytest.raises(AdmissionError, match="no worker is online"):
+            run(AerSimulator(), qv_circuits(1), executor=ex, admit="require", shots=10)
+        job = run(AerSimulator(), qv_circuits(2), executor=ex, admit="wait", shots=10)
+        assert job.status() is JobStatus.QUEUED
+        assert job.cancel()
+
+
+def test_large_sub_jobs_go_to_the_large_queue_and_small_ones_to_the_default_queue(
+    cluster, executor
+):
+    circuits = [_wide(4), _wide(17), _wide(5)]  # 256 B, 2 MiB, 512 B of state
+    job = run(
+        AerSimulator(method="statevector"),
+        circuits,
+        executor=executor,
+        max_job_size=1,
+        shots=20,
+        seed_simulator=3,
+    )
+    result = job.result(timeout=60)
+    assert [len(result.get_counts(i)) > 0 for i in range(3)] == [True] * 3
+    ran_on = [
+        executor.app.AsyncResult(job.worker_job(k).job_id()).result["worker"] for k in range(3)
+    ]
+    records = _records(executor.redis, cluster)
+    large = next(r["hostname"] for r in records if LARGE_QUEUE in r["queues"])
+    assert ran_on[1] == large
+    assert ran_on[0] != large and ran_on[2] != large
+
+
+def test_a_small_set_behind_a_big_sweep_of_another_owner_finishes_while_the_sweep_runs(executor):
+    # Workers pick up a new owner's queue within a second; let both owners be known
+    # first, so the test measures the turns and not that discovery.
+    for owner in ("sweeper", "alice"):
+        run(AerSimulator(), qv_circuits(1), executor=executor, shots=10, owner=owner).result(
+            timeout=60
+        )
+    sweep = run(
+        AerSimulator(),
+        qv_circuits(60),
+        executor=executor,
+        max_job_size=1,
+        shots=10,
+        owner="sweeper",
+    )
+    small = run(
+        AerSimulator(), qv_circuits(2), executor=executor, max_job_size=1, shots=10, owner="alice"
+    )
+    small.result(timeout=60)
+    left = sum(s not in FINAL for s in sweep.status(range(60)))
+    # Without owners the small set would wait for all 60; with turns it waits for a few.
+    assert left >= 20, left
+    queues = {q.decode() for q in executor.redis.zrange(OWNER_QUEUES_KEY, 0, -1)}
+    assert {owner_queue(DEFAULT_QUEUE, "sweeper"), owner_queue(DEFAULT_QUEUE, "alice")} <= queues
+    assert 0 < executor.redis.ttl(OWNER_QUEUES_KEY) <= executor.settings.result_ttl_s
+    assert sweep.result(timeout=120).success
+
+
+def test_a_resubmitted_set_reuses_cached_results_with_the_same_counts(executor):
+    circuits = qv_circuits(3, name="cached")
+    options = {"shots": 50, "seed_simulator": 21, "max_job_size": 1, "cache_ttl_s": 60}
+    first = run(AerSimulator(), circuits, executor=executor, **options)
+    want = first.result(timeout=60)
+    again = run(AerSimulator(), circuits, executor=executor, **options)
+    got = again.result(timeout=60)
+    assert [got.get_counts(i) for i in range(3)] == [want.get_counts(i) for i in range(3)]
+    summaries = [executor.app.AsyncResult(again.worker_job(k).job_id()).result for k in range(3)]
+    assert all(s["cached"] for s in summaries)
+    other = run(AerSimulator(), circuits, executor=executor, **{**options, "seed_simulator": 22})
+    other.result(timeout=60)
+    fresh = [executor.app.AsyncResult(other.worker_job(k).job_id()).result for k in range(3)]
+    assert not any(s.get("cached") for s in fresh)
+    keys = list(executor.redis.scan_iter(match=cache_key("*"), count=1000))
+    assert len(keys) == 6 and all(0 < executor.redis.ttl(k) <= 60 for k in keys)

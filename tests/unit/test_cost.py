@@ -1,0 +1,176 @@
+"""The cost model, admission and routing rules, the balanced split and the cache digest."""
+
+from __future__ import annotations
+
+import ast
+import time
+from pathlib import Path
+
+import pytest
+from qiskit import QuantumCircuit, transpile
+from qiskit.circuit.library import quantum_volume
+from qiskit_aer import AerSimulator
+from qiskit_aer.noise import NoiseModel, depolarizing_error
+
+from jobset.admission import admit, check_admit_mode, check_owner, routes
+from jobset.codec import batch_digest
+from jobset.cost import (
+    ExperimentCost,
+    WorkerCapacity,
+    balance_weights,
+    calibrate,
+    circuit_costs,
+    estimate_seconds,
+    experiment_cost,
+)
+from jobset.errors import AdmissionError, InvalidInputError
+from jobset.plan import auto_job_size, balanced_starts, make_plan
+from jobset.protocol import DEFAULT_QUEUE, GPU_QUEUE, LARGE_QUEUE, SubJobRef, base_queue
+
+# The estimate must land within this factor of a measured run (README: "Cost model").
+FACTOR = 4.0
+MIB = 1024 * 1024
+
+
+def _ghz(n: int) -> QuantumCircuit:
+    circuit = QuantumCircuit(n, n, name=f"ghz{n}")  # a fixed name: names are in the digest
+    circuit.h(0)
+    for i in range(n - 1):
+        circuit.cx(i, i + 1)
+    circuit.measure(range(n), range(n))
+    return circuit
+
+
+def _qv(n: int, seed: int) -> QuantumCircuit:
+    circuit = transpile(quantum_volume(n, seed=seed), basis_gates=["cx", "rz", "sx", "x"])
+    circuit.measure_all()
+    return circuit
+
+
+def test_the_runtime_estimate_is_within_a_small_factor_of_measured_runs():
+    rate = calibrate(threads=1).work_per_s
+    noise = NoiseModel()
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.01, 2), ["cx"])
+    cases = [
+        ([_ghz(5)] * 100, {}, 1000),
+        ([_qv(16, 1)], {"method": "statevector"}, 100),
+        ([_qv(8, 1)], {"method": "statevector", "noise_model": noise}, 100),
+        ([_qv(8, 1)], {"method": "density_matrix"}, 100),
+    ]
+    for circuits, options, shots in cases:
+        sim = AerSimulator(max_parallel_threads=1, max_parallel_experiments=1, **options)
+        costs = circuit_costs(circuits, shots=shots, options=dict(sim.options.items()))
+        estimate = estimate_seconds(sum(c.work for c in costs), rate)
+        started = time.perf_counter()
+        sim.run(circuits, shots=shots, seed_simulator=1).result()
+        measured = time.perf_counter() - started
+        assert 1 / FACTOR <= measured / estimate <= FACTOR, (options, measured, estimate)
+
+
+def test_memory_follows_method_and_precision_and_noise_makes_the_work_grow_with_shots():
+    circuit = _qv(10, 2)
+    sv = experiment_cost(circuit, shots=100, method="statevector")
+    single = experiment_cost(circuit, shots=100, method="statevector", precision="single")
+    dm = experiment_cost(circuit, shots=100, method="density_matrix")
+    assert sv.memory_bytes == 16 * 2**10 and single.memory_bytes == 8 * 2**10
+    assert dm.memory_bytes == 16 * 2**20 and dm.work > sv.work
+    assert experiment_cost(circuit, shots=100, method="matrix_product_state").memory_bytes is None
+    noisy = experiment_cost(circuit, shots=100, method="statevector", noisy=True)
+    assert noisy.work > 50 * sv.work
+
+
+def test_a_gate_after_a_measurement_makes_every_shot_a_run_of_its_own():
+    ideal = _ghz(12)
+    mid = _ghz(12)
+    mid.h(0)
+    once = experiment_cost(ideal, shots=500, method="statevector").work
+    assert experiment_cost(mid, shots=500, method="statevector").work > 5 * once
+
+
+def test_uniform_costs_keep_the_count_rule_and_uneven_ones_even_out_the_work():
+    assert balance_weights([ExperimentCost(None, 1.0)] * 5) is None
+    weights = [1.0] * 8 + [20.0] * 2
+    costs = [ExperimentCost(None, w) for w in weights]
+    assert balance_weights(costs) == weights
+    assert balanced_starts([1.0] * 10, 3) == [0, 3, 6]
+    starts = balanced_starts(weights, 4)
+    assert starts == [0, 8, 9]
+    circuits = [_ghz(3)] * 8 + [_ghz(12)] * 2
+    plan = make_plan(circuits, shots=10, seed_simulator=5, slots=2, circuit_weights=weights)
+    assert [b.experiments for b in plan.sub_batches] == [tuple(range(8)), (8,), (9,)]
+    # Seeds stay those of the unsplit run: seed + 2113 x first experiment.
+    assert [b.seed_simulator for b in plan.sub_batches] == [5, 5 + 2113 * 8, 5 + 2113 * 9]
+    same = make_plan(circuits, shots=10, seed_simulator=5, slots=2)
+    assert len(same.sub_batches) == 10 // auto_job_size(10, 2) + (10 % auto_job_size(10, 2) > 0)
+
+
+def _worker(name: str, mb: int | None, queues: tuple[str, ...] = (DEFAULT_QUEUE,)):
+    return WorkerCapacity(name, None if mb is None else mb * MIB, 2, 1, queues, False, 1e8)
+
+
+def test_admission_names_the_need_and_the_largest_worker_and_knows_when_to_wait():
+    costs = [ExperimentCost(16 * 2**20, 1.0), ExperimentCost(16 * 2**24, 1.0)]
+    with pytest.raises(AdmissionError, match=r"circuit 1 needs 256.0 MiB .* big, has 128.0 MiB"):
+        admit(costs, [_worker("small", 64), _worker("big", 128)], mode="wait")
+    admit(costs, [_worker("huge", 512)], mode="wait")
+    admit(costs, [], mode="wait")
+    with pytest.raises(AdmissionError, match="no worker is online"):
+        admit(costs, [], mode="require")
+    admit(costs, [_worker("unknown", None)], mode="require")  # no figure: not refused
+    with pytest.raises(InvalidInputError):
+        check_admit_mode("maybe")
+    for bad in ("", "a b", "x" * 65, 3, "a.b"):
+        with pytest.raises(InvalidInputError):
+            check_owner(bad)
+
+
+def test_routes_use_the_large_queue_only_when_a_live_worker_consumes_it():
+    circuits = [_ghz(3), _ghz(20)]
+    costs = circuit_costs(circuits, shots=10, options={"method": "statevector"})
+    plan = make_plan(circuits, shots=10, max_job_size=1)
+    kwargs = {"default_queue": DEFAULT_QUEUE, "large_memory_bytes": MIB, "owner": None}
+    plain = [_worker("w", None)]
+    assert routes(plan, [0, 1], costs, plain, **kwargs) == {0: DEFAULT_QUEUE, 1: DEFAULT_QUEUE}
+    both = [*plain, _worker("l", None, (LARGE_QUEUE,))]
+    assert routes(plan, [0, 1], costs, both, **kwargs) == {0: DEFAULT_QUEUE, 1: LARGE_QUEUE}
+    owned = routes(plan, [0, 1], costs, both, **{**kwargs, "owner": "ann"})
+    assert owned == {0: "jobset.cpu.owner.ann", 1: "jobset.cpu.large.owner.ann"}
+    assert base_queue(owned[1]) == LARGE_QUEUE
+    gpu = routes(plan, [0, 1], costs, both, **{**kwargs, "default_queue": GPU_QUEUE})
+    assert set(gpu.values()) == {GPU_QUEUE}
+
+
+def test_the_cache_digest_changes_with_seed_shots_options_and_circuits_only():
+    circuits = [_ghz(3), _ghz(4)]
+    plan = make_plan(circuits, shots=10, seed_simulator=1, max_job_size=2)
+    batch = plan.sub_batches[0]
+    digest = batch_digest({"method": "statevector"}, batch)
+    again = make_plan([_ghz(3), _ghz(4)], shots=10, seed_simulator=1, max_job_size=2)
+    assert batch_digest({"method": "statevector"}, again.sub_batches[0]) == digest
+    others = [
+        make_plan(circuits, shots=10, seed_simulator=2, max_job_size=2),
+        make_plan(circuits, shots=11, seed_simulator=1, max_job_size=2),
+        make_plan([_ghz(3), _ghz(5)], shots=10, seed_simulator=1, max_job_size=2),
+    ]
+    assert all(batch_digest({"method": "statevector"}, p.sub_batches[0]) != digest for p in others)
+    assert batch_digest({"method": "density_matrix"}, batch) != digest
+
+
+def test_a_message_carries_the_cache_digest_only_when_the_set_uses_the_cache():
+    plain = SubJobRef("s", 0, 1)
+    assert "cache_digest" not in plain.to_kwargs()
+    cached = SubJobRef("s", 0, 1, cache_digest="ab", cache_ttl_s=9)
+    assert SubJobRef.from_kwargs(cached.to_kwargs()) == cached
+
+
+def test_the_cost_and_admission_modules_import_neither_celery_nor_redis():
+    root = Path(__file__).resolve().parents[2] / "jobset"
+    for name in ("cost", "admission"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        imported = {
+            (n.module or "").split(".")[0] if isinstance(n, ast.ImportFrom) else a.name
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Import, ast.ImportFrom))
+            for a in (n.names if isinstance(n, ast.Import) else [n])
+        }
+        assert not {"celery", "redis", "kombu"} & imported, name
