@@ -7,13 +7,18 @@ signal handler both wait for the simulation to end), so the soft limit's
 encoding, storing), where the task turns it into a
 :class:`~jobset.errors.SubJobTimeoutError`.  A simulation past the limit is stopped by the
 hard limit: billiard SIGKILLs the pool child, starts a fresh one, and Celery stores
-``TimeLimitExceeded(seconds)``, which this request replaces with the same clear message.
+``TimeLimitExceeded(seconds)``, which this request replaces with the same clear message,
+both where Celery stores it on the timeout and where it stores it again when the pool
+reports the killed job (whichever comes last wins, so both must say the same).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
+from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
 from jobset.errors import SubJobTimeoutError
@@ -31,15 +36,31 @@ def timeout_message(index: object, jobset_id: object, soft_s: object) -> str:
 class SubJobRequest(Request):
     """Stores a sub-job stopped by its hard time limit as a :class:`SubJobTimeoutError`."""
 
+    def _timeout_error(self, timeout: object) -> SubJobTimeoutError:
+        kwargs = self.kwargs or {}
+        soft_s = (self.time_limits or (None, None))[1] or timeout
+        return SubJobTimeoutError(
+            timeout_message(kwargs.get("index"), kwargs.get("jobset_id"), soft_s)
+        )
+
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):
+            exc = exc.exc
+        if isinstance(exc, TimeLimitExceeded):
+            try:
+                raise self._timeout_error(exc.args[0] if exc.args else None) from exc
+            except SubJobTimeoutError:
+                exc_info = ExceptionInfo()
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
         if soft:
             return
-        kwargs = self.kwargs or {}
-        soft_s = (self.time_limits or (None, None))[1] or timeout
-        error = SubJobTimeoutError(
-            timeout_message(kwargs.get("index"), kwargs.get("jobset_id"), soft_s)
-        )
+        error = self._timeout_error(timeout)
         try:
             self.task.backend.mark_as_failure(self.id, error, request=self._context)
         except Exception:  # the broker may be away; TimeLimitExceeded is stored already
