@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,23 +28,13 @@ from jobset.protocol import (
 from jobset.settings import Settings
 from jobset.status import FINAL
 
+from .faultkit import wait_until
 from .workloads import qv_circuits
 
 pytestmark = pytest.mark.integration
 
 SMALL_WORKER_MB = 64
 LARGE_WORKER_MB = 128
-
-
-def _poll(predicate: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _wide(qubits: int) -> QuantumCircuit:
@@ -87,7 +76,7 @@ def test_workers_advertise_memory_cores_gpu_and_a_calibration_measured_in_a_pool
         ready = len(records) == 2 and all(r.get("calibration") for r in records)
         return records if ready else None
 
-    records = _poll(calibrated, "both workers' calibration in their heartbeat")
+    records = wait_until(calibrated, 30.0, "both workers' calibration in their heartbeat")
     by_queue = {r["queues"][0]: r for r in records}
     assert by_queue[DEFAULT_QUEUE]["memory_bytes"] == SMALL_WORKER_MB * 1024 * 1024
     assert by_queue[LARGE_QUEUE]["memory_bytes"] == LARGE_WORKER_MB * 1024 * 1024
