@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import uuid
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from qiskit import QuantumCircuit
@@ -20,6 +20,34 @@ from .jobset import AerJobSet
 from .plan import make_plan
 from .recovery import queue_for
 from .validate import check_submission
+
+
+def preflight(
+    backend: Any,
+    circuits: Sequence[QuantumCircuit],
+    run_options: Mapping[str, Any],
+    *,
+    executor: Any,
+    stacklevel: int = 3,
+) -> None:
+    """The checks every submission passes before anything is queued.
+
+    Instructions the simulator does not support, unknown run options, the noise model,
+    and (with ``JOBSET_MAX_MEMORY_MB``) the memory each state needs raise
+    :class:`~jobset.errors.InvalidInputError`; a :class:`~jobset.errors.VersionSkewWarning`
+    says that workers are online but none runs this producer's versions.
+    """
+    celery = isinstance(executor, CeleryExecutor)
+    check_submission(
+        backend,
+        circuits,
+        run_options,
+        max_memory_mb=executor.settings.max_memory_mb if celery else None,
+    )
+    if celery:
+        skew = executor.version_skew()
+        if skew is not None:
+            warnings.warn(skew, VersionSkewWarning, stacklevel=stacklevel)
 
 
 def run(
@@ -124,18 +152,12 @@ def run(
         slots=slots,
         circuit_weights=balance_weights(costs) if costs and max_job_size is None else None,
     )
-    check_submission(
+    preflight(
         backend,
         [circuits] if isinstance(circuits, QuantumCircuit) else circuits,
         run_options,
-        max_memory_mb=executor.settings.max_memory_mb
-        if isinstance(executor, CeleryExecutor)
-        else None,
+        executor=executor,
     )
-    if isinstance(executor, CeleryExecutor):
-        skew = executor.version_skew()
-        if skew is not None:
-            warnings.warn(skew, VersionSkewWarning, stacklevel=2)
     routes = None
     if isinstance(executor, CeleryExecutor) and costs is not None:
         workers = executor.workers()

@@ -25,6 +25,7 @@ from ..executors import CeleryExecutor, local_slots
 from ..jobset import AerJobSet
 from ..plan import Plan
 from ..protocol import primitive_key
+from ..simulator import preflight
 from ..status import FINAL
 from .layout import PrimitiveRecord, pub_results
 
@@ -169,7 +170,12 @@ def submit(
     executor: Any,
     tags: Sequence[str],
 ) -> DistributedPrimitiveJob:
-    """Store the primitive record (Celery only), then submit the plan as one job set."""
+    """Check the plan as ``run()`` checks a set, store the primitive record (Celery only),
+    then submit the plan as one job set."""
+    if isinstance(executor, CeleryExecutor):
+        executor.check_reachable()
+    circuits = list({id(c): c for b in plan.sub_batches for c in b.circuits}.values())
+    preflight(backend, circuits, plan.sub_batches[0].run_options, executor=executor, stacklevel=4)
     job_id = str(uuid.uuid4())
     job_set = AerJobSet(
         backend,

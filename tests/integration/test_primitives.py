@@ -243,6 +243,21 @@ def test_bad_pubs_get_qiskits_own_errors_before_anything_is_queued(
     assert client.llen(DEFAULT_QUEUE) == 0
 
 
+def test_pubs_get_the_same_submit_checks_as_run_before_anything_is_queued(cluster, celery_executor):
+    circuit = QuantumCircuit(3)
+    circuit.rccx(0, 1, 2)  # has a definition, but Aer does not simulate it as such
+    circuit.measure_all()
+    client = redis.Redis.from_url(cluster.redis_url)
+    before = client.dbsize()
+    with pytest.raises(InvalidInputError, match="rccx"):
+        SamplerV2(executor=celery_executor).run([circuit])
+    options = {"run_options": {"shot": 10}}
+    with pytest.raises(InvalidInputError, match="did you mean 'shots'"):
+        SamplerV2(executor=celery_executor, options=options).run(SAMPLER_PUBS)
+    assert client.dbsize() == before
+    assert client.llen(DEFAULT_QUEUE) == 0
+
+
 @pytest.mark.parametrize(
     "options",
     [
