@@ -151,7 +151,10 @@ class AerJobSet(JobV1):
     # ------------------------------------------------------------------ status
 
     def _states(self) -> list[SubJobState]:
-        states = self._require_submitted().states()
+        return self._observe(self._require_submitted().states())
+
+    def _observe(self, states: list[SubJobState]) -> list[SubJobState]:
+        """Note when every sub-job was first seen final (the end of ``time_taken``)."""
         if self._finished_at is None and all(s.status in FINAL for s in states):
             self._finished_at = time.monotonic()
         return states
@@ -232,8 +235,7 @@ class AerJobSet(JobV1):
         """
         submission = self._require_submitted()
         everything = range(len(self._experiments))
-        submission.wait(everything, _deadline(timeout))
-        states = self._states()
+        states = self._observe(submission.wait(everything, _deadline(timeout)))
         failures = self._failures(states)
         if failures and not partial:
             raise JobSetFailedError(self._job_id, failures)
