@@ -33,7 +33,6 @@ from pathlib import Path
 
 from .errors import ConfigurationError
 from .local import (
-    PROJECT_ROOT,
     LocalCluster,
     RedisServer,
     StartStop,
@@ -41,6 +40,7 @@ from .local import (
     _tail,
     _wait_exit,
     free_port,
+    spawn_logged,
 )
 from .settings import ENV_BROKER_URL, ENV_SECRET_KEY, Settings, redact_url
 
@@ -107,16 +107,7 @@ class FlowerProcess(StartStop):
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.argv(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=PROJECT_ROOT,
-                env=env,
-                start_new_session=True,
-            )
+        self.process = spawn_logged(self.argv(), log_path=self.log_path, env=env)
         try:
             self._wait_ready(time.monotonic() + self.startup_timeout_s)
         except BaseException:

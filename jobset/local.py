@@ -90,6 +90,26 @@ def _tail(path: Path) -> str:
         return f"<no log: {e}>"
 
 
+def spawn_logged(
+    argv: Sequence[str], *, log_path: Path, env: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start a project process (a worker, Flower) from the project root, output to a log.
+
+    In a session of its own, so Ctrl-C in the terminal does not reach it and it can be
+    stopped as a group, pool children included.
+    """
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=dict(env),
+            start_new_session=True,
+        )
+
+
 def _wait_exit(process: subprocess.Popen[bytes], deadline: float) -> bool:
     try:
         process.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -533,16 +553,7 @@ class LocalCluster(StartStop):
         env.update(extra_env or {})
         env.setdefault("PYTHONUNBUFFERED", "1")
         log_path = self.log_dir / f"worker-{index}.log"
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=PROJECT_ROOT,
-                env=env,
-                start_new_session=True,
-            )
+        process = spawn_logged(args, log_path=log_path, env=env)
         handle = WorkerHandle(
             index, nodename, process, log_path, queues_t, metrics_port=metrics_port
         )

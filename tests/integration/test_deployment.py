@@ -18,10 +18,9 @@ import secrets
 import shutil
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,22 +38,13 @@ from jobset import AerJobSet, CeleryExecutor, JobSetFailedError, Settings, run
 from jobset.local import find_server_binary, free_port
 from jobset.protocol import GPU_QUEUE, WORKER_KEY_PREFIX
 
+from .faultkit import wait_until
+
 pytestmark = pytest.mark.integration
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CONTAINER_REDIS = "@redis:6379/"
 CONTAINER_REDIS_CONF = "/usr/local/etc/redis/redis.conf"
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.1)
 
 
 @dataclass
