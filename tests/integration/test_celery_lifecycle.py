@@ -208,6 +208,13 @@ def test_cancelling_one_sub_job_leaves_the_others_running_to_completion(executor
         assert [e.success for e in partial.results] == [True] * 5 + [False]
     else:  # it had already finished: nothing to cancel
         assert job.status() is JobStatus.DONE
+    # A sub-job cancelled while queued reads CANCELLED at once, but its message is still
+    # on the queue until a worker drops it; let that happen here, not in the next test.
+    wait_until(
+        lambda: executor.broker.llen(DEFAULT_QUEUE) == 0 and not executor.broker.exists("unacked"),
+        30,
+        "the cancelled sub-job's message to be dropped",
+    )
 
 
 @pytest.mark.parametrize(
