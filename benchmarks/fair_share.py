@@ -1,5 +1,6 @@
-"""Fair share: a small set's completion time alone, behind a sweep (FIFO), and behind a
-sweep of another owner (per-owner queues), on one worker process of a local cluster.
+"""Fair share: a small set's completion time alone, behind a sweep (FIFO), behind a sweep
+of another owner (per-owner queues) and behind a sweep of the same owner submitted with
+``priority="low"``, on one worker process of a local cluster.
 
     python benchmarks/fair_share.py [--sweep 200] [--small 4]
 """
@@ -27,7 +28,9 @@ def circuits(n: int, name: str) -> list[QuantumCircuit]:
     return out
 
 
-def small_after(ex: CeleryExecutor, sweep: int, small: int, *, owners: bool) -> float:
+def small_after(
+    ex: CeleryExecutor, sweep: int, small: int, *, owners: bool, priority: str = "normal"
+) -> float:
     big = []
     if sweep:
         big.append(
@@ -38,6 +41,7 @@ def small_after(ex: CeleryExecutor, sweep: int, small: int, *, owners: bool) -> 
                 max_job_size=1,
                 shots=100,
                 owner="sweeper" if owners else None,
+                priority=priority,
             )
         )
     started = time.monotonic()
@@ -66,10 +70,12 @@ def main() -> None:
         alone = small_after(ex, 0, args.small, owners=True)
         fifo = small_after(ex, args.sweep, args.small, owners=False)
         shared = small_after(ex, args.sweep, args.small, owners=True)
+        stepped_back = small_after(ex, args.sweep, args.small, owners=False, priority="low")
     print(f"small set of {args.small} sub-jobs, one worker process, sweep of {args.sweep}:")
     print(f"  alone:                          {alone:6.2f} s")
     print(f"  behind the sweep, one queue:    {fifo:6.2f} s")
     print(f"  behind the sweep, owner queues: {shared:6.2f} s")
+    print(f"  behind the sweep at low priority, one queue: {stepped_back:6.2f} s")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,12 @@ worker consumes it, so a cluster of plain ``celery -A workers.app worker`` proce
 ``-Q``: the default CPU queue) serves every set as before.  A GPU backend keeps the GPU
 queue.  With an ``owner`` the sub-jobs go to that owner's queue of the chosen class,
 which workers of that class pick up (``workers.lifecycle.OwnerQueues``).
+
+Priorities use kombu's Redis lists per priority step: a worker's BRPOP names every
+queue's step-0 list before any step-3 list, so a lower step is taken first across all the
+queues it consumes, and owners still take turns within a step.  The default priority
+publishes as before (no priority property: the plain queue list, step 0), so it is the
+highest; ``"low"`` and ``"lowest"`` let a big sweep step back behind everything else.
 """
 
 from __future__ import annotations
@@ -20,7 +26,14 @@ from .cost import SIZE_LARGE, ExperimentCost, WorkerCapacity, largest_memory, si
 from .errors import AdmissionError, InvalidInputError
 from .limits import human_bytes
 from .plan import Plan
-from .protocol import DEFAULT_QUEUE, LARGE_QUEUE, base_queue, owner_queue
+from .protocol import (
+    DEFAULT_QUEUE,
+    GPU_QUEUE,
+    LARGE_QUEUE,
+    PRIORITIES,
+    base_queue,
+    owner_queue,
+)
 
 ADMIT_MODES = ("require", "wait")
 _OWNER = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -40,23 +53,51 @@ def check_owner(owner: object) -> str | None:
     return owner
 
 
+def check_priority(priority: object) -> str:
+    if isinstance(priority, str) and priority in PRIORITIES:
+        return priority
+    raise InvalidInputError(
+        f"priority must be one of {', '.join(map(repr, PRIORITIES))}, got {priority!r}"
+    )
+
+
+def serves(worker: WorkerCapacity, queue: str) -> bool:
+    """Whether ``worker`` takes sub-jobs meant for class queue ``queue``.
+
+    A CPU set may run on a worker of either CPU class (small sub-jobs go to the large
+    class only where no small worker is, and a large worker serves both when started
+    so); a GPU set needs a GPU worker.  A worker that advertises no queues is counted
+    as serving every class.
+    """
+    served = {base_queue(q) for q in worker.queues}
+    if not served:
+        return True
+    if queue == GPU_QUEUE:
+        return GPU_QUEUE in served
+    return bool(served & {DEFAULT_QUEUE, LARGE_QUEUE})
+
+
 def admit(
     costs: Sequence[ExperimentCost],
     workers: Sequence[WorkerCapacity],
     *,
     mode: str,
+    queue: str = DEFAULT_QUEUE,
 ) -> None:
     """Refuse the set when its largest experiment needs more memory than any live worker.
 
-    ``mode="require"`` also refuses when no worker is online; ``"wait"`` queues then (a
-    worker may come).  Workers that advertise no memory figure do not count as too small.
+    Only workers that serve the set's class (``queue``: CPU or GPU) count.
+    ``mode="require"`` also refuses when no such worker is online; ``"wait"`` queues then
+    (a worker may come).  Workers that advertise no memory figure do not count as too
+    small.
     """
+    workers = [w for w in workers if serves(w, queue)]
     need = max((c.memory_bytes or 0 for c in costs), default=0)
     which = max(range(len(costs)), key=lambda i: costs[i].memory_bytes or 0, default=0)
     if not workers:
         if mode == "require":
             raise AdmissionError(
-                f"no worker is online to admit the set (circuit {which} needs "
+                f"no worker is online for {queue} to admit the set (circuit {which} needs "
                 f"{human_bytes(need)}); start a worker, or pass admit='wait' to queue anyway",
                 need_bytes=need,
                 largest_bytes=None,
@@ -69,7 +110,7 @@ def admit(
     if need > largest.memory_bytes:
         raise AdmissionError(
             f"circuit {which} needs {human_bytes(need)} ({need} bytes) of state memory, "
-            f"more than any live worker offers: the largest, {largest.hostname}, has "
+            f"more than any live worker offers: the largest for {queue}, {largest.hostname}, has "
             f"{human_bytes(largest.memory_bytes)} ({largest.memory_bytes} bytes)",
             need_bytes=need,
             largest_bytes=largest.memory_bytes,

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -33,6 +33,7 @@ from .protocol import (
     OWNER_QUEUES_KEY,
     OWNER_SEP,
     WORKER_KEY_PREFIX,
+    Dispatch,
     backend_key,
     batch_key,
     cancel_key,
@@ -222,16 +223,16 @@ class CeleryExecutor:
         *,
         tags: Sequence[str] = (),
         timeout_s: float | None = None,
-        routes: Mapping[int, str] | None = None,
+        dispatch: Dispatch | None = None,
         cache_ttl_s: int | None = None,
     ) -> CeleryRun:
         """Store the set's record and payloads (signed), then publish one task per sub-batch.
 
         Each sub-batch is encoded and published in turn, so workers start on the first
-        while the producer still encodes the rest.  ``routes`` maps sub-job indices to
-        queues (:func:`jobset.admission.routes`); owner queues are recorded for workers
-        to consume.  With ``cache_ttl_s`` each message carries its inputs' digest, and the
-        worker reuses (or stores) the result under it.
+        while the producer still encodes the rest.  ``dispatch`` says which queue each
+        sub-job goes to, at what priority (default: the backend's class queue); owner
+        queues are recorded for workers to consume.  With ``cache_ttl_s`` each message
+        carries its inputs' digest, and the worker reuses (or stores) the result under it.
         """
         key, ttl = self.settings.secret_key, self.settings.result_ttl_s
         ids = tuple(task_id(jobset_id, b.index) for b in plan.sub_batches)
@@ -240,17 +241,20 @@ class CeleryExecutor:
         pipe.set(bkey, codec.dumps(portable_backend(backend), key=key, context=bkey), ex=ttl)
         registry.write(
             pipe,
-            registry.make_record(jobset_id, backend, plan, ids, tags, timeout_s=timeout_s),
+            registry.make_record(
+                jobset_id, backend, plan, ids, tags, timeout_s=timeout_s, dispatch=dispatch
+            ),
             key=key,
             ttl_s=ttl,
         )
-        owned = {q for q in (routes or {}).values() if OWNER_SEP in q}
+        if dispatch is None:
+            dispatch = Dispatch(recovery.queue_for(backend))
+        owned = {q for q in dispatch.queues if OWNER_SEP in q}
         if owned:
             pipe.zadd(OWNER_QUEUES_KEY, dict.fromkeys(owned, time.time()))
             pipe.expire(OWNER_QUEUES_KEY, ttl)
         pipe.execute()
 
-        queue = recovery.queue_for(backend)
         options = dict(portable_backend(backend).options.items()) if cache_ttl_s else {}
         with self.app.producer_or_acquire() as producer:
             for batch in plan.sub_batches:
@@ -266,12 +270,13 @@ class CeleryExecutor:
                     producer,
                     jobset_id,
                     batch,
-                    queue=(routes or {}).get(batch.index, queue),
+                    queue=dispatch.queue_of(batch.index),
+                    priority=dispatch.broker_priority,
                     timeout_s=timeout_s,
                     cache_digest=digest,
                     cache_ttl_s=cache_ttl_s or 0,
                 )
-        return CeleryRun(self, jobset_id, ids, timeout_s=timeout_s)
+        return CeleryRun(self, jobset_id, ids, timeout_s=timeout_s, dispatch=dispatch)
 
     def close(self) -> None:
         self.redis.close()
@@ -306,12 +311,14 @@ class CeleryRun(Submission):
         task_ids: Sequence[str],
         *,
         timeout_s: float | None = None,
+        dispatch: Dispatch | None = None,
     ):
         self.executor = executor
         self.jobset_id = jobset_id
         self.task_ids = tuple(task_ids)
         self.meta_keys = [executor.app.backend.get_key_for_task(t) for t in self.task_ids]
         self.timeout_s = timeout_s
+        self.dispatch = dispatch
         self._cancelled = False
         self._progress: tuple[int, float, float] | None = None  # finals, since, check after
 
@@ -392,6 +399,7 @@ class CeleryRun(Submission):
             batches,
             backend=backend,
             timeout_s=self.timeout_s,
+            dispatch=self.dispatch,
         )
         self._progress = None
 

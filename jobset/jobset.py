@@ -12,7 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from .errors import (
 from .executors import CeleryExecutor, CeleryRun, FuturesRun, SubJobState, Submission
 from .merge import merge_results
 from .plan import Plan, SubBatch, plan_from_sub_batches
-from .protocol import backend_key
+from .protocol import Dispatch, backend_key
 from .status import FINAL, aggregate_status
 
 _WAIT_POLL_START_S = 0.02
@@ -79,13 +79,13 @@ class AerJobSet(JobV1):
         plan: Plan | None = None,
         tags: Sequence[str] = (),
         timeout_s: float | None = None,
-        routes: Mapping[int, str] | None = None,
+        dispatch: Dispatch | None = None,
         cache_ttl_s: int | None = None,
     ) -> None:
         super().__init__(backend, job_id)
         self._tags = tuple(tags)
         self._timeout_s = timeout_s
-        self._routes = dict(routes) if routes else None
+        self._dispatch = dispatch
         self._cache_ttl_s = cache_ttl_s
         self._fn = fn
         self._experiments = list(experiments)
@@ -111,7 +111,7 @@ class AerJobSet(JobV1):
                 self._plan,
                 tags=self._tags,
                 timeout_s=self._timeout_s,
-                routes=self._routes,
+                dispatch=self._dispatch,
                 cache_ttl_s=self._cache_ttl_s,
             )
         elif isinstance(executor, cf.Executor):
@@ -315,8 +315,15 @@ class AerJobSet(JobV1):
             plan=record.plan,
             tags=record.tags,
             timeout_s=record.timeout_s,
+            dispatch=record.dispatch,
         )
-        job._submission = CeleryRun(executor, job_id, record.task_ids, timeout_s=record.timeout_s)
+        job._submission = CeleryRun(
+            executor,
+            job_id,
+            record.task_ids,
+            timeout_s=record.timeout_s,
+            dispatch=record.dispatch,
+        )
         job._created_at = record.created_at
         return job
 

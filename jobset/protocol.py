@@ -29,7 +29,9 @@ delivered message waits for its ack, scored by the time of its lease.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -44,6 +46,10 @@ BASE_QUEUES = (DEFAULT_QUEUE, LARGE_QUEUE, GPU_QUEUE)
 # rotates over the queues a worker consumes, so owners take turns.
 OWNER_SEP = ".owner."
 OWNER_QUEUES_POLL_S = 1.0
+# A set's priority -> the message priority kombu's Redis transport files it under.  Its
+# lists are taken in ascending order across every queue a worker consumes; None publishes
+# without one (the plain queue list, taken first), so the default is the highest.
+PRIORITIES: dict[str, int | None] = {"normal": None, "low": 3, "lowest": 6}
 
 KEY_PREFIX = "jobset"
 WORKER_KEY_PREFIX = f"{KEY_PREFIX}:worker:"
@@ -131,6 +137,37 @@ def worker_key(hostname: str) -> str:
 def glob_escape(text: str) -> str:
     """``text`` with Redis glob characters escaped, for SCAN and PSUBSCRIBE patterns."""
     return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Where a set's sub-jobs are published: most to ``queue``, some elsewhere, at a priority.
+
+    Kept in the set's record, so a sub-job published again (lost-sub-job recovery) goes
+    where it went the first time.
+    """
+
+    queue: str = DEFAULT_QUEUE
+    elsewhere: Mapping[int, str] = field(default_factory=dict)
+    priority: str = "normal"
+
+    @classmethod
+    def from_routes(cls, routes: Mapping[int, str], *, queue: str, priority: str) -> Dispatch:
+        """From each sub-job's queue; the commonest one is stored once."""
+        if routes:
+            queue = Counter(routes.values()).most_common(1)[0][0]
+        return cls(queue, {i: q for i, q in routes.items() if q != queue}, priority)
+
+    def queue_of(self, index: int) -> str:
+        return self.elsewhere.get(index, self.queue)
+
+    @property
+    def queues(self) -> set[str]:
+        return {self.queue, *self.elsewhere.values()}
+
+    @property
+    def broker_priority(self) -> int | None:
+        return PRIORITIES[self.priority]
 
 
 def task_id(jobset_id: str, index: int) -> str:

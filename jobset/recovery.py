@@ -34,6 +34,7 @@ from .protocol import (
     RUN_SUB_JOB_TASK,
     UNACKED_KEY,
     WORKER_KEY_PREFIX,
+    Dispatch,
     SubJobRef,
     backend_key,
     batch_key,
@@ -224,10 +225,15 @@ def send_sub_job(
     *,
     queue: str,
     timeout_s: float | None,
+    priority: int | None = None,
     cache_digest: str = "",
     cache_ttl_s: int = 0,
 ) -> None:
-    """Publish sub-job ``batch.index``'s message: its ids, the producer's versions, limits."""
+    """Publish sub-job ``batch.index``'s message: its ids, the producer's versions, limits.
+
+    ``priority`` is the broker's message priority (:class:`jobset.protocol.Dispatch`);
+    None publishes without one.
+    """
     ref = SubJobRef(
         jobset_id,
         batch.index,
@@ -243,6 +249,7 @@ def send_sub_job(
         queue=queue,
         producer=producer,
         **time_limits(timeout_s),
+        **({} if priority is None else {"priority": priority}),
     )
 
 
@@ -254,8 +261,12 @@ def republish(
     *,
     backend: Any,
     timeout_s: float | None,
+    dispatch: Dispatch | None = None,
 ) -> None:
     """Publish sub-jobs ``indices`` again, as new: their old state, result and run counts go.
+
+    Each goes where ``dispatch`` sent it the first time (default: the backend's class
+    queue, no priority).
 
     A payload Redis no longer has (lost with the rest) is stored again from ``backend``
     and ``batches`` when they carry it; a set rebuilt from its record has no circuits, so
@@ -289,9 +300,16 @@ def republish(
     pipe.execute()
     if backend is None:
         backend = codec.loads(client.get(bkey), key=key, context=bkey)
-    queue = queue_for(backend)
+    if dispatch is None:
+        dispatch = Dispatch(queue_for(backend))
     with executor.app.producer_or_acquire() as producer:
         for i in indices:
             send_sub_job(
-                executor, producer, jobset_id, batches[i], queue=queue, timeout_s=timeout_s
+                executor,
+                producer,
+                jobset_id,
+                batches[i],
+                queue=dispatch.queue_of(i),
+                priority=dispatch.broker_priority,
+                timeout_s=timeout_s,
             )

@@ -18,7 +18,14 @@ from typing import Any
 from . import codec
 from .errors import JobSetNotFoundError
 from .plan import Plan
-from .protocol import INDEX_KEY, KEY_PREFIX, PROTOCOL_VERSION, glob_escape, record_key
+from .protocol import (
+    INDEX_KEY,
+    KEY_PREFIX,
+    PROTOCOL_VERSION,
+    Dispatch,
+    glob_escape,
+    record_key,
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,8 @@ class JobSetRecord:
     plan: Plan
     version: int = PROTOCOL_VERSION
     timeout_s: float | None = None
+    # Where the sub-jobs were published (None: the backend's class queue, no priority).
+    dispatch: Dispatch | None = None
 
     @property
     def experiments(self) -> int:
@@ -55,6 +64,7 @@ def make_record(
     tags: Sequence[str],
     *,
     timeout_s: float | None = None,
+    dispatch: Dispatch | None = None,
 ) -> JobSetRecord:
     return JobSetRecord(
         jobset_id=jobset_id,
@@ -64,6 +74,7 @@ def make_record(
         task_ids=tuple(task_ids),
         plan=skeleton(plan),
         timeout_s=timeout_s,
+        dispatch=dispatch,
     )
 
 

@@ -18,6 +18,7 @@ from .execute import local_runner
 from .executors import CeleryExecutor, local_slots
 from .jobset import AerJobSet
 from .plan import make_plan
+from .protocol import Dispatch, owner_queue
 from .recovery import queue_for
 from .validate import check_submission
 
@@ -61,6 +62,7 @@ def run(
     timeout_s: float | None = None,
     admit: str | None = None,
     owner: str | None = None,
+    priority: str = "normal",
     cache_ttl_s: int | None = None,
     **run_options: Any,
 ) -> AerJobSet:
@@ -88,7 +90,10 @@ def run(
     set whose largest experiment needs more memory than any live worker offers, and
     queues it when no worker is online; ``admit="require"`` refuses then too; ``None``
     (the default) checks nothing.  ``owner`` sends the sub-jobs to that owner's queue, so
-    workers take turns between owners.  ``cache_ttl_s`` reuses the result of a sub-job
+    workers take turns between owners.  ``priority`` (``"normal"``, ``"low"`` or
+    ``"lowest"``): workers take a set's sub-jobs only while no set of a higher priority
+    waits in the queues they consume, whatever the owners; ``"normal"`` is the highest, so
+    a big sweep steps back with ``"low"``.  ``cache_ttl_s`` reuses the result of a sub-job
     with the same circuits, options, seed and shots that ran in the last ``cache_ttl_s``
     seconds (give ``seed_simulator``: a drawn seed never repeats).  With
     ``max_job_size=None`` the split evens out the estimated work (:mod:`jobset.cost`)
@@ -96,14 +101,18 @@ def run(
     """
     admit_mode = admission.check_admit_mode(admit)
     owner = admission.check_owner(owner)
+    priority = admission.check_priority(priority)
     if cache_ttl_s is not None and (
         isinstance(cache_ttl_s, bool) or not isinstance(cache_ttl_s, int) or cache_ttl_s < 1
     ):
         raise InvalidInputError(f"cache_ttl_s must be a positive integer, got {cache_ttl_s!r}")
     if not isinstance(executor, CeleryExecutor) and (
-        admit_mode is not None or owner is not None or cache_ttl_s is not None
+        admit_mode is not None
+        or owner is not None
+        or cache_ttl_s is not None
+        or priority != "normal"
     ):
-        raise InvalidInputError("admit, owner and cache_ttl_s need a CeleryExecutor")
+        raise InvalidInputError("admit, owner, priority and cache_ttl_s need a CeleryExecutor")
     if timeout_s is not None and (
         isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0
     ):
@@ -158,20 +167,26 @@ def run(
         run_options,
         executor=executor,
     )
-    routes = None
-    if isinstance(executor, CeleryExecutor) and costs is not None:
-        workers = executor.workers()
-        if admit_mode is not None:
-            admission.admit(costs, workers, mode=admit_mode)
-        routes = admission.routes(
-            plan,
-            [e.circuit for e in plan.experiments],
-            costs,
-            workers,
-            default_queue=queue_for(backend),
-            large_memory_bytes=executor.settings.large_memory_mb * 1024 * 1024,
-            owner=owner,
-        )
+    dispatch = None
+    if isinstance(executor, CeleryExecutor):
+        queue = queue_for(backend)
+        routes = {}
+        if costs is not None:
+            workers = executor.workers()
+            if admit_mode is not None:
+                admission.admit(costs, workers, mode=admit_mode, queue=queue)
+            routes = admission.routes(
+                plan,
+                [e.circuit for e in plan.experiments],
+                costs,
+                workers,
+                default_queue=queue,
+                large_memory_bytes=executor.settings.large_memory_mb * 1024 * 1024,
+                owner=owner,
+            )
+        elif owner is not None:
+            queue = owner_queue(queue, owner)
+        dispatch = Dispatch.from_routes(routes, queue=queue, priority=priority)
     if isinstance(tags, str):
         tags = (tags,)
     job = AerJobSet(
@@ -183,7 +198,7 @@ def run(
         plan=plan,
         tags=tags,
         timeout_s=timeout_s,
-        routes=routes,
+        dispatch=dispatch,
         cache_ttl_s=cache_ttl_s,
     )
     job.submit()

@@ -14,15 +14,17 @@ from qiskit import QuantumCircuit
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
-from jobset import CeleryExecutor, run
+from jobset import AerJobSet, CeleryExecutor, run
 from jobset.errors import AdmissionError
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import (
     DEFAULT_QUEUE,
     LARGE_QUEUE,
     OWNER_QUEUES_KEY,
+    PRIORITY_SEP,
     cache_key,
     owner_queue,
+    queue_lists,
     worker_key,
 )
 from jobset.settings import Settings
@@ -172,6 +174,63 @@ def test_a_small_set_behind_a_big_sweep_of_another_owner_finishes_while_the_swee
     assert {owner_queue(DEFAULT_QUEUE, "sweeper"), owner_queue(DEFAULT_QUEUE, "alice")} <= queues
     assert 0 < executor.redis.ttl(OWNER_QUEUES_KEY) <= executor.settings.result_ttl_s
     assert sweep.result(timeout=120).success
+
+
+def test_a_normal_set_is_taken_before_a_low_priority_sweep_queued_ahead_of_it(executor):
+    sweep = run(
+        AerSimulator(),
+        qv_circuits(60),
+        executor=executor,
+        max_job_size=1,
+        shots=10,
+        priority="low",
+    )
+
+    def done() -> int:
+        return sum(s in FINAL for s in sweep.status(range(60)))
+
+    small = run(AerSimulator(), qv_circuits(2), executor=executor, max_job_size=1, shots=10)
+    before = done()
+    small.result(timeout=60)
+    after = done()
+    # In one queue, first in first out, the small set would wait for every sub-job of the
+    # sweep queued before it; taken first, it waits at most for the one running.
+    assert before <= 40, before
+    assert after - before <= 2, (before, after)
+    assert sweep.result(timeout=120).success
+
+
+def test_lost_sub_jobs_are_published_again_to_their_owner_queue_at_their_priority():
+    with (
+        RedisServer() as server,
+        CeleryExecutor(Settings(broker_url=server.url, secret_key="s" * 32)) as ex,
+    ):
+        circuits = qv_circuits(2)
+        job = run(
+            AerSimulator(),
+            circuits,
+            executor=ex,
+            max_job_size=1,
+            shots=10,
+            owner="bob",
+            priority="lowest",
+        )
+        bob = owner_queue(DEFAULT_QUEUE, "bob")
+        low = f"{bob}{PRIORITY_SEP}6"
+
+        def lengths() -> dict[str, int]:
+            return {n: ex.redis.llen(n) for n in queue_lists(bob) + queue_lists(DEFAULT_QUEUE)}
+
+        assert {n: k for n, k in lengths().items() if k} == {low: 2}
+        ex.redis.delete(low)  # what a restart without persistence does to them
+        wait_until(lambda: job.lost() == [0, 1], 10.0, "both sub-jobs reported lost")
+        # A set rebuilt by id knows where its sub-jobs went from its record.
+        again = AerJobSet.retrieve(job.job_id(), ex)
+        assert again.resubmit_lost() == [0, 1]
+        assert {n: k for n, k in lengths().items() if k} == {low: 2}
+        with LocalCluster(workers=1, redis_url=server.url, secret_key="s" * 32):
+            result = again.result(timeout=60)
+        assert [sum(result.get_counts(i).values()) for i in range(2)] == [10, 10]
 
 
 def test_a_resubmitted_set_reuses_cached_results_with_the_same_counts(executor):

@@ -12,7 +12,7 @@ from qiskit.circuit.library import quantum_volume
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, depolarizing_error
 
-from jobset.admission import admit, check_admit_mode, check_owner, routes
+from jobset.admission import admit, check_admit_mode, check_owner, check_priority, routes
 from jobset.codec import batch_digest
 from jobset.cost import (
     ExperimentCost,
@@ -25,7 +25,15 @@ from jobset.cost import (
 )
 from jobset.errors import AdmissionError, InvalidInputError
 from jobset.plan import auto_job_size, balanced_starts, make_plan
-from jobset.protocol import DEFAULT_QUEUE, GPU_QUEUE, LARGE_QUEUE, SubJobRef, base_queue
+from jobset.protocol import (
+    DEFAULT_QUEUE,
+    GPU_QUEUE,
+    LARGE_QUEUE,
+    PRIORITY_STEPS,
+    Dispatch,
+    SubJobRef,
+    base_queue,
+)
 
 # The estimate must land within this factor of a measured run (README: "Cost model").
 FACTOR = 4.0
@@ -124,6 +132,38 @@ def test_admission_names_the_need_and_the_largest_worker_and_knows_when_to_wait(
             check_owner(bad)
 
 
+def test_admission_counts_only_the_workers_that_serve_the_sets_class():
+    costs = [ExperimentCost(16 * 2**24, 1.0)]  # 256 MiB
+    big_cpu, small_gpu = _worker("cpu", 1024), _worker("gpu", 128, (GPU_QUEUE,))
+    admit(costs, [big_cpu, small_gpu], mode="wait")
+    with pytest.raises(AdmissionError, match=r"largest for jobset\.gpu, gpu, has 128\.0 MiB"):
+        admit(costs, [big_cpu, small_gpu], mode="wait", queue=GPU_QUEUE)
+    with pytest.raises(AdmissionError, match=r"no worker is online for jobset\.gpu"):
+        admit(costs, [big_cpu], mode="require", queue=GPU_QUEUE)
+    admit(costs, [big_cpu], mode="wait", queue=GPU_QUEUE)  # a GPU worker may come
+    # A worker of the large class, or one that advertises no queues, serves CPU sets.
+    admit(costs, [_worker("large", 512, (LARGE_QUEUE + ".owner.ann",))], mode="require")
+    admit(costs, [_worker("old", 512, ())], mode="require", queue=GPU_QUEUE)
+
+
+def test_dispatch_stores_the_commonest_queue_once_and_maps_priorities_onto_kombu_steps():
+    routes_ = {0: "q.a", 1: "q.b", 2: "q.a", 3: "q.a"}
+    dispatch = Dispatch.from_routes(routes_, queue=DEFAULT_QUEUE, priority="low")
+    assert (dispatch.queue, dict(dispatch.elsewhere)) == ("q.a", {1: "q.b"})
+    assert [dispatch.queue_of(i) for i in range(4)] == [routes_[i] for i in range(4)]
+    assert dispatch.queues == {"q.a", "q.b"}
+    assert Dispatch.from_routes({}, queue=GPU_QUEUE, priority="normal").queue == GPU_QUEUE
+    # "normal" publishes without a priority (the plain list, taken first); the others land
+    # on lists kombu's BRPOP names later, in this order.
+    brokers = [Dispatch(priority=p).broker_priority for p in ("normal", "low", "lowest")]
+    assert brokers[0] is None
+    assert all(b in PRIORITY_STEPS for b in brokers[1:]) and brokers[1] < brokers[2]
+    assert check_priority("low") == "low"
+    for bad in ("high", "LOW", 3, None):
+        with pytest.raises(InvalidInputError, match="priority must be one of"):
+            check_priority(bad)
+
+
 def test_routes_use_the_large_queue_only_when_a_live_worker_consumes_it():
     circuits = [_ghz(3), _ghz(20)]
     costs = circuit_costs(circuits, shots=10, options={"method": "statevector"})
@@ -174,3 +214,18 @@ def test_the_cost_and_admission_modules_import_neither_celery_nor_redis():
             for a in (n.names if isinstance(n, ast.Import) else [n])
         }
         assert not {"celery", "redis", "kombu"} & imported, name
+
+
+@pytest.mark.parametrize(
+    "option", [{"owner": "ann"}, {"priority": "low"}, {"admit": "wait"}, {"cache_ttl_s": 60}]
+)
+def test_sharing_options_need_a_celery_executor_and_bad_values_are_refused_first(option):
+    import concurrent.futures as cf
+
+    from jobset import run
+
+    with cf.ThreadPoolExecutor(1) as pool:
+        with pytest.raises(InvalidInputError, match="need a CeleryExecutor"):
+            run(AerSimulator(), [_ghz(2)], executor=pool, **option)
+        with pytest.raises(InvalidInputError, match="priority must be one of"):
+            run(AerSimulator(), [_ghz(2)], executor=pool, priority="urgent")
