@@ -161,6 +161,14 @@ class SubJobTimeoutError(SubJobError):
     """Raised when a sub-job runs past the time limit its set was given (``timeout_s``)."""
 
 
+def timeout_message(index: object, jobset_id: object, soft_s: object) -> str:
+    """The words of :class:`SubJobTimeoutError`, the same wherever the limit is noticed."""
+    return (
+        f"sub-job {index} of {jobset_id} ran past its time limit of {soft_s} s (the set's "
+        "timeout_s) and was stopped"
+    )
+
+
 class ResultTooLargeError(SubJobError):
     """Raised when a sub-job's signed result is larger than JOBSET_MAX_RESULT_BYTES."""
 

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import redis
 from celery import Celery
@@ -26,7 +26,7 @@ from redis.retry import Retry
 from . import codec, recovery, registry
 from .celeryconf import celery_config
 from .cost import WorkerCapacity
-from .errors import JobSetTimeoutError, SubJobsLostError
+from .errors import JobSetTimeoutError, SubJobsLostError, timeout_message
 from .execute import available_cores, portable_backend
 from .plan import Plan, SubBatch
 from .protocol import (
@@ -46,7 +46,11 @@ from .settings import Settings, redact_url
 from .status import FINAL, celery_to_job_status
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
+# Redis commands kombu may buffer while publishing one chunk (a message and its task-sent
+# event take a few each); a chunk never reaches it, so each is flushed once, at its end.
+_PUBLISH_BATCH_OPS = 4096
 _POLL_START_S = 0.01
 _POLL_MAX_S = 0.25
 # Longest pause between status reads while subscribed: a safety net for a lost notice.
@@ -257,25 +261,31 @@ class CeleryExecutor:
 
         options = dict(portable_backend(backend).options.items()) if cache_ttl_s else {}
         with self.app.producer_or_acquire() as producer:
-            for batch in plan.sub_batches:
-                k = batch_key(jobset_id, batch.index)
-                self.redis.set(k, codec.dumps_batch(batch, key=key, context=k), ex=ttl)
-                digest = (
-                    codec.batch_digest(options, batch, recovery.producer_versions())
-                    if cache_ttl_s
-                    else ""
-                )
-                recovery.send_sub_job(
-                    self,
-                    producer,
-                    jobset_id,
-                    batch,
-                    queue=dispatch.queue_of(batch.index),
-                    priority=dispatch.broker_priority,
-                    timeout_s=timeout_s,
-                    cache_digest=digest,
-                    cache_ttl_s=cache_ttl_s or 0,
-                )
+            for chunk in growing_chunks(plan.sub_batches):
+                pipe = self.redis.pipeline(transaction=False)
+                for batch in chunk:
+                    k = batch_key(jobset_id, batch.index)
+                    pipe.set(k, codec.dumps_batch(batch, key=key, context=k), ex=ttl)
+                pipe.execute()
+                # Messages (and their task-sent events) go in one pipeline per chunk.
+                with producer.batch(max_size=_PUBLISH_BATCH_OPS):
+                    for batch in chunk:
+                        digest = (
+                            codec.batch_digest(options, batch, recovery.producer_versions())
+                            if cache_ttl_s
+                            else ""
+                        )
+                        recovery.send_sub_job(
+                            self,
+                            producer,
+                            jobset_id,
+                            batch,
+                            queue=dispatch.queue_of(batch.index),
+                            priority=dispatch.broker_priority,
+                            timeout_s=timeout_s,
+                            cache_digest=digest,
+                            cache_ttl_s=cache_ttl_s or 0,
+                        )
         return CeleryRun(self, jobset_id, ids, timeout_s=timeout_s, dispatch=dispatch)
 
     def close(self) -> None:
@@ -291,14 +301,32 @@ class CeleryExecutor:
         self.close()
 
 
-def _failure_message(meta: dict[str, Any]) -> str:
+def _failure_message(meta: dict[str, Any], index: int, jobset_id: str, timeout_s: Any) -> str:
     result = meta.get("result")
     if isinstance(result, dict) and "exc_type" in result:
         message = result.get("exc_message")
         if isinstance(message, (list, tuple)):
             message = " ".join(str(m) for m in message)
+        if result["exc_type"] == "TimeLimitExceeded":
+            # The worker words it as SubJobTimeoutError too, but Celery's own store of the
+            # hard limit can land after that one: word it the same here.
+            soft_s = timeout_s if timeout_s is not None else message
+            return f"SubJobTimeoutError: {timeout_message(index, jobset_id, soft_s)}"
         return f"{result['exc_type']}: {message}"
     return str(result) if result else meta.get("status", "")
+
+
+def growing_chunks(items: Sequence[T], *, first: int = 1, most: int = 256) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive chunks of 1, 2, 4, ... up to ``most``.
+
+    Publishing a chunk costs two round trips (payloads, then messages) whatever its size:
+    the first sub-jobs reach the workers at once, and a set of thousands is published in
+    a few dozen round trips.
+    """
+    start, size = 0, first
+    while start < len(items):
+        yield items[start : start + size]
+        start, size = start + size, min(size * 2, most)
 
 
 class CeleryRun(Submission):
@@ -340,11 +368,12 @@ class CeleryRun(Submission):
     def states(self, indices: Sequence[int] | None = None) -> list[SubJobState]:
         """States of every sub-job, or of ``indices`` only: one round trip either way."""
         states = []
-        for meta in self._metas(indices):
+        which = range(len(self.task_ids)) if indices is None else indices
+        for index, meta in zip(which, self._metas(indices), strict=True):
             status = celery_to_job_status(meta.get("status"), cancelled=self._cancelled)
             message = ""
             if status is JobStatus.ERROR:
-                message = _failure_message(meta)
+                message = _failure_message(meta, index, self.jobset_id, self.timeout_s)
             elif status is JobStatus.CANCELLED:
                 message = "cancelled"
             states.append(SubJobState(status, message))

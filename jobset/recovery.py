@@ -242,9 +242,13 @@ def send_sub_job(
         cache_digest=cache_digest,
         cache_ttl_s=cache_ttl_s,
     )
+    kwargs = ref.to_kwargs()
     executor.app.send_task(
         RUN_SUB_JOB_TASK,
-        kwargs=ref.to_kwargs(),
+        kwargs=kwargs,
+        # What Flower shows; Celery's own saferepr of it costs more than the rest.
+        argsrepr="()",
+        kwargsrepr=repr(kwargs),
         task_id=task_id(jobset_id, batch.index),
         queue=queue,
         producer=producer,
@@ -302,7 +306,7 @@ def republish(
         backend = codec.loads(client.get(bkey), key=key, context=bkey)
     if dispatch is None:
         dispatch = Dispatch(queue_for(backend))
-    with executor.app.producer_or_acquire() as producer:
+    with executor.app.producer_or_acquire() as producer, producer.batch(max_size=4096):
         for i in indices:
             send_sub_job(
                 executor,

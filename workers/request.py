@@ -21,16 +21,9 @@ from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
-from jobset.errors import SubJobTimeoutError
+from jobset.errors import SubJobTimeoutError, timeout_message
 
 logger = logging.getLogger(__name__)
-
-
-def timeout_message(index: object, jobset_id: object, soft_s: object) -> str:
-    return (
-        f"sub-job {index} of {jobset_id} ran past its time limit of {soft_s} s (the set's "
-        "timeout_s) and was stopped"
-    )
 
 
 class SubJobRequest(Request):

@@ -19,6 +19,7 @@ from jobset.errors import (
     SimulationFailedError,
     SubJobTimeoutError,
     VersionMismatchError,
+    timeout_message,
 )
 from jobset.execute import run_sub_batch
 from jobset.limits import human_bytes
@@ -39,7 +40,6 @@ from jobset.settings import ENV_MAX_RESULT_BYTES, ENV_MAX_WORKER_LOSSES, Setting
 
 from .app import app
 from .lifecycle import runtime
-from .request import timeout_message
 
 logger = logging.getLogger(__name__)
 
