@@ -38,6 +38,7 @@ from jobset.merge import merge_results
 from jobset.plan import make_plan
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+SYSTEMS = ("aer", "jobset", "dask")
 
 
 @dataclass
@@ -153,34 +154,52 @@ def main() -> None:
             time_dask(w, client, cores)
         for rep in range(args.reps):
             for w in chosen:
-                t_aer, want = time_aer(w)
-                t_js, got = time_jobset(w, executor)
-                t_dask, peer = time_dask(w, client, cores)
-                _check(w, got, want)
-                _check(w, peer, want)
-                for system, t in (("aer", t_aer), ("jobset", t_js), ("dask", t_dask)):
-                    times.setdefault((w.name, system), []).append(t)
+                # The systems take turns going first, so none always runs on a machine
+                # the one before it just warmed (or heated).
+                order = SYSTEMS[rep % 3 :] + SYSTEMS[: rep % 3]
+                runs = {
+                    system: {
+                        "aer": lambda w=w: time_aer(w),
+                        "jobset": lambda w=w: time_jobset(w, executor),
+                        "dask": lambda w=w: time_dask(w, client, cores),
+                    }[system]()
+                    for system in order
+                }
+                want = runs["aer"][1]
+                _check(w, runs["jobset"][1], want)
+                _check(w, runs["dask"][1], want)
+                for system in SYSTEMS:
+                    times.setdefault((w.name, system), []).append(runs[system][0])
+                t_aer, t_js, t_dask = (runs[system][0] for system in SYSTEMS)
                 print(
-                    f"rep {rep + 1} {w.name}: aer {t_aer:.3f} s  jobset {t_js:.3f} s  "
-                    f"dask {t_dask:.3f} s",
+                    f"rep {rep + 1} {w.name} ({' > '.join(order)}): aer {t_aer:.3f} s  "
+                    f"jobset {t_js:.3f} s  dask {t_dask:.3f} s  jobset/aer {t_js / t_aer:.2f}x",
                     flush=True,
                 )
 
     rows = []
+    pairs: list[list[float]] = []
     for w in chosen:
-        aer, js, dask = (statistics.median(times[(w.name, s)]) for s in ("aer", "jobset", "dask"))
+        aer, js, dask = (statistics.median(times[(w.name, s)]) for s in SYSTEMS)
+        paired = sorted(
+            j / a for j, a in zip(times[(w.name, "jobset")], times[(w.name, "aer")], strict=True)
+        )
         rows.append((w, aer, js, dask))
+        pairs.append(paired)
     table = [
         f"Medians of {args.reps} interleaved repetitions on {cores} cores "
-        f"({cores} Celery workers x 1 Aer thread; Dask: {cores} processes x 1 thread).",
+        f"({cores} Celery workers x 1 Aer thread; Dask: {cores} processes x 1 thread); the "
+        "systems take turns going first. Paired: job set / Aer alone within each "
+        "repetition, median (lowest to highest).",
         "",
-        "| workload | Aer alone | job set | Dask | job set / Aer | job set / Dask |",
-        "|---|---|---|---|---|---|",
+        "| workload | Aer alone | job set | Dask | job set / Aer | job set / Dask | paired |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for w, aer, js, dask in rows:
+    for (w, aer, js, dask), paired in zip(rows, pairs, strict=True):
         table.append(
             f"| {w.name}: {w.description} | {aer:.3f} s | {js:.3f} s | {dask:.3f} s "
-            f"| {js / aer:.2f}x | {js / dask:.2f}x |"
+            f"| {js / aer:.2f}x | {js / dask:.2f}x "
+            f"| {statistics.median(paired):.2f}x ({paired[0]:.2f}-{paired[-1]:.2f}) |"
         )
     print("\n".join(table))
     if not args.no_write:
