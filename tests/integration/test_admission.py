@@ -148,6 +148,13 @@ def test_large_sub_jobs_go_to_the_large_queue_and_small_ones_to_the_default_queu
     assert ran_on[0] != large and ran_on[2] != large
 
 
+def _sweep(executor: CeleryExecutor, **sharing: str) -> AerJobSet:
+    """60 one-circuit sub-jobs: enough to keep the default worker busy for a while."""
+    return run(
+        AerSimulator(), qv_circuits(60), executor=executor, max_job_size=1, shots=10, **sharing
+    )
+
+
 def test_a_small_set_behind_a_big_sweep_of_another_owner_finishes_while_the_sweep_runs(executor):
     # Workers pick up a new owner's queue within a second; let both owners be known
     # first, so the test measures the turns and not that discovery.
@@ -155,14 +162,7 @@ def test_a_small_set_behind_a_big_sweep_of_another_owner_finishes_while_the_swee
         run(AerSimulator(), qv_circuits(1), executor=executor, shots=10, owner=owner).result(
             timeout=60
         )
-    sweep = run(
-        AerSimulator(),
-        qv_circuits(60),
-        executor=executor,
-        max_job_size=1,
-        shots=10,
-        owner="sweeper",
-    )
+    sweep = _sweep(executor, owner="sweeper")
     small = run(
         AerSimulator(), qv_circuits(2), executor=executor, max_job_size=1, shots=10, owner="alice"
     )
@@ -177,14 +177,7 @@ def test_a_small_set_behind_a_big_sweep_of_another_owner_finishes_while_the_swee
 
 
 def test_a_normal_set_is_taken_before_a_low_priority_sweep_queued_ahead_of_it(executor):
-    sweep = run(
-        AerSimulator(),
-        qv_circuits(60),
-        executor=executor,
-        max_job_size=1,
-        shots=10,
-        priority="low",
-    )
+    sweep = _sweep(executor, priority="low")
 
     def done() -> int:
         return sum(s in FINAL for s in sweep.status(range(60)))
