@@ -31,7 +31,7 @@ from typing import Any
 
 from qiskit.circuit import QuantumCircuit
 
-from .limits import _GROWTH, estimate_memory, instruction_names, used_qubits
+from .limits import _GROWTH, CircuitScan, estimate_memory, scan
 
 # Work of one experiment besides its gates and shots (Aer's per-experiment setup and
 # result), and of one sampled shot: fitted on 200 GHZ-5 circuits x 1000 shots.
@@ -63,17 +63,8 @@ class ExperimentCost:
     work: float
 
 
-def _needs_per_shot_runs(circuit: QuantumCircuit) -> bool:
-    if instruction_names(circuit) & _PER_SHOT_NAMES:
-        return True
-    measured: set[Any] = set()
-    for inst in circuit.data:
-        name = inst.operation.name
-        if name == "measure":
-            measured.update(inst.qubits)
-        elif name != "barrier" and measured & set(inst.qubits):
-            return True  # a gate after a measurement on the same qubit
-    return False
+def _needs_per_shot_runs(circuit: CircuitScan) -> bool:
+    return bool(circuit.names & _PER_SHOT_NAMES) or circuit.gate_after_measure
 
 
 def experiment_cost(
@@ -86,9 +77,10 @@ def experiment_cost(
     noisy: bool = False,
 ) -> ExperimentCost:
     """The estimated memory and work of one run of ``circuit`` for ``shots`` shots."""
-    memory = estimate_memory(circuit, method=method, precision=precision, truncation=truncation)
-    qubits = max(1, used_qubits(circuit, truncation=truncation))
-    ops = sum(1 for inst in circuit.data if inst.operation.name not in ("barrier", "measure"))
+    seen = scan(circuit)
+    memory = estimate_memory(seen, method=method, precision=precision, truncation=truncation)
+    qubits = max(1, seen.qubits(truncation=truncation))
+    ops = seen.ops
     if memory is not None:
         state_qubits = _GROWTH[memory.method] * qubits
         gain = FUSION_GAIN if _GROWTH[memory.method] == 1 else DENSITY_FUSION_GAIN
@@ -96,7 +88,7 @@ def experiment_cost(
         per_run = (passes + 1) * float(2**state_qubits)
     else:
         per_run = (ops + 1) * float(qubits * qubits)
-    repeats = shots if (noisy or _needs_per_shot_runs(circuit)) else 1
+    repeats = shots if (noisy or _needs_per_shot_runs(seen)) else 1
     work = per_run * repeats + SHOT_WORK * shots + EXPERIMENT_WORK
     return ExperimentCost(None if memory is None else memory.bytes, work)
 

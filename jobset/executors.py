@@ -106,8 +106,12 @@ class Submission(abc.ABC):
         """Called on every poll of a wait; may raise instead of waiting forever."""
 
     @contextlib.contextmanager
-    def _pauses(self) -> Iterator[Callable[[float | None], None]]:
-        """What a wait does between two status reads: sleep, a little longer each time."""
+    def pauses(self) -> Iterator[Callable[[float | None], None]]:
+        """What a wait does between two status reads: sleep, a little longer each time.
+
+        Yields ``pause(remaining)``, which returns within ``remaining`` seconds (None: no
+        bound); :meth:`AerJobSet.wait_for_final_state` and ``as_completed`` use it too.
+        """
         delay = _POLL_START_S
 
         def pause(remaining: float | None) -> None:
@@ -119,7 +123,7 @@ class Submission(abc.ABC):
 
     def wait(self, indices: Sequence[int], deadline: float | None) -> list[SubJobState]:
         """Block until the given sub-jobs are final; raise at ``deadline`` (monotonic)."""
-        with self._pauses() as pause:
+        with self.pauses() as pause:
             while True:
                 states = self.states()
                 self._watch(states)
@@ -380,7 +384,7 @@ class CeleryRun(Submission):
         return states
 
     @contextlib.contextmanager
-    def _pauses(self) -> Iterator[Callable[[float | None], None]]:
+    def pauses(self) -> Iterator[Callable[[float | None], None]]:
         """Pause until the result backend announces a change of this set, or a second.
 
         Celery's Redis backend publishes every task record on a channel named after its
@@ -391,7 +395,7 @@ class CeleryRun(Submission):
         prefix = self.executor.app.backend.task_keyprefix
         prefix = prefix.decode() if isinstance(prefix, bytes) else str(prefix)
         pubsub = self.executor.redis.pubsub(ignore_subscribe_messages=True)
-        with super()._pauses() as sleep:
+        with super().pauses() as sleep:
             subscribed = True
             try:
                 pubsub.psubscribe(f"{prefix}{glob_escape(self.jobset_id)}-*")

@@ -35,9 +35,6 @@ from .plan import Plan, SubBatch, plan_from_sub_batches
 from .protocol import Dispatch, backend_key
 from .status import FINAL, aggregate_status
 
-_WAIT_POLL_START_S = 0.02
-_POLL_MAX_S = 0.25
-
 
 @dataclass(frozen=True)
 class JobSetInfo:
@@ -188,19 +185,21 @@ class AerJobSet(JobV1):
         ``callback(job_id, status, job)`` is called on every poll.  Raises
         :class:`~jobset.errors.JobSetTimeoutError` (a ``JobTimeoutError``) past ``timeout``.
         """
+        submission = self._require_submitted()
         deadline = _deadline(timeout)
-        delay = min(_WAIT_POLL_START_S, wait)
-        while True:
-            status = self.status()
-            if callback is not None:
-                callback(self._job_id, status, self)
-            if status in FINAL:
-                return
-            if deadline is not None and time.monotonic() >= deadline:
-                raise JobSetTimeoutError(f"job set {self._job_id} not final after {timeout} s")
-            pause = delay if deadline is None else min(delay, deadline - time.monotonic())
-            time.sleep(max(0.0, pause))
-            delay = min(delay * 1.5, wait)
+        # Woken by the result backend's notices (Celery), so the wait ends when the last
+        # sub-job does, not up to a poll interval later.
+        with submission.pauses() as pause:
+            while True:
+                status = self.status()
+                if callback is not None:
+                    callback(self._job_id, status, self)
+                if status in FINAL:
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise JobSetTimeoutError(f"job set {self._job_id} not final after {timeout} s")
+                bound = wait if deadline is None else min(wait, deadline - time.monotonic())
+                pause(max(0.0, bound))
 
     def cancel(self) -> bool:
         """Cancel the set; returns at once, False when it was already final.
@@ -269,27 +268,24 @@ class AerJobSet(JobV1):
         submission = self._require_submitted()
         deadline = _deadline(timeout)
         pending = list(range(len(self._experiments)))
-        delay = _WAIT_POLL_START_S
-        while pending:
-            states = submission.states(pending)
-            still = []
-            for k, state in zip(pending, states, strict=True):
-                if state.status in FINAL:
-                    yield SubJob(self, k)
-                else:
-                    still.append(k)
-            if len(still) < len(pending):
-                delay = _WAIT_POLL_START_S
-            pending = still
-            if not pending:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                raise JobSetTimeoutError(
-                    f"job set {self._job_id}: {len(pending)} sub-job(s) not final after {timeout} s"
-                )
-            pause = delay if deadline is None else min(delay, deadline - time.monotonic())
-            time.sleep(max(0.0, pause))
-            delay = min(delay * 1.5, _POLL_MAX_S)
+        with submission.pauses() as pause:
+            while pending:
+                states = submission.states(pending)
+                still = []
+                for k, state in zip(pending, states, strict=True):
+                    if state.status in FINAL:
+                        yield SubJob(self, k)
+                    else:
+                        still.append(k)
+                pending = still
+                if not pending:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise JobSetTimeoutError(
+                        f"job set {self._job_id}: {len(pending)} sub-job(s) not final after "
+                        f"{timeout} s"
+                    )
+                pause(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     # ------------------------------------------------------------------ by id
 

@@ -12,6 +12,7 @@ more: the estimate is then a lower bound and Aer's own check has the last word).
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from qiskit.circuit import QuantumCircuit
@@ -52,6 +53,49 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True)
+class CircuitScan:
+    """What the estimates read from a circuit, gathered in one pass over its instructions.
+
+    Reading ``circuit.data`` is the costly part (each instruction is built for Python on
+    access), so memory and cost estimates share one pass instead of one each.
+    """
+
+    names: frozenset[str]  # every instruction's name, inside control-flow blocks too
+    used_qubits: int  # qubits some instruction other than a barrier acts on
+    num_qubits: int
+    ops: int  # instructions other than barriers and measurements
+    gate_after_measure: bool  # an instruction acts on a qubit after it was measured
+
+    def qubits(self, *, truncation: bool = True) -> int:
+        return self.used_qubits if truncation else self.num_qubits
+
+
+def scan(circuit: QuantumCircuit) -> CircuitScan:
+    names: set[str] = set()
+    used: set[object] = set()
+    measured: set[object] = set()
+    ops = 0
+    after_measure = False
+    for inst in circuit.data:
+        operation = inst.operation
+        name = operation.name
+        names.add(name)
+        for block in getattr(operation, "blocks", ()):
+            names |= instruction_names(block)
+        if name == "barrier":
+            continue
+        qubits = inst.qubits
+        used.update(qubits)
+        if name == "measure":
+            measured.update(qubits)
+            continue
+        ops += 1
+        if measured and not after_measure and not measured.isdisjoint(qubits):
+            after_measure = True
+    return CircuitScan(frozenset(names), len(used), circuit.num_qubits, ops, after_measure)
+
+
 def used_qubits(circuit: QuantumCircuit, *, truncation: bool = True) -> int:
     """Qubits Aer simulates: those some instruction (other than a barrier) acts on."""
     if not truncation:
@@ -74,7 +118,7 @@ def instruction_names(circuit: QuantumCircuit) -> set[str]:
 
 
 def estimate_memory(
-    circuit: QuantumCircuit,
+    circuit: QuantumCircuit | CircuitScan,
     *,
     method: str = "automatic",
     precision: str = "double",
@@ -83,8 +127,12 @@ def estimate_memory(
     """The memory ``circuit``'s state needs, or None where it does not grow exponentially."""
     if method not in _GROWTH:
         return None
-    if method == "automatic" and instruction_names(circuit) <= CLIFFORD_NAMES:
+    names: AbstractSet[str]
+    if isinstance(circuit, CircuitScan):
+        names, qubits = circuit.names, circuit.qubits(truncation=truncation)
+    else:
+        names, qubits = instruction_names(circuit), used_qubits(circuit, truncation=truncation)
+    if method == "automatic" and names <= CLIFFORD_NAMES:
         return None
-    qubits = used_qubits(circuit, truncation=truncation)
     per = BYTES_PER_AMPLITUDE.get(precision, 16)
     return MemoryEstimate(per * 2 ** (_GROWTH[method] * qubits), qubits, method, precision)
