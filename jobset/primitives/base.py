@@ -7,6 +7,9 @@ from typing import Any, TypeVar
 
 from qiskit_aer import AerSimulator
 
+from .. import admission
+from ..errors import InvalidInputError
+from ..executors import CeleryExecutor
 from .job import check_executor
 from .layout import positive_or_none
 
@@ -24,8 +27,17 @@ class DistributedPrimitive:
         max_job_size: int | None,
         max_shot_size: int | None,
         tags: Sequence[str],
+        owner: str | None = None,
+        priority: str = "normal",
     ) -> None:
         self._executor = check_executor(executor)
+        # Fair share as for run(): the owner's queue, the set's priority (Celery only).
+        self._owner = admission.check_owner(owner)
+        self._priority = admission.check_priority(priority)
+        if not isinstance(self._executor, CeleryExecutor) and (
+            self._owner is not None or self._priority != "normal"
+        ):
+            raise InvalidInputError("owner and priority need a CeleryExecutor")
         self._max_job_size = positive_or_none("max_job_size", max_job_size)
         self._max_shot_size = positive_or_none("max_shot_size", max_shot_size)
         self._tags = (tags,) if isinstance(tags, str) else tuple(tags)

@@ -36,8 +36,8 @@ class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
 
     Takes Aer's ``options`` (``default_precision``, ``backend_options``, ``run_options``;
     the seed is ``run_options["seed_simulator"]``, as in Aer; :meth:`from_backend`) plus
-    ``executor``, ``max_job_size`` (parameter-value sets per sub-job), ``max_shot_size``
-    and ``tags``, as :class:`~jobset.primitives.SamplerV2`.
+    ``executor``, ``max_job_size`` (parameter-value sets per sub-job), ``max_shot_size``,
+    ``tags``, ``owner`` and ``priority``, as :class:`~jobset.primitives.SamplerV2`.
 
     Aer runs each PUB as one simulation of its circuit with a ``save_expectation_value``
     per Pauli, and so does this: a PUB's parameter-value sets are spread over sub-jobs,
@@ -66,6 +66,8 @@ class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
         max_job_size: int | None = None,
         max_shot_size: int | None = None,
         tags: Sequence[str] = (),
+        owner: str | None = None,
+        priority: str = "normal",
     ) -> None:
         self._options = EstimatorOptions(**options) if options else EstimatorOptions()
         super().__init__(
@@ -74,6 +76,8 @@ class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
             max_job_size=max_job_size,
             max_shot_size=max_shot_size,
             tags=tags,
+            owner=owner,
+            priority=priority,
         )
 
     @property
@@ -114,4 +118,12 @@ class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
             max_shot_size=self._max_shot_size,
             slots=executor_slots(self._executor),
         )
-        return submit(self._backend, plan, record, executor=self._executor, tags=self._tags)
+        return submit(
+            self._backend,
+            plan,
+            record,
+            executor=self._executor,
+            tags=self._tags,
+            owner=self._owner,
+            priority=self._priority,
+        )

@@ -24,7 +24,8 @@ from ..execute import local_runner
 from ..executors import CeleryExecutor, local_slots
 from ..jobset import AerJobSet
 from ..plan import Plan
-from ..protocol import primitive_key
+from ..protocol import Dispatch, owner_queue, primitive_key
+from ..recovery import queue_for
 from ..simulator import preflight
 from ..status import FINAL
 from .layout import PrimitiveRecord, pub_results
@@ -169,14 +170,20 @@ def submit(
     *,
     executor: Any,
     tags: Sequence[str],
+    owner: str | None = None,
+    priority: str = "normal",
 ) -> DistributedPrimitiveJob:
     """Check the plan as ``run()`` checks a set, store the primitive record (Celery only),
-    then submit the plan as one job set."""
+    then submit the plan as one job set, to ``owner``'s queue at ``priority``."""
     if isinstance(executor, CeleryExecutor):
         executor.check_reachable()
     circuits = list({id(c): c for b in plan.sub_batches for c in b.circuits}.values())
     preflight(backend, circuits, plan.sub_batches[0].run_options, executor=executor, stacklevel=4)
     job_id = str(uuid.uuid4())
+    dispatch = None
+    if isinstance(executor, CeleryExecutor):
+        queue = queue_for(backend)
+        dispatch = Dispatch(owner_queue(queue, owner) if owner else queue, priority=priority)
     job_set = AerJobSet(
         backend,
         job_id,
@@ -185,6 +192,7 @@ def submit(
         executor,
         plan=plan,
         tags=tags,
+        dispatch=dispatch,
     )
     if isinstance(executor, CeleryExecutor):
         # Written before any sub-job is published, so a retrieve never finds the set

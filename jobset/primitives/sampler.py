@@ -34,8 +34,9 @@ class SamplerV2(DistributedPrimitive, BaseSamplerV2):
     ``backend_options`` and ``run_options``; :meth:`from_backend`) plus where and how to
     split: ``executor`` (a :class:`~jobset.CeleryExecutor` or a ``concurrent.futures``
     executor), ``max_job_size`` (parameter-value sets per sub-job; ``None`` spreads the job
-    over about two sub-jobs per worker slot), ``max_shot_size`` (shots per sub-job) and
-    ``tags`` (stored with the job's record).
+    over about two sub-jobs per worker slot), ``max_shot_size`` (shots per sub-job),
+    ``tags`` (stored with the job's record), and on Celery ``owner`` and ``priority``
+    (fair share, as for :func:`jobset.run`).
 
     With a seed and no shot splitting, ``run(pubs).result()`` equals Aer's
     ``SamplerV2(seed=...)`` result bit for bit, for any ``max_job_size`` and number of
@@ -55,6 +56,8 @@ class SamplerV2(DistributedPrimitive, BaseSamplerV2):
         max_job_size: int | None = None,
         max_shot_size: int | None = None,
         tags: Sequence[str] = (),
+        owner: str | None = None,
+        priority: str = "normal",
     ) -> None:
         self._default_shots = default_shots
         self._seed = seed
@@ -65,6 +68,8 @@ class SamplerV2(DistributedPrimitive, BaseSamplerV2):
             max_job_size=max_job_size,
             max_shot_size=max_shot_size,
             tags=tags,
+            owner=owner,
+            priority=priority,
         )
 
     @property
@@ -118,4 +123,12 @@ class SamplerV2(DistributedPrimitive, BaseSamplerV2):
             max_shot_size=self._max_shot_size,
             slots=executor_slots(self._executor),
         )
-        return submit(self._backend, plan, record, executor=self._executor, tags=self._tags)
+        return submit(
+            self._backend,
+            plan,
+            record,
+            executor=self._executor,
+            tags=self._tags,
+            owner=self._owner,
+            priority=self._priority,
+        )

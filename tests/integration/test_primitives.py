@@ -22,10 +22,10 @@ from qiskit_aer.noise import NoiseModel, depolarizing_error
 from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
 from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
 
-from jobset import AerJobSet, CeleryExecutor, InvalidInputError, JobSetFailedError, run
+from jobset import AerJobSet, CeleryExecutor, InvalidInputError, JobSetFailedError, registry, run
 from jobset.errors import PrimitiveJobNotFoundError
 from jobset.primitives import DistributedPrimitiveJob, EstimatorV2, SamplerV2
-from jobset.protocol import DEFAULT_QUEUE, primitive_key
+from jobset.protocol import DEFAULT_QUEUE, Dispatch, owner_queue, primitive_key
 
 pytestmark = pytest.mark.integration
 
@@ -265,12 +265,27 @@ def test_pubs_get_the_same_submit_checks_as_run_before_anything_is_queued(cluste
         {"max_job_size": 0},
         {"max_shot_size": -1},
         {"seed": -4},
+        {"owner": "a b"},
+        {"priority": "urgent"},
     ],
 )
 def test_bad_options_are_refused_with_the_projects_error(celery_executor, options):
     kwargs = {"executor": celery_executor, **options}
     with pytest.raises(InvalidInputError):
         SamplerV2(**kwargs).run(SAMPLER_PUBS)
+
+
+def test_a_primitive_job_runs_on_its_owners_queue_at_its_priority(celery_executor):
+    sampler = SamplerV2(executor=celery_executor, seed=3, owner="carol", priority="low")
+    job = sampler.run(SAMPLER_PUBS, shots=20)
+    want = AerSamplerV2(seed=3).run(SAMPLER_PUBS, shots=20).result()
+    _assert_same_bits(job.result(), want)
+    record = registry.load(
+        celery_executor.redis, job.job_id(), key=celery_executor.settings.secret_key
+    )
+    assert record.dispatch == Dispatch(owner_queue(DEFAULT_QUEUE, "carol"), priority="low")
+    with cf.ThreadPoolExecutor(1) as pool, pytest.raises(InvalidInputError, match="Celery"):
+        EstimatorV2(executor=pool, owner="carol")
 
 
 def test_cancel_drops_the_queued_sub_jobs_of_a_primitive_job():
