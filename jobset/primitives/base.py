@@ -10,8 +10,9 @@ from qiskit_aer import AerSimulator
 from .. import admission
 from ..errors import InvalidInputError
 from ..executors import CeleryExecutor
-from .job import check_executor
-from .layout import positive_or_none
+from ..plan import Plan
+from .job import DistributedPrimitiveJob, check_executor, submit
+from .layout import PrimitiveRecord, positive_or_none
 
 P = TypeVar("P", bound="DistributedPrimitive")
 
@@ -60,3 +61,15 @@ class DistributedPrimitive:
     @property
     def executor(self) -> Any:
         return self._executor
+
+    def _submit(self, plan: Plan, record: PrimitiveRecord) -> DistributedPrimitiveJob:
+        """Submit a planned job on this primitive's executor, backend, tags and sharing."""
+        return submit(
+            self._backend,
+            plan,
+            record,
+            executor=self._executor,
+            tags=self._tags,
+            owner=self._owner,
+            priority=self._priority,
+        )

@@ -11,7 +11,7 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub
 
 from ..errors import InvalidInputError
 from .base import DistributedPrimitive
-from .job import DistributedPrimitiveJob, executor_slots, submit
+from .job import DistributedPrimitiveJob, executor_slots
 from .layout import clean_run_options, plan_estimator, positive_or_none, resolve_seed
 
 DEFAULT_SHOTS = 1024  # AerSimulator's own default
@@ -118,12 +118,4 @@ class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
             max_shot_size=self._max_shot_size,
             slots=executor_slots(self._executor),
         )
-        return submit(
-            self._backend,
-            plan,
-            record,
-            executor=self._executor,
-            tags=self._tags,
-            owner=self._owner,
-            priority=self._priority,
-        )
+        return self._submit(plan, record)

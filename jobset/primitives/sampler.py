@@ -12,7 +12,7 @@ from qiskit.primitives.containers.sampler_pub import SamplerPub
 
 from ..errors import InvalidInputError
 from .base import DistributedPrimitive
-from .job import DistributedPrimitiveJob, executor_slots, submit
+from .job import DistributedPrimitiveJob, executor_slots
 from .layout import clean_run_options, plan_sampler, resolve_seed
 
 
@@ -123,12 +123,4 @@ class SamplerV2(DistributedPrimitive, BaseSamplerV2):
             max_shot_size=self._max_shot_size,
             slots=executor_slots(self._executor),
         )
-        return submit(
-            self._backend,
-            plan,
-            record,
-            executor=self._executor,
-            tags=self._tags,
-            owner=self._owner,
-            priority=self._priority,
-        )
+        return self._submit(plan, record)
