@@ -12,7 +12,6 @@ more: the estimate is then a lower bound and Aer's own check has the last word).
 
 from __future__ import annotations
 
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from qiskit.circuit import QuantumCircuit
@@ -100,11 +99,7 @@ def used_qubits(circuit: QuantumCircuit, *, truncation: bool = True) -> int:
     """Qubits Aer simulates: those some instruction (other than a barrier) acts on."""
     if not truncation:
         return circuit.num_qubits
-    used = set()
-    for inst in circuit.data:
-        if inst.operation.name != "barrier":
-            used.update(inst.qubits)
-    return len(used)
+    return scan(circuit).used_qubits
 
 
 def instruction_names(circuit: QuantumCircuit) -> set[str]:
@@ -127,12 +122,9 @@ def estimate_memory(
     """The memory ``circuit``'s state needs, or None where it does not grow exponentially."""
     if method not in _GROWTH:
         return None
-    names: AbstractSet[str]
-    if isinstance(circuit, CircuitScan):
-        names, qubits = circuit.names, circuit.qubits(truncation=truncation)
-    else:
-        names, qubits = instruction_names(circuit), used_qubits(circuit, truncation=truncation)
-    if method == "automatic" and names <= CLIFFORD_NAMES:
+    seen = circuit if isinstance(circuit, CircuitScan) else scan(circuit)
+    if method == "automatic" and seen.names <= CLIFFORD_NAMES:
         return None
+    qubits = seen.qubits(truncation=truncation)
     per = BYTES_PER_AMPLITUDE.get(precision, 16)
     return MemoryEstimate(per * 2 ** (_GROWTH[method] * qubits), qubits, method, precision)
