@@ -53,6 +53,13 @@ def check_owner(owner: object) -> str | None:
     return owner
 
 
+def require_celery(on_celery: bool, **given: bool) -> None:
+    """Refuse the sharing options ``given`` off Celery: they act on its queues and workers."""
+    named = [name for name, is_given in given.items() if is_given]
+    if named and not on_celery:
+        raise InvalidInputError(f"the option(s) {', '.join(named)} need a CeleryExecutor")
+
+
 def check_priority(priority: object) -> str:
     if isinstance(priority, str) and priority in PRIORITIES:
         return priority
@@ -140,5 +147,5 @@ def routes(
             )
             if size_class(memory, large_memory_bytes=large_memory_bytes) == SIZE_LARGE:
                 queue = LARGE_QUEUE
-        out[batch.index] = owner_queue(queue, owner) if owner else queue
+        out[batch.index] = owner_queue(queue, owner)
     return out

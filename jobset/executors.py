@@ -244,6 +244,8 @@ class CeleryExecutor:
         """
         key, ttl = self.settings.secret_key, self.settings.result_ttl_s
         ids = tuple(task_id(jobset_id, b.index) for b in plan.sub_batches)
+        if dispatch is None:
+            dispatch = Dispatch(recovery.queue_for(backend))
         pipe = self.redis.pipeline(transaction=False)
         bkey = backend_key(jobset_id)
         pipe.set(bkey, codec.dumps(portable_backend(backend), key=key, context=bkey), ex=ttl)
@@ -255,8 +257,6 @@ class CeleryExecutor:
             key=key,
             ttl_s=ttl,
         )
-        if dispatch is None:
-            dispatch = Dispatch(recovery.queue_for(backend))
         owned = {q for q in dispatch.queues if OWNER_SEP in q}
         if owned:
             pipe.zadd(OWNER_QUEUES_KEY, dict.fromkeys(owned, time.time()))

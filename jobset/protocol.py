@@ -61,8 +61,9 @@ INDEX_KEY = f"{KEY_PREFIX}:index"
 OWNER_QUEUES_KEY = f"{KEY_PREFIX}:owner-queues"
 
 
-def owner_queue(base: str, owner: str) -> str:
-    return f"{base}{OWNER_SEP}{owner}"
+def owner_queue(base: str, owner: str | None) -> str:
+    """The queue of ``owner``'s sub-jobs of class ``base`` (``base`` itself for no owner)."""
+    return f"{base}{OWNER_SEP}{owner}" if owner else base
 
 
 def base_queue(queue: str) -> str:

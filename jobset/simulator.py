@@ -106,13 +106,13 @@ def run(
         isinstance(cache_ttl_s, bool) or not isinstance(cache_ttl_s, int) or cache_ttl_s < 1
     ):
         raise InvalidInputError(f"cache_ttl_s must be a positive integer, got {cache_ttl_s!r}")
-    if not isinstance(executor, CeleryExecutor) and (
-        admit_mode is not None
-        or owner is not None
-        or cache_ttl_s is not None
-        or priority != "normal"
-    ):
-        raise InvalidInputError("admit, owner, priority and cache_ttl_s need a CeleryExecutor")
+    admission.require_celery(
+        isinstance(executor, CeleryExecutor),
+        admit=admit_mode is not None,
+        owner=owner is not None,
+        priority=priority != "normal",
+        cache_ttl_s=cache_ttl_s is not None,
+    )
     if timeout_s is not None and (
         isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0
     ):
@@ -184,9 +184,7 @@ def run(
                 large_memory_bytes=executor.settings.large_memory_mb * 1024 * 1024,
                 owner=owner,
             )
-        elif owner is not None:
-            queue = owner_queue(queue, owner)
-        dispatch = Dispatch.from_routes(routes, queue=queue, priority=priority)
+        dispatch = Dispatch.from_routes(routes, queue=owner_queue(queue, owner), priority=priority)
     if isinstance(tags, str):
         tags = (tags,)
     job = AerJobSet(

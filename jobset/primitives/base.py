@@ -8,7 +8,6 @@ from typing import Any, TypeVar
 from qiskit_aer import AerSimulator
 
 from .. import admission
-from ..errors import InvalidInputError
 from ..executors import CeleryExecutor
 from ..plan import Plan
 from .job import DistributedPrimitiveJob, check_executor, submit
@@ -35,10 +34,11 @@ class DistributedPrimitive:
         # Fair share as for run(): the owner's queue, the set's priority (Celery only).
         self._owner = admission.check_owner(owner)
         self._priority = admission.check_priority(priority)
-        if not isinstance(self._executor, CeleryExecutor) and (
-            self._owner is not None or self._priority != "normal"
-        ):
-            raise InvalidInputError("owner and priority need a CeleryExecutor")
+        admission.require_celery(
+            isinstance(self._executor, CeleryExecutor),
+            owner=self._owner is not None,
+            priority=self._priority != "normal",
+        )
         self._max_job_size = positive_or_none("max_job_size", max_job_size)
         self._max_shot_size = positive_or_none("max_shot_size", max_shot_size)
         self._tags = (tags,) if isinstance(tags, str) else tuple(tags)

@@ -182,8 +182,7 @@ def submit(
     job_id = str(uuid.uuid4())
     dispatch = None
     if isinstance(executor, CeleryExecutor):
-        queue = queue_for(backend)
-        dispatch = Dispatch(owner_queue(queue, owner) if owner else queue, priority=priority)
+        dispatch = Dispatch(owner_queue(queue_for(backend), owner), priority=priority)
     job_set = AerJobSet(
         backend,
         job_id,
