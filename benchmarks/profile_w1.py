@@ -22,8 +22,9 @@ from jobset.execute import run_sub_batch
 from jobset.local import LocalCluster
 from jobset.merge import merge_results
 from jobset.plan import make_plan
+from jobset.protocol import Kind
 
-KEY = b"profile"
+KEY = b"profile-signing-key-of-32-bytes!"
 
 
 def best_ms(fn: Callable[[], Any], repeat: int = 5) -> float:
@@ -40,16 +41,18 @@ def main() -> None:
     plan = make_plan(circuits, shots=1000, seed_simulator=1, slots=2)
     batches = plan.sub_batches
     sim = AerSimulator()
-    old = [codec.dumps(b, key=KEY, context="b") for b in batches]
+    old = [codec.dumps(b, kind=Kind.BATCH, key=KEY, context="b") for b in batches]
     new = [codec.dumps_batch(b, key=KEY, context="b") for b in batches]
     result = run_sub_batch(sim, batches[0], threads=1)
-    blob = codec.dumps(result, key=KEY, context="r")
+    blob = codec.dumps(result, kind=Kind.RESULT, key=KEY, context="r")
     results = {b.index: run_sub_batch(sim, b, threads=1) for b in batches}
     stages = [
         ("producer: plan", best_ms(lambda: make_plan(circuits, shots=1000, slots=2))),
         (
             "producer: encode all sub-batches (before: pickle)",
-            best_ms(lambda: [codec.dumps(b, key=KEY, context="b") for b in batches]),
+            best_ms(
+                lambda: [codec.dumps(b, kind=Kind.BATCH, key=KEY, context="b") for b in batches]
+            ),
         ),
         (
             "producer: encode all sub-batches (after: QPY)",
@@ -57,20 +60,27 @@ def main() -> None:
         ),
         (
             "worker: decode one sub-batch (before)",
-            best_ms(lambda: codec.loads(old[0], key=KEY, context="b")),
+            best_ms(lambda: codec.loads(old[0], kind=Kind.BATCH, keys=(KEY,), context="b")),
         ),
         (
             "worker: decode one sub-batch (after)",
-            best_ms(lambda: codec.loads_batch(new[0], key=KEY, context="b")),
+            best_ms(lambda: codec.loads_batch(new[0], keys=(KEY,), context="b")),
         ),
         (
             "worker: simulate one sub-batch (1 thread)",
             best_ms(lambda: run_sub_batch(sim, batches[0], threads=1), repeat=3),
         ),
-        ("worker: encode one result", best_ms(lambda: codec.dumps(result, key=KEY, context="r"))),
+        (
+            "worker: encode one result",
+            best_ms(lambda: codec.dumps(result, kind=Kind.RESULT, key=KEY, context="r")),
+        ),
         (
             "producer: decode all results",
-            best_ms(lambda: [codec.loads(blob, key=KEY, context="r") for _ in batches]),
+            best_ms(
+                lambda: [
+                    codec.loads(blob, kind=Kind.RESULT, keys=(KEY,), context="r") for _ in batches
+                ]
+            ),
         ),
         (
             "producer: merge",

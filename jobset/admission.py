@@ -19,7 +19,6 @@ highest; ``"low"`` and ``"lowest"`` let a big sweep step back behind everything 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from .cost import SIZE_LARGE, ExperimentCost, WorkerCapacity, largest_memory, size_class
@@ -32,11 +31,11 @@ from .protocol import (
     LARGE_QUEUE,
     PRIORITIES,
     base_queue,
+    check_owner_name,
     owner_queue,
 )
 
 ADMIT_MODES = ("require", "wait")
-_OWNER = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def check_admit_mode(admit: object) -> str | None:
@@ -46,11 +45,7 @@ def check_admit_mode(admit: object) -> str | None:
 
 
 def check_owner(owner: object) -> str | None:
-    if owner is None:
-        return None
-    if not isinstance(owner, str) or not _OWNER.fullmatch(owner):
-        raise InvalidInputError(f"owner must be 1 to 64 letters, digits, '_' or '-', got {owner!r}")
-    return owner
+    return None if owner is None else check_owner_name(owner)
 
 
 def require_celery(on_celery: bool, **given: bool) -> None:

@@ -247,8 +247,15 @@ def cancel(job_id: str) -> None:
 @_one_line_errors
 def list_sets() -> None:
     """Known job sets, oldest first."""
+    skipped: list[str] = []
     with _executor() as executor:
-        infos = AerJobSet.list_sets(executor)
+        infos = AerJobSet.list_sets(executor, on_skip=lambda job_id, _: skipped.append(job_id))
+    if skipped:
+        shown = ", ".join(repr(s) for s in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+        click.echo(
+            f"skipped {len(skipped)} job set record(s) that failed verification: {shown}",
+            err=True,
+        )
     if not infos:
         click.echo("no job sets")
         return

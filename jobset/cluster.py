@@ -47,8 +47,11 @@ from .settings import ENV_BROKER_URL, ENV_SECRET_KEY, Settings, redact_url
 FLOWER_PORT = 5555
 # Flower shows these columns on its tasks page: kwargs carries the set id, index and size.
 FLOWER_TASK_COLUMNS = "name,uuid,state,kwargs,result,received,runtime,worker"
-# Flower never reads or signs a payload; it gets a placeholder, not the signing key.
-FLOWER_SECRET_KEY = "flower-never-signs-payloads"
+
+
+def flower_secret_key() -> str:
+    """Flower never reads or signs a payload: it gets a throw-away key, not the signing key."""
+    return secrets.token_hex(32)
 
 
 class FlowerProcess(StartStop):
@@ -102,7 +105,7 @@ class FlowerProcess(StartStop):
         env.update(
             {
                 ENV_BROKER_URL: self.broker_url,
-                ENV_SECRET_KEY: FLOWER_SECRET_KEY,
+                ENV_SECRET_KEY: flower_secret_key(),
                 "FLOWER_BASIC_AUTH": self.basic_auth,
                 "PYTHONUNBUFFERED": "1",
             }
@@ -199,7 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     directory: Path = args.dir.resolve()
     for sub in ("logs", "redis"):
-        (directory / sub).mkdir(parents=True, exist_ok=True)
+        # The AOF holds every payload and result, the logs name the sets: owner only.
+        (directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        (directory / sub).chmod(0o700)
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -6,9 +6,17 @@ execution for whoever can write to Redis.  So every payload is wrapped as::
 
     MAGIC (4 bytes) | flags (1 byte) | HMAC-SHA256 (32 bytes) | body
 
-The MAC covers a *context* (the Redis key the payload is stored under), the flags and
-the body, so a payload cannot be altered, forged without the key, or moved to another
-key.  Nothing is unpickled before the MAC is checked.  Large bodies are zlib-compressed.
+The MAC covers :func:`mac_input`, an injective encoding of (magic, purpose, context,
+flags, body): every field is preceded by its length, so no two different tuples give the
+same bytes, and no re-cut of an envelope (moving bytes between the context and the body)
+verifies.  The *purpose* names what the value is (:class:`~jobset.protocol.Kind`: a
+backend, a batch, a result, a record, a cache entry, a primitive record), so a value of
+one kind never verifies as another; the *context* is the Redis key it is stored under, so
+a value never verifies under another key.  Nothing is unpickled before the MAC is checked.
+Large bodies are zlib-compressed (the flag is covered by the MAC too).
+
+Envelopes are signed with the first key of a keyring and verified against any of them,
+which lets a deployment rotate ``JOBSET_SECRET_KEY`` without downtime.
 
 Sub-batches carry their circuits as QPY inside the envelope when QPY round-trips them
 exactly (standard gates, measurements, unitaries), which is about 4x cheaper than pickle
@@ -24,7 +32,8 @@ import hmac
 import io
 import pickle
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from qiskit import QuantumCircuit, qpy
@@ -32,57 +41,107 @@ from qiskit.circuit.library import get_standard_gate_name_mapping
 
 from .errors import DecodeError, SecurityError
 from .plan import SubBatch
+from .protocol import Kind
 
-MAGIC = b"AJS1"
+MAGIC = b"AJS2"
+# Envelopes of earlier versions: refused with a clear word, never verified or unpickled.
+OLD_MAGICS = (b"AJS1",)
 _FLAG_ZLIB = 0x01
+_KNOWN_FLAGS = _FLAG_ZLIB
 _MAC_SIZE = hashlib.sha256().digest_size
 _HEADER_SIZE = len(MAGIC) + 1 + _MAC_SIZE
 COMPRESS_ABOVE_BYTES = 64 * 1024
+_LENGTH_BYTES = 8
 
 
-def _mac(key: bytes, context: str, flags: int, body: bytes) -> bytes:
+def _framed(field: bytes) -> bytes:
+    return len(field).to_bytes(_LENGTH_BYTES, "big") + field
+
+
+def mac_input(kind: Kind, context: str, flags: int, body: bytes) -> bytes:
+    """The bytes the MAC covers: each field length-prefixed, so the encoding is injective."""
+    fields = (MAGIC, kind.value.encode(), context.encode(), bytes([flags]), body)
+    return b"".join(_framed(f) for f in fields)
+
+
+def _mac(key: bytes, kind: Kind, context: str, flags: int, body: bytes) -> bytes:
+    # Streams what mac_input() builds, so a large body is not copied.
     mac = hmac.new(key, digestmod=hashlib.sha256)
-    mac.update(context.encode())
-    mac.update(b"\x00")
-    mac.update(bytes([flags]))
+    for field in (MAGIC, kind.value.encode(), context.encode(), bytes([flags])):
+        mac.update(_framed(field))
+    mac.update(len(body).to_bytes(_LENGTH_BYTES, "big"))
     mac.update(body)
     return mac.digest()
 
 
-def dumps(obj: Any, *, key: bytes, context: str) -> bytes:
-    """Pickle ``obj`` and sign it for ``context`` with ``key``."""
+def _check_kind(kind: object) -> Kind:
+    if not isinstance(kind, Kind):
+        raise SecurityError(f"unknown payload kind {kind!r}")
+    return kind
+
+
+def seal(body: bytes, *, kind: Kind, key: bytes, context: str) -> bytes:
+    """Sign already-serialised ``body`` as a value of ``kind`` stored at ``context``."""
     if not key:
         raise SecurityError("refusing to sign with an empty key")
-    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    kind = _check_kind(kind)
     flags = 0
     if len(body) > COMPRESS_ABOVE_BYTES:
         body = zlib.compress(body, 1)
         flags |= _FLAG_ZLIB
-    return MAGIC + bytes([flags]) + _mac(key, context, flags, body) + body
+    return MAGIC + bytes([flags]) + _mac(key, kind, context, flags, body) + body
 
 
-def loads(blob: object, *, key: bytes, context: str) -> Any:
-    """Verify the signature of ``blob`` for ``context``, then unpickle it.
+def dumps(obj: Any, *, kind: Kind, key: bytes, context: str) -> bytes:
+    """Pickle ``obj`` and sign it as a value of ``kind`` stored at ``context``."""
+    return seal(
+        pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), kind=kind, key=key, context=context
+    )
 
-    Raises :class:`SecurityError` when the signature does not match (wrong key, altered
-    bytes, payload moved from another key) and :class:`DecodeError` when ``blob`` is not
-    an envelope of this protocol at all.
+
+def unseal(blob: object, *, kind: Kind, keys: Sequence[bytes], context: str) -> bytes:
+    """The body of ``blob`` once its MAC checks out for ``kind`` at ``context`` under a key.
+
+    Raises :class:`DecodeError` when ``blob`` is missing or not an envelope of this
+    protocol (an older version's envelope says so), :class:`SecurityError` when the
+    signature does not match any key (wrong key, altered bytes, a value of another kind
+    or moved from another key).
     """
+    kind = _check_kind(kind)
     if blob is None:
         raise DecodeError(f"no payload stored at {context}")
-    if not isinstance(blob, bytes) or len(blob) < _HEADER_SIZE or not blob.startswith(MAGIC):
+    if not isinstance(blob, bytes):
+        raise DecodeError(f"payload at {context} is not bytes")
+    if blob[: len(MAGIC)] in OLD_MAGICS:
+        raise DecodeError(
+            f"payload at {context} was written by an older version of qiskit-aer-jobset "
+            f"(envelope {blob[: len(MAGIC)]!r}, this version reads {MAGIC!r}); submit the "
+            "set again with producers and workers of one version"
+        )
+    if len(blob) < _HEADER_SIZE or not blob.startswith(MAGIC):
         raise DecodeError(f"payload at {context} is not a signed envelope (protocol {MAGIC!r})")
     flags = blob[len(MAGIC)]
     mac = blob[len(MAGIC) + 1 : _HEADER_SIZE]
     body = blob[_HEADER_SIZE:]
-    if not hmac.compare_digest(mac, _mac(key, context, flags, body)):
+    if not any(hmac.compare_digest(mac, _mac(k, kind, context, flags, body)) for k in keys if k):
         raise SecurityError(
-            f"payload at {context} failed its signature check: it was altered, forged, or "
-            "signed with another JOBSET_SECRET_KEY"
+            f"payload at {context} failed its signature check as a {kind.value}: it was "
+            "altered, forged, copied from another key, or signed with another JOBSET_SECRET_KEY"
         )
-    try:
-        if flags & _FLAG_ZLIB:
+    if flags & ~_KNOWN_FLAGS:
+        raise DecodeError(f"payload at {context} has unknown flags {flags:#04x}")
+    if flags & _FLAG_ZLIB:
+        try:
             body = zlib.decompress(body)
+        except zlib.error as e:
+            raise DecodeError(f"payload at {context} is signed but cannot be decoded: {e}") from e
+    return body
+
+
+def loads(blob: object, *, kind: Kind, keys: Sequence[bytes], context: str) -> Any:
+    """Verify ``blob`` as a value of ``kind`` stored at ``context``, then unpickle it."""
+    body = unseal(blob, kind=kind, keys=keys, context=context)
+    try:
         return pickle.loads(body)
     except Exception as e:
         raise DecodeError(f"payload at {context} is signed but cannot be decoded: {e}") from e
@@ -113,8 +172,23 @@ def _qpy_exact(circuit: QuantumCircuit) -> bool:
     return True
 
 
-def dumps_batch(batch: SubBatch, *, key: bytes, context: str) -> bytes:
-    """Sign a sub-batch, its circuits as QPY where that is exact and faster, else pickle."""
+@dataclass(frozen=True)
+class SignedBatch:
+    """A sub-batch as the worker reads it: the circuits and options, and what the producer
+    asked of its result (``cache_ttl_s`` > 0: reuse and store it in the result cache)."""
+
+    batch: SubBatch
+    cache_ttl_s: int = 0
+    # The circuits as QPY, as the producer wrote them (None: they travelled as pickle).
+    # Circuits loaded from QPY get fresh anonymous bits, so a digest is taken of these.
+    circuits_qpy: bytes | None = None
+
+
+def dumps_batch(batch: SubBatch, *, key: bytes, context: str, cache_ttl_s: int = 0) -> bytes:
+    """Sign a sub-batch, its circuits as QPY where that is exact and faster, else pickle.
+
+    ``cache_ttl_s`` travels inside the signature: no message can turn the cache on.
+    """
     circuits_qpy: bytes | None = None
     if batch.circuits and all(_qpy_exact(c) for c in batch.circuits):
         buffer = io.BytesIO()
@@ -123,36 +197,38 @@ def dumps_batch(batch: SubBatch, *, key: bytes, context: str) -> bytes:
             circuits_qpy = buffer.getvalue()
         except Exception:  # e.g. metadata that is not JSON: pickle handles it
             circuits_qpy = None
-    body = (
-        (dataclasses.replace(batch, circuits=()), circuits_qpy) if circuits_qpy else (batch, None)
-    )
-    return dumps(body, key=key, context=context)
+    shell = dataclasses.replace(batch, circuits=()) if circuits_qpy else batch
+    return dumps((shell, circuits_qpy, int(cache_ttl_s)), kind=Kind.BATCH, key=key, context=context)
 
 
-def loads_batch(blob: object, *, key: bytes, context: str) -> SubBatch:
+def loads_batch(blob: object, *, keys: Sequence[bytes], context: str) -> SignedBatch:
     """Verify and decode what :func:`dumps_batch` wrote."""
-    body = loads(blob, key=key, context=context)
+    body = loads(blob, kind=Kind.BATCH, keys=keys, context=context)
     try:
-        batch, circuits_qpy = body
+        batch, circuits_qpy, cache_ttl_s = body
         if circuits_qpy is not None:
             batch = dataclasses.replace(batch, circuits=tuple(qpy.load(io.BytesIO(circuits_qpy))))
     except Exception as e:
         raise DecodeError(f"payload at {context} is not a sub-batch: {e}") from e
-    if not isinstance(batch, SubBatch):
+    if not isinstance(batch, SubBatch) or not isinstance(cache_ttl_s, int):
         raise DecodeError(f"payload at {context} is a {type(batch).__name__}, not a sub-batch")
-    return batch
+    return SignedBatch(batch, cache_ttl_s, circuits_qpy)
 
 
-def batch_digest(options: Mapping[str, Any], batch: SubBatch, versions: Any = ()) -> str:
+def batch_digest(
+    options: Mapping[str, Any], batch: SubBatch, versions: Any = (), *, circuits_qpy: Any = None
+) -> str:
     """SHA-256 of what a sub-job's result depends on: circuits, options, seed, shots.
 
     Equal digests mean equal inputs (the pickles are equal); equal inputs may still give
     different digests (say, a parameter rebuilt with a new identity): a cache miss, never
     a wrong hit.  ``versions`` keeps results of other qiskit / Aer versions apart.
+    ``circuits_qpy``, when the circuits came as QPY, stands for them (exact, and the same
+    bytes for equal circuits).
     """
     body = (
         [(name, options[name]) for name in sorted(options)],
-        batch.circuits,
+        batch.circuits if circuits_qpy is None else circuits_qpy,
         batch.parameter_binds,
         sorted(batch.run_kwargs().items()),
         batch.pad_clbits,

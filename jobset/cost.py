@@ -153,19 +153,42 @@ class WorkerCapacity:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> WorkerCapacity:
+        """From a heartbeat; :class:`ValueError` or :class:`TypeError` for a bad field."""
         calibration = record.get("calibration")
         rate = calibration.get("work_per_s") if isinstance(calibration, Mapping) else None
         memory = record.get("memory_bytes")
         gpu = record.get("gpu")
+        queues = record.get("queues") or ()
+        if not isinstance(queues, (list, tuple)) or len(queues) > _MAX_QUEUES:
+            raise ValueError(f"a heartbeat's queues must be a short list, got {queues!r:.80}")
         return cls(
-            hostname=str(record.get("hostname", "")),
-            memory_bytes=int(memory) if isinstance(memory, (int, float)) else None,
-            cores=int(record.get("cores", 1) or 1),
-            concurrency=int(record.get("concurrency", 1) or 1),
-            queues=tuple(str(q) for q in record.get("queues") or ()),
+            hostname=str(record.get("hostname", ""))[:_MAX_HOSTNAME],
+            memory_bytes=_bounded(memory, 1, 2**62) if memory is not None else None,
+            cores=_bounded(record.get("cores", 1) or 1, 1, _MAX_COUNT),
+            concurrency=_bounded(record.get("concurrency", 1) or 1, 1, _MAX_COUNT),
+            queues=tuple(str(q) for q in queues),
             gpu=gpu if isinstance(gpu, bool) else None,
-            work_per_s=float(rate) if isinstance(rate, (int, float)) and rate > 0 else None,
+            work_per_s=_bounded_rate(rate),
         )
+
+
+def _bounded_rate(rate: object) -> float | None:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        return None
+    return float(rate) if 0 < rate < 1e15 else None  # also refuses NaN and infinity
+
+
+_MAX_COUNT = 100_000
+_MAX_QUEUES = 1_000
+_MAX_HOSTNAME = 255
+
+
+def _bounded(value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {value!r:.80}")
+    if not low <= value <= high:
+        raise ValueError(f"expected a number in [{low}, {high}], got {value!r}")
+    return int(value)
 
 
 def largest_memory(workers: Sequence[WorkerCapacity]) -> WorkerCapacity | None:

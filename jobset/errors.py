@@ -24,7 +24,8 @@
             └── VersionMismatchError     producer and worker versions would change results
 
     UserWarning
-    └── VersionSkewWarning               no live worker runs the producer's versions
+    ├── VersionSkewWarning               no live worker runs the producer's versions
+    └── EvictionPolicyWarning            Redis may evict keys under memory pressure
 
 Worker-side errors reach the producer as the message of a failed sub-job
 (``SubJobFailure.message`` starts with the class name); each takes one message string so
@@ -179,3 +180,8 @@ class VersionMismatchError(SubJobError):
 
 class VersionSkewWarning(UserWarning):
     """Warned at submit when no live worker runs the producer's result-relevant versions."""
+
+
+class EvictionPolicyWarning(UserWarning):
+    """Warned once per executor when Redis may evict keys (``maxmemory-policy`` is not
+    ``noeviction``): payloads and results could vanish under memory pressure."""

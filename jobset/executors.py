@@ -23,7 +23,7 @@ from qiskit.result import Result
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import codec, recovery, registry
+from . import recovery, registry
 from .celeryconf import celery_config
 from .cost import WorkerCapacity
 from .errors import JobSetTimeoutError, SubJobsLostError, timeout_message
@@ -34,16 +34,15 @@ from .protocol import (
     OWNER_SEP,
     WORKER_KEY_PREFIX,
     Dispatch,
-    backend_key,
-    batch_key,
+    Kind,
     cancel_key,
     glob_escape,
-    result_key,
     sub_job_cancel_key,
     task_id,
 )
 from .settings import Settings, redact_url
 from .status import FINAL, celery_to_job_status
+from .store import SignedStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -182,25 +181,14 @@ class CeleryExecutor:
                 socket_connect_timeout=settings.connect_timeout_s,
             )
         )
+        self.store = SignedStore(self.redis, settings)
+        self._eviction_checked = False
 
     def __repr__(self) -> str:
         return f"CeleryExecutor(broker_url={redact_url(self.settings.broker_url)!r})"
 
-    def slots(self) -> int:
-        """Worker processes able to take a sub-job now, from the workers' heartbeats."""
-        total = 0
-        for key in self.redis.scan_iter(match=f"{WORKER_KEY_PREFIX}*", count=500):
-            raw = self.redis.get(key)
-            if raw:
-                try:
-                    total += int(json.loads(raw).get("concurrency", 1))
-                except (ValueError, TypeError):
-                    continue
-        return total
-
-    # ---- admission and routing: what the live workers advertise (see jobset.admission)
-    def workers(self) -> list[WorkerCapacity]:
-        """The capacity every live worker advertises in its heartbeat."""
+    def heartbeats(self) -> list[dict[str, Any]]:
+        """The records live workers keep under ``jobset:worker:*``; unreadable ones skipped."""
         found = []
         for key in self.redis.scan_iter(match=f"{WORKER_KEY_PREFIX}*", count=500):
             raw = self.redis.get(key)
@@ -209,15 +197,38 @@ class CeleryExecutor:
             except ValueError:
                 continue
             if isinstance(record, dict):
+                found.append(record)
+        return found
+
+    def slots(self) -> int:
+        """Worker processes able to take a sub-job now, from the workers' heartbeats."""
+        return sum(w.concurrency for w in self.workers())
+
+    # ---- admission and routing: what the live workers advertise (see jobset.admission)
+    def workers(self) -> list[WorkerCapacity]:
+        """The capacity every live worker advertises in its heartbeat.
+
+        Anyone who can write to Redis can write a heartbeat: one with a field of the wrong
+        type is skipped, so it cannot make every submit fail.
+        """
+        found = []
+        for record in self.heartbeats():
+            try:
                 found.append(WorkerCapacity.from_record(record))
+            except (ValueError, TypeError, OverflowError):
+                logger.debug("skipped an unreadable worker heartbeat: %.200r", record)
         return found
 
     # ---- end of admission and routing
 
     def check_reachable(self) -> None:
         """Raise :class:`~jobset.errors.BrokerUnavailableError` within the connect timeout
-        if the broker or the result backend does not answer."""
+        if the broker or the result backend does not answer; warn once (an
+        :class:`~jobset.errors.EvictionPolicyWarning`) if Redis may evict keys."""
         recovery.check_reachable(self.settings)
+        if not self._eviction_checked:
+            self._eviction_checked = True
+            recovery.warn_if_evicting(self.redis, self.settings.backend_url)
 
     def version_skew(self) -> str | None:
         """Why no live worker would run this producer's sub-jobs; None if one would."""
@@ -239,23 +250,21 @@ class CeleryExecutor:
         Each sub-batch is encoded and published in turn, so workers start on the first
         while the producer still encodes the rest.  ``dispatch`` says which queue each
         sub-job goes to, at what priority (default: the backend's class queue); owner
-        queues are recorded for workers to consume.  With ``cache_ttl_s`` each message
-        carries its inputs' digest, and the worker reuses (or stores) the result under it.
+        queues are recorded for workers to consume.  With ``cache_ttl_s`` each signed batch
+        asks the worker to reuse (or store) its result under the digest of its inputs.
         """
-        key, ttl = self.settings.secret_key, self.settings.result_ttl_s
+        ttl, store = self.settings.result_ttl_s, self.store
         ids = tuple(task_id(jobset_id, b.index) for b in plan.sub_batches)
         if dispatch is None:
             dispatch = Dispatch(recovery.queue_for(backend))
         pipe = self.redis.pipeline(transaction=False)
-        bkey = backend_key(jobset_id)
-        pipe.set(bkey, codec.dumps(portable_backend(backend), key=key, context=bkey), ex=ttl)
+        store.put(Kind.BACKEND, jobset_id, portable_backend(backend), pipe=pipe)
         registry.write(
+            store,
             pipe,
             registry.make_record(
                 jobset_id, backend, plan, ids, tags, timeout_s=timeout_s, dispatch=dispatch
             ),
-            key=key,
-            ttl_s=ttl,
         )
         owned = {q for q in dispatch.queues if OWNER_SEP in q}
         if owned:
@@ -263,22 +272,16 @@ class CeleryExecutor:
             pipe.expire(OWNER_QUEUES_KEY, ttl)
         pipe.execute()
 
-        options = dict(portable_backend(backend).options.items()) if cache_ttl_s else {}
         with self.app.producer_or_acquire() as producer:
             for chunk in growing_chunks(plan.sub_batches):
                 pipe = self.redis.pipeline(transaction=False)
                 for batch in chunk:
-                    k = batch_key(jobset_id, batch.index)
-                    pipe.set(k, codec.dumps_batch(batch, key=key, context=k), ex=ttl)
+                    ref = (jobset_id, batch.index)
+                    store.put(Kind.BATCH, ref, batch, pipe=pipe, cache_ttl_s=cache_ttl_s or 0)
                 pipe.execute()
                 # Messages (and their task-sent events) go in one pipeline per chunk.
                 with producer.batch(max_size=_PUBLISH_BATCH_OPS):
                     for batch in chunk:
-                        digest = (
-                            codec.batch_digest(options, batch, recovery.producer_versions())
-                            if cache_ttl_s
-                            else ""
-                        )
                         recovery.send_sub_job(
                             self,
                             producer,
@@ -287,8 +290,6 @@ class CeleryExecutor:
                             queue=dispatch.queue_of(batch.index),
                             priority=dispatch.broker_priority,
                             timeout_s=timeout_s,
-                            cache_digest=digest,
-                            cache_ttl_s=cache_ttl_s or 0,
                         )
         return CeleryRun(self, jobset_id, ids, timeout_s=timeout_s, dispatch=dispatch)
 
@@ -467,14 +468,10 @@ class CeleryRun(Submission):
 
     def results(self, indices: Iterable[int]) -> dict[int, Result]:
         wanted = list(indices)
-        keys = [result_key(self.jobset_id, i) for i in wanted]
-        blobs: list[Any] = self.executor.redis.mget(keys) if keys else []
-        secret = self.executor.settings.secret_key
-        return {
-            i: codec.loads(blob, key=secret, context=k)
-            for i, k, blob in zip(wanted, keys, blobs, strict=True)
-            if blob is not None
-        }
+        found = self.executor.store.get_many(
+            Kind.RESULT, [(self.jobset_id, i) for i in wanted], expect=Result
+        )
+        return {i: r for i, r in zip(wanted, found, strict=True) if r is not None}
 
     def cancel(self, indices: Sequence[int] | None = None) -> None:
         """Record the cancel in Redis (durable), then revoke and terminate the tasks.

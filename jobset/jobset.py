@@ -10,6 +10,7 @@ and split shots keep their remainder.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,20 +21,31 @@ from qiskit.circuit import QuantumCircuit
 from qiskit.providers import JobStatus, JobV1
 from qiskit.result import Result
 
-from . import codec, registry
+from . import registry
 from .errors import (
+    DecodeError,
     InvalidInputError,
+    JobSetError,
     JobSetFailedError,
     JobSetNotFoundError,
     JobSetStateError,
     JobSetTimeoutError,
+    SecurityError,
     SubJobFailure,
 )
 from .executors import CeleryExecutor, CeleryRun, FuturesRun, SubJobState, Submission
 from .merge import merge_results
 from .plan import Plan, SubBatch, plan_from_sub_batches
-from .protocol import Dispatch, backend_key
+from .protocol import Dispatch, Kind
 from .status import FINAL, aggregate_status
+
+logger = logging.getLogger(__name__)
+
+# What a sub-job that Celery reports done, but whose result Redis no longer has, reads as.
+RESULT_GONE = (
+    "its result is gone from Redis (expired, evicted or deleted); run it again with "
+    "retry_failed() from the process that submitted the set"
+)
 
 
 @dataclass(frozen=True)
@@ -235,12 +247,14 @@ class AerJobSet(JobV1):
         submission = self._require_submitted()
         everything = range(len(self._experiments))
         states = self._observe(submission.wait(everything, _deadline(timeout)))
-        failures = self._failures(states)
-        if failures and not partial:
-            raise JobSetFailedError(self._job_id, failures)
         results = submission.results(
             i for i, s in enumerate(states) if s.status is not JobStatus.CANCELLED
         )
+        failures = sorted(
+            [*self._failures(states), *self._gone(states, results)], key=lambda f: f.index
+        )
+        if failures and not partial:
+            raise JobSetFailedError(self._job_id, failures)
         return merge_results(
             self._plan,
             results,
@@ -248,6 +262,17 @@ class AerJobSet(JobV1):
             time_taken=self._time_taken(submission),
             failures={f.index: f"{f.status}: {f.message}" for f in failures},
         )
+
+    def _gone(
+        self, states: Sequence[SubJobState], results: dict[int, Result]
+    ) -> list[SubJobFailure]:
+        """Sub-jobs that finished but whose result is missing: failures, never quiet gaps."""
+        task_ids = self._require_submitted().task_ids
+        return [
+            SubJobFailure(i, task_ids[i], JobStatus.ERROR.name, RESULT_GONE)
+            for i, s in enumerate(states)
+            if s.status is JobStatus.DONE and i not in results
+        ]
 
     def _time_taken(self, submission: Submission) -> float:
         """Submit to last sub-result: measured here, or from the workers' records when retrieved."""
@@ -298,10 +323,8 @@ class AerJobSet(JobV1):
         and ``job`` find experiments by index or name.  Raises
         :class:`~jobset.errors.JobSetNotFoundError` for an unknown or expired id.
         """
-        key = executor.settings.secret_key
-        record = registry.load(executor.redis, job_id, key=key)
-        bkey = backend_key(job_id)
-        backend = codec.loads(executor.redis.get(bkey), key=key, context=bkey)
+        record = registry.load(executor.store, job_id)
+        backend = executor.store.get(Kind.BACKEND, job_id)
         job = cls(
             backend,
             job_id,
@@ -324,14 +347,28 @@ class AerJobSet(JobV1):
         return job
 
     @classmethod
-    def list_sets(cls, executor: CeleryExecutor) -> list[JobSetInfo]:
-        """Every set known to this Redis (not expired, not deleted), oldest first."""
-        key = executor.settings.secret_key
-        infos = []
+    def list_sets(
+        cls,
+        executor: CeleryExecutor,
+        *,
+        on_skip: Callable[[str, JobSetError], None] | None = None,
+    ) -> list[JobSetInfo]:
+        """Every set known to this Redis (not expired, not deleted), oldest first.
+
+        A record that fails verification (forged, altered, another key's) is skipped:
+        ``on_skip(job_id, error)`` is called for each, and without it one warning is logged
+        for all of them.
+        """
+        infos, skipped = [], []
         for job_id in registry.list_ids(executor.redis, ttl_s=executor.settings.result_ttl_s):
             try:
-                record = registry.load(executor.redis, job_id, key=key)
+                record = registry.load(executor.store, job_id)
             except JobSetNotFoundError:
+                continue
+            except (SecurityError, DecodeError) as e:
+                skipped.append(job_id)
+                if on_skip is not None:
+                    on_skip(job_id, e)
                 continue
             run = CeleryRun(executor, job_id, record.task_ids)
             states = run.states()
@@ -346,6 +383,12 @@ class AerJobSet(JobV1):
                     status=aggregate_status((s.status for s in states), cancelled=run.cancelled),
                 )
             )
+        if skipped and on_skip is None:
+            logger.warning(
+                "skipped %d job set record(s) that failed verification: %s",
+                len(skipped),
+                ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""),
+            )
         return infos
 
     def delete(self) -> None:
@@ -355,9 +398,7 @@ class AerJobSet(JobV1):
             raise JobSetStateError("only a set on a CeleryExecutor is stored in Redis")
         if self.status() not in FINAL:
             submission.cancel()
-        record = registry.load(
-            submission.executor.redis, self._job_id, key=submission.executor.settings.secret_key
-        )
+        record = registry.load(submission.executor.store, self._job_id)
         registry.delete(submission.executor.redis, record, submission.meta_keys)
 
     def worker_results(self, worker: int | Iterable[int], timeout: float | None = None) -> Result:
@@ -373,6 +414,9 @@ class AerJobSet(JobV1):
         if failures:
             raise JobSetFailedError(self._job_id, failures)
         results = submission.results(indices)
+        gone = [f for f in self._gone(states, results) if f.index in indices]
+        if gone:
+            raise JobSetFailedError(self._job_id, gone)
         if len(indices) == 1:
             return results[indices[0]]
         first = results[indices[0]]

@@ -276,6 +276,7 @@ class RedisServer(StartStop):
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 start_new_session=True,
+                umask=0o077,  # the AOF and its manifest: readable by their owner only
             )
         assert self._process.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # it exited at once: handled below
@@ -420,7 +421,8 @@ class LocalCluster(StartStop):
         atexit.register(self.stop)
         try:
             if self._log_dir_arg is not None:
-                self._log_dir_arg.mkdir(parents=True, exist_ok=True)
+                self._log_dir_arg.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._log_dir_arg.chmod(0o700)
                 self._log_dir = self._log_dir_arg
             else:
                 self._log_dir = Path(tempfile.mkdtemp(prefix="jobset-cluster-"))

@@ -22,6 +22,10 @@ under the keys below, each signed (see :mod:`jobset.codec`) and each with a TTL:
                              workers add a consumer for those of the queues they serve
 ``jobset:cache:{digest}``    a cached sub-job result (signed pickle), for ``cache_ttl_s`` sets
 
+Every key is built here from validated parts (:func:`check_jobset_id`,
+:func:`check_index`, :func:`check_digest`), and every signed value is read and written
+through :mod:`jobset.store`, which names its :class:`Kind`.
+
 The broker's own keys (kombu's Redis transport) are read by the producer to tell a lost
 sub-job from a queued one: the queue lists, and ``unacked`` / ``unacked_index``, where a
 delivered message waits for its ack, scored by the time of its lease.
@@ -29,12 +33,19 @@ delivered message waits for its ack, scored by the time of its lease.
 
 from __future__ import annotations
 
+import enum
+import re
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PROTOCOL_VERSION = 1
+from .errors import InvalidInputError, SecurityError, VersionMismatchError
+
+# The message schema and the envelope (jobset.codec) both changed in version 2: a worker
+# refuses messages of any other version.
+PROTOCOL_VERSION = 2
 
 RUN_SUB_JOB_TASK = "jobset.run_sub_job"
 DEFAULT_QUEUE = "jobset.cpu"
@@ -63,7 +74,13 @@ OWNER_QUEUES_KEY = f"{KEY_PREFIX}:owner-queues"
 
 def owner_queue(base: str, owner: str | None) -> str:
     """The queue of ``owner``'s sub-jobs of class ``base`` (``base`` itself for no owner)."""
-    return f"{base}{OWNER_SEP}{owner}" if owner else base
+    return f"{base}{OWNER_SEP}{check_owner_name(owner)}" if owner else base
+
+
+def is_owner_queue(name: str, bases: set[str]) -> bool:
+    """Whether ``name`` is an owner queue of one of ``bases`` with a valid owner name."""
+    base, sep, owner = name.partition(OWNER_SEP)
+    return bool(sep) and base in bases and _OWNER.fullmatch(owner) is not None
 
 
 def base_queue(queue: str) -> str:
@@ -71,40 +88,113 @@ def base_queue(queue: str) -> str:
     return queue.partition(OWNER_SEP)[0]
 
 
+class Kind(enum.Enum):
+    """What a signed value is; the envelope's MAC covers it (see :mod:`jobset.codec`)."""
+
+    BACKEND = "backend"
+    BATCH = "batch"
+    RESULT = "result"
+    RECORD = "record"
+    PRIMITIVE = "primitive"
+    CACHE = "cache"
+
+
+# Bounds of every number a message or key may carry: generous for real sets, small
+# enough that no field can carry a payload.
+MAX_SUB_JOBS = 10_000_000
+MAX_EXPERIMENTS = 10_000_000
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_OWNER = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_jobset_id(value: object) -> str:
+    """``value`` if it is a canonical UUID string (what every set id is), else an error."""
+    if isinstance(value, str) and len(value) == 36:
+        try:
+            if str(uuid.UUID(value)) == value:
+                return value
+        except ValueError:
+            pass
+    raise InvalidInputError(f"a job set id is a canonical UUID, got {_short(value)}")
+
+
+def check_index(value: object, *, limit: int = MAX_SUB_JOBS) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+        raise InvalidInputError(f"expected an integer in [0, {limit}), got {_short(value)}")
+    return value
+
+
+def check_digest(value: object) -> str:
+    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
+        raise InvalidInputError(f"a digest is 64 lowercase hex digits, got {_short(value)}")
+    return value
+
+
+def check_owner_name(value: object) -> str:
+    if not isinstance(value, str) or not _OWNER.fullmatch(value):
+        raise InvalidInputError(
+            f"owner must be 1 to 64 letters, digits, '_' or '-', got {_short(value)}"
+        )
+    return value
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def cache_key(digest: str) -> str:
-    return f"{KEY_PREFIX}:cache:{digest}"
+    return f"{KEY_PREFIX}:cache:{check_digest(digest)}"
 
 
 def record_key(jobset_id: str) -> str:
-    return f"{KEY_PREFIX}:{jobset_id}:record"
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:record"
 
 
 def backend_key(jobset_id: str) -> str:
-    return f"{KEY_PREFIX}:{jobset_id}:backend"
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:backend"
 
 
 def batch_key(jobset_id: str, index: int) -> str:
-    return f"{KEY_PREFIX}:{jobset_id}:batch:{index}"
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:batch:{check_index(index)}"
 
 
 def result_key(jobset_id: str, index: int) -> str:
-    return f"{KEY_PREFIX}:{jobset_id}:result:{index}"
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:result:{check_index(index)}"
 
 
 def cancel_key(jobset_id: str) -> str:
-    return f"{KEY_PREFIX}:{jobset_id}:cancelled"
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:cancelled"
 
 
 def sub_job_cancel_key(jobset_id: str, index: int) -> str:
-    return f"{KEY_PREFIX}:{jobset_id}:cancelled:{index}"
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:cancelled:{check_index(index)}"
 
 
 def primitive_key(jobset_id: str) -> str:
-    return f"{KEY_PREFIX}:{jobset_id}:primitive"
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:primitive"
 
 
 def runs_key(jobset_id: str) -> str:
-    return f"{KEY_PREFIX}:{jobset_id}:runs"
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:runs"
+
+
+# A reference to a signed value: a set id, a (set id, sub-job index) pair, or a digest.
+Ref = str | tuple[str, int]
+
+
+def signed_key(kind: Kind, ref: Ref) -> str:
+    """The Redis key of the signed value of ``kind`` named by ``ref``, from validated parts."""
+    if kind in (Kind.BATCH, Kind.RESULT):
+        if not isinstance(ref, tuple) or len(ref) != 2:
+            raise InvalidInputError(f"a {kind.value} is named by (set id, index), got {ref!r}")
+        return (batch_key if kind is Kind.BATCH else result_key)(*ref)
+    if not isinstance(ref, str):
+        raise InvalidInputError(f"a {kind.value} is named by one string, got {_short(ref)}")
+    if kind is Kind.CACHE:
+        return cache_key(ref)
+    builders = {Kind.BACKEND: backend_key, Kind.RECORD: record_key, Kind.PRIMITIVE: primitive_key}
+    return builders[kind](ref)
 
 
 def started_field(index: int) -> str:
@@ -176,9 +266,20 @@ def task_id(jobset_id: str, index: int) -> str:
     return f"{jobset_id}-{index}"
 
 
+MAX_VERSIONS = 16
+MAX_VERSION_CHARS = 64
+_MESSAGE_FIELDS = frozenset({"jobset_id", "index", "experiments", "version", "versions"})
+
+
 @dataclass(frozen=True)
 class SubJobRef:
-    """What a sub-job message carries: short, no payload, no secret (Flower shows it)."""
+    """What a sub-job message carries: short, no payload, no secret (Flower shows it).
+
+    Every field of a message is input from whoever can write to Redis, so
+    :meth:`from_kwargs` accepts only this schema: a canonical UUID, bounded integers, a
+    small mapping of short strings, nothing else.  What the worker needs beyond this
+    (circuits, options, whether to use the result cache) is read from signed values.
+    """
 
     jobset_id: str
     index: int
@@ -187,10 +288,6 @@ class SubJobRef:
     # The producer's qiskit, qiskit-aer and project versions: a worker whose versions
     # would give other results refuses the sub-job (see jobset.compat).
     versions: tuple[tuple[str, str], ...] = ()
-    # Opt-in result cache: the digest of (circuits, options, seed, shots) and how long a
-    # result stays reusable; empty / 0 when the set does not use the cache.
-    cache_digest: str = ""
-    cache_ttl_s: int = 0
 
     def to_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -201,19 +298,53 @@ class SubJobRef:
         }
         if self.versions:
             kwargs["versions"] = dict(self.versions)
-        if self.cache_digest:
-            kwargs["cache_digest"] = self.cache_digest
-            kwargs["cache_ttl_s"] = self.cache_ttl_s
         return kwargs
 
+    @property
+    def task_id(self) -> str:
+        return task_id(self.jobset_id, self.index)
+
     @classmethod
-    def from_kwargs(cls, kwargs: dict[str, Any]) -> SubJobRef:
-        return cls(
-            jobset_id=str(kwargs["jobset_id"]),
-            index=int(kwargs["index"]),
-            experiments=int(kwargs["experiments"]),
-            version=int(kwargs.get("version", PROTOCOL_VERSION)),
-            versions=tuple(sorted((str(k), str(v)) for k, v in kwargs.get("versions", {}).items())),
-            cache_digest=str(kwargs.get("cache_digest", "")),
-            cache_ttl_s=int(kwargs.get("cache_ttl_s", 0)),
-        )
+    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> SubJobRef:
+        """Validate a message's keyword arguments; :class:`SecurityError` for anything else.
+
+        A message of another protocol version raises :class:`VersionMismatchError`.
+        """
+        if not isinstance(kwargs, Mapping):
+            raise SecurityError("refused a sub-job message: its arguments are not a mapping")
+        version = kwargs.get("version")
+        if isinstance(version, bool) or version != PROTOCOL_VERSION:
+            if isinstance(version, int) and not isinstance(version, bool) and 0 < version < 100:
+                raise VersionMismatchError(
+                    f"refused: the sub-job message is of protocol version {version}, this "
+                    f"worker reads version {PROTOCOL_VERSION}; run producers and workers of "
+                    "one version"
+                )
+            raise SecurityError(f"refused a sub-job message: bad version {_short(version)}")
+        unknown = set(kwargs) - _MESSAGE_FIELDS
+        if unknown:
+            raise SecurityError(
+                f"refused a sub-job message with unknown fields {_short(sorted(map(str, unknown)))}"
+            )
+        try:
+            return cls(
+                jobset_id=check_jobset_id(kwargs.get("jobset_id")),
+                index=check_index(kwargs.get("index")),
+                experiments=check_index(kwargs.get("experiments"), limit=MAX_EXPERIMENTS + 1),
+                version=PROTOCOL_VERSION,
+                versions=_check_versions(kwargs.get("versions", {})),
+            )
+        except InvalidInputError as e:
+            raise SecurityError(f"refused a sub-job message: {e}") from None
+
+
+def _check_versions(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping) or len(value) > MAX_VERSIONS:
+        raise InvalidInputError(f"versions must be a mapping of at most {MAX_VERSIONS} entries")
+    for k, v in value.items():
+        for text in (k, v):
+            if not isinstance(text, str) or not 0 < len(text) <= MAX_VERSION_CHARS:
+                raise InvalidInputError(f"versions must be short strings, got {_short(text)}")
+            if not text.isprintable():
+                raise InvalidInputError(f"versions must be printable, got {_short(text)}")
+    return tuple(sorted(value.items()))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +22,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import codec
 from .compat import runtime_versions, version_mismatch
-from .errors import BrokerUnavailableError, ConfigurationError, JobSetStateError
+from .errors import (
+    BrokerUnavailableError,
+    ConfigurationError,
+    EvictionPolicyWarning,
+    JobSetStateError,
+)
 from .execute import portable_backend
 from .plan import SubBatch
 from .protocol import (
@@ -35,6 +40,7 @@ from .protocol import (
     UNACKED_KEY,
     WORKER_KEY_PREFIX,
     Dispatch,
+    Kind,
     SubJobRef,
     backend_key,
     batch_key,
@@ -172,6 +178,25 @@ def check_reachable(settings: Settings) -> None:
             client.close()
 
 
+def warn_if_evicting(client: Any, url: str, *, stacklevel: int = 4) -> None:
+    """Warn when Redis may evict keys: a result evicted reads as a failed sub-job then."""
+    try:
+        reply = client.config_get("maxmemory-policy")
+    except redis.RedisError:  # CONFIG refused (an ACL, a managed Redis): nothing to say
+        return
+    policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else None
+    if isinstance(policy, bytes):
+        policy = policy.decode(errors="replace")
+    if policy and policy != "noeviction":
+        warnings.warn(
+            f"Redis at {redact_url(url)} has maxmemory-policy {policy!r}: under memory "
+            "pressure it may evict payloads and results, and their sub-jobs then fail; "
+            "set maxmemory-policy noeviction (config/redis.conf does)",
+            EvictionPolicyWarning,
+            stacklevel=stacklevel,
+        )
+
+
 @functools.cache
 def producer_versions() -> tuple[tuple[str, str], ...]:
     return tuple(sorted(runtime_versions().items()))
@@ -190,7 +215,10 @@ def version_skew(client: Any) -> str | None:
         if not isinstance(record, dict):
             continue
         versions = record.get("versions")
-        versions = versions if isinstance(versions, dict) else {}
+        if not isinstance(versions, dict):
+            versions = {}
+        # A heartbeat is input from whoever can write to Redis: strings only.
+        versions = {k: v for k, v in versions.items() if isinstance(k, str) and isinstance(v, str)}
         problem = version_mismatch(mine, versions)
         if problem is None:
             return None
@@ -226,8 +254,6 @@ def send_sub_job(
     queue: str,
     timeout_s: float | None,
     priority: int | None = None,
-    cache_digest: str = "",
-    cache_ttl_s: int = 0,
 ) -> None:
     """Publish sub-job ``batch.index``'s message: its ids, the producer's versions, limits.
 
@@ -239,8 +265,6 @@ def send_sub_job(
         batch.index,
         len(batch.experiments),
         versions=producer_versions(),
-        cache_digest=cache_digest,
-        cache_ttl_s=cache_ttl_s,
     )
     kwargs = ref.to_kwargs()
     executor.app.send_task(
@@ -276,7 +300,7 @@ def republish(
     and ``batches`` when they carry it; a set rebuilt from its record has no circuits, so
     then only the process that submitted the set can publish it again.
     """
-    client, key, ttl = executor.redis, executor.settings.secret_key, executor.settings.result_ttl_s
+    client, store = executor.redis, executor.store
     bkey = backend_key(jobset_id)
     keys = [bkey, *(batch_key(jobset_id, i) for i in indices)]
     pipe = client.pipeline(transaction=False)
@@ -292,10 +316,9 @@ def republish(
         )
     pipe = client.pipeline(transaction=False)
     if not have_backend:
-        pipe.set(bkey, codec.dumps(portable_backend(backend), key=key, context=bkey), ex=ttl)
+        store.put(Kind.BACKEND, jobset_id, portable_backend(backend), pipe=pipe)
     for i in missing:
-        k = batch_key(jobset_id, i)
-        pipe.set(k, codec.dumps_batch(batches[i], key=key, context=k), ex=ttl)
+        store.put(Kind.BATCH, (jobset_id, i), batches[i], pipe=pipe)
     for i in indices:
         pipe.delete(
             executor.app.backend.get_key_for_task(task_id(jobset_id, i)), result_key(jobset_id, i)
@@ -303,7 +326,7 @@ def republish(
         pipe.hdel(runs_key(jobset_id), started_field(i), ended_field(i))
     pipe.execute()
     if backend is None:
-        backend = codec.loads(client.get(bkey), key=key, context=bkey)
+        backend = store.get(Kind.BACKEND, jobset_id)
     if dispatch is None:
         dispatch = Dispatch(queue_for(backend))
     with executor.app.producer_or_acquire() as producer, producer.batch(max_size=4096):

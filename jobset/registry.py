@@ -15,17 +15,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import codec
-from .errors import JobSetNotFoundError
+from .errors import InvalidInputError, JobSetNotFoundError, SecurityError
 from .plan import Plan
 from .protocol import (
     INDEX_KEY,
     KEY_PREFIX,
     PROTOCOL_VERSION,
     Dispatch,
+    Kind,
+    check_jobset_id,
     glob_escape,
-    record_key,
 )
+from .store import SignedStore
 
 
 @dataclass(frozen=True)
@@ -78,35 +79,52 @@ def make_record(
     )
 
 
-def write(pipe: Any, record: JobSetRecord, *, key: bytes, ttl_s: int) -> None:
+def write(store: SignedStore, pipe: Any, record: JobSetRecord) -> None:
     """Queue the record's writes on a Redis pipeline (the caller executes it)."""
-    rkey = record_key(record.jobset_id)
-    pipe.set(rkey, codec.dumps(record, key=key, context=rkey), ex=ttl_s)
+    ttl_s = store.ttl_s
+    store.put(Kind.RECORD, record.jobset_id, record, pipe=pipe)
     pipe.zadd(INDEX_KEY, {record.jobset_id: record.created_at})
     # Entries older than the TTL point at expired records: drop them as we go.
     pipe.zremrangebyscore(INDEX_KEY, "-inf", record.created_at - ttl_s)
     pipe.expire(INDEX_KEY, ttl_s)
 
 
-def load(redis: Any, jobset_id: str, *, key: bytes) -> JobSetRecord:
-    rkey = record_key(jobset_id)
-    blob = redis.get(rkey)
-    if blob is None:
+def load(store: SignedStore, jobset_id: str) -> JobSetRecord:
+    """The verified record of ``jobset_id``.
+
+    Raises :class:`JobSetNotFoundError` when there is none (or the id cannot be one), and
+    :class:`SecurityError` when the stored record fails verification or names another set
+    (a record copied from another key fails the first check already).
+    """
+    try:
+        check_jobset_id(jobset_id)
+    except InvalidInputError:
+        raise JobSetNotFoundError(jobset_id) from None
+    record = store.find(Kind.RECORD, jobset_id, expect=JobSetRecord)
+    if record is None:
         raise JobSetNotFoundError(jobset_id)
-    record = codec.loads(blob, key=key, context=rkey)
-    assert isinstance(record, JobSetRecord)
+    if record.jobset_id != jobset_id:
+        raise SecurityError(f"the record stored for {jobset_id} names set {record.jobset_id}")
     return record
 
 
 def list_ids(redis: Any, *, ttl_s: int) -> list[str]:
-    """Ids of known sets, oldest first (expired ones pruned)."""
+    """Ids of known sets, oldest first (expired ones pruned; entries that are not set ids
+    skipped: anyone who can write to Redis can add to the index)."""
     redis.zremrangebyscore(INDEX_KEY, "-inf", time.time() - ttl_s)
-    return [m.decode() if isinstance(m, bytes) else str(m) for m in redis.zrange(INDEX_KEY, 0, -1)]
+    ids = []
+    for member in redis.zrange(INDEX_KEY, 0, -1):
+        text = member.decode(errors="replace") if isinstance(member, bytes) else str(member)
+        try:
+            ids.append(check_jobset_id(text))
+        except InvalidInputError:
+            continue
+    return ids
 
 
 def delete(redis: Any, record: JobSetRecord, celery_meta_keys: Sequence[Any]) -> None:
     """Remove every key of the set (``jobset:{id}:*``), its Celery metadata and index entry."""
-    pattern = f"{KEY_PREFIX}:{glob_escape(record.jobset_id)}:*"
+    pattern = f"{KEY_PREFIX}:{glob_escape(check_jobset_id(record.jobset_id))}:*"
     keys = [*redis.scan_iter(match=pattern, count=1000), *celery_meta_keys]
     pipe = redis.pipeline(transaction=False)
     for start in range(0, len(keys), 1000):

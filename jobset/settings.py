@@ -18,6 +18,7 @@ DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 ENV_BROKER_URL = "JOBSET_BROKER_URL"
 ENV_RESULT_BACKEND = "JOBSET_RESULT_BACKEND"
 ENV_SECRET_KEY = "JOBSET_SECRET_KEY"
+ENV_PREVIOUS_SECRET_KEYS = "JOBSET_PREVIOUS_SECRET_KEYS"
 ENV_RESULT_TTL_S = "JOBSET_RESULT_TTL_S"
 ENV_VISIBILITY_TIMEOUT_S = "JOBSET_VISIBILITY_TIMEOUT_S"
 ENV_AER_THREADS = "JOBSET_AER_THREADS"
@@ -27,6 +28,10 @@ ENV_MAX_RESULT_BYTES = "JOBSET_MAX_RESULT_BYTES"
 ENV_MAX_MEMORY_MB = "JOBSET_MAX_MEMORY_MB"
 ENV_WORKER_MEMORY_MB = "JOBSET_WORKER_MEMORY_MB"
 ENV_LARGE_MEMORY_MB = "JOBSET_LARGE_MEMORY_MB"
+
+# HMAC-SHA256 keys shorter than its block of output add nothing to guess but the key.
+MIN_SECRET_KEY_BYTES = 32
+MAKE_KEY_HINT = 'make one with: python -c "import secrets; print(secrets.token_hex(32))"'
 
 # Comfortably below Redis's 512 MB limit on one value: a 24-qubit statevector fits, a
 # 25-qubit one (512 MiB) does not.
@@ -38,7 +43,10 @@ class Settings:
     """Where the broker and results live, the signing key, and how long things are kept.
 
     ``secret_key`` signs every payload that crosses Redis; producers and workers must share
-    it.  ``result_ttl_s`` bounds the life of every key the project writes.
+    it (at least 32 bytes).  ``previous_secret_keys`` still verify, but never sign: rotate
+    by adding the new key as a previous key everywhere, then making it the signing key
+    everywhere, then dropping the old one.  ``result_ttl_s`` bounds the life of every key
+    the project writes.
     ``visibility_timeout_s`` is how long a sub-job held by a worker that died stays
     invisible before Redis delivers it again; live workers renew the lease of what they
     hold, so it need not exceed the longest sub-job.  ``aer_threads`` (workers only) is the
@@ -60,6 +68,7 @@ class Settings:
     broker_url: str = DEFAULT_BROKER_URL
     result_backend: str | None = None
     secret_key: bytes = field(default=b"", repr=False)
+    previous_secret_keys: tuple[bytes, ...] = field(default=(), repr=False)
     result_ttl_s: int = 7 * 24 * 3600
     visibility_timeout_s: int = 300
     aer_threads: int | None = None
@@ -75,8 +84,20 @@ class Settings:
             object.__setattr__(self, "secret_key", self.secret_key.encode())
         if not self.secret_key:
             raise ConfigurationError(
-                f"no secret key: set {ENV_SECRET_KEY} (the same value for producers and workers)"
+                f"no secret key: set {ENV_SECRET_KEY} (the same value for producers and "
+                f"workers); {MAKE_KEY_HINT}"
             )
+        previous = tuple(k.encode() if isinstance(k, str) else k for k in self.previous_secret_keys)
+        object.__setattr__(self, "previous_secret_keys", previous)
+        for name, key in (
+            (ENV_SECRET_KEY, self.secret_key),
+            *((ENV_PREVIOUS_SECRET_KEYS, k) for k in previous),
+        ):
+            if len(key) < MIN_SECRET_KEY_BYTES:
+                raise ConfigurationError(
+                    f"{name} is {len(key)} bytes; a signing key needs at least "
+                    f"{MIN_SECRET_KEY_BYTES}: {MAKE_KEY_HINT}"
+                )
         for name, url in (("broker_url", self.broker_url), ("result_backend", self.backend_url)):
             if urlsplit(url).scheme not in ("redis", "rediss", "unix", "valkey", "valkeys"):
                 raise ConfigurationError(f"{name} must be a Redis URL, got {redact_url(url)!r}")
@@ -110,6 +131,11 @@ class Settings:
     def backend_url(self) -> str:
         return self.result_backend or self.broker_url
 
+    @property
+    def verify_keys(self) -> tuple[bytes, ...]:
+        """Every key a signature may be made with: the signing key first."""
+        return (self.secret_key, *self.previous_secret_keys)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from the ``JOBSET_*`` variables; keyword overrides win when not None."""
@@ -118,6 +144,9 @@ class Settings:
             "broker_url": env.get(ENV_BROKER_URL) or DEFAULT_BROKER_URL,
             "result_backend": env.get(ENV_RESULT_BACKEND) or None,
             "secret_key": env.get(ENV_SECRET_KEY, ""),
+            "previous_secret_keys": tuple(
+                k.strip() for k in env.get(ENV_PREVIOUS_SECRET_KEYS, "").split(",") if k.strip()
+            ),
         }
         for name, var in (
             ("result_ttl_s", ENV_RESULT_TTL_S),
@@ -151,6 +180,8 @@ class Settings:
             ENV_MAX_RESULT_BYTES: str(self.max_result_bytes),
             ENV_LARGE_MEMORY_MB: str(self.large_memory_mb),
         }
+        if self.previous_secret_keys:
+            env[ENV_PREVIOUS_SECRET_KEYS] = ",".join(k.decode() for k in self.previous_secret_keys)
         if self.aer_threads is not None:
             env[ENV_AER_THREADS] = str(self.aer_threads)
         if self.max_memory_mb is not None:

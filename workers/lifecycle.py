@@ -37,6 +37,7 @@ from jobset.protocol import (
     WORKER_HEARTBEAT_S,
     WORKER_TTL_S,
     base_queue,
+    is_owner_queue,
     worker_key,
 )
 
@@ -263,7 +264,8 @@ class OwnerQueues(bootsteps.StartStopStep):
             return
         for raw in names:
             name = raw.decode() if isinstance(raw, bytes) else str(raw)
-            if base_queue(name) in self.bases and not task_consumer.consuming_from(name):
+            # Anyone who can write to Redis can add names: consume only real owner queues.
+            if is_owner_queue(name, self.bases) and not task_consumer.consuming_from(name):
                 logger.info("consuming owner queue %s", name)
                 consumer.add_task_queue(name)
 

@@ -55,8 +55,8 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.metrics_core import Metric
 
-from jobset.errors import ConfigurationError
-from jobset.protocol import RUN_SUB_JOB_TASK
+from jobset.errors import ConfigurationError, InvalidInputError
+from jobset.protocol import RUN_SUB_JOB_TASK, check_jobset_id
 
 from .lifecycle import runtime
 
@@ -306,11 +306,25 @@ def _prepare(sender: str, conf: Any, **kwargs: Any) -> None:
     prepare_directory(settings.multiproc_dir)
 
 
+# The label of sub-jobs whose message names no valid set: an attacker who can write to
+# Redis must not be able to mint one label per message.
+INVALID_SET_LABEL = "invalid"
+
+
+def set_label(kwargs: Any) -> str:
+    """The set id label of a message: its set id if that is a canonical UUID."""
+    raw = kwargs.get("jobset_id") if isinstance(kwargs, dict) else None
+    try:
+        return check_jobset_id(raw)
+    except InvalidInputError:
+        return INVALID_SET_LABEL
+
+
 @task_prerun.connect
 def _on_prerun(task_id: str, task: Any, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     if _state.directory is None or task.name != RUN_SUB_JOB_TASK:
         return
-    jobset_id = str((kwargs or {}).get("jobset_id", ""))
+    jobset_id = set_label(kwargs)
     _state.started[task_id] = time.monotonic()
     WORKER_RUNNING.labels(_state.worker).inc()
     SET_RUNNING.labels(_state.worker, jobset_id).inc()
@@ -328,7 +342,7 @@ def _on_postrun(
 ) -> None:
     if _state.directory is None or task.name != RUN_SUB_JOB_TASK:
         return
-    worker, jobset_id = _state.worker, str((kwargs or {}).get("jobset_id", ""))
+    worker, jobset_id = _state.worker, set_label(kwargs)
     started = _state.started.pop(task_id, None)
     if started is not None:
         WORKER_RUNNING.labels(worker).dec()
@@ -351,8 +365,7 @@ def _on_revoked(request: Any = None, **_: Any) -> None:
     """In the main process: a sub-job dropped on arrival, or killed while it ran."""
     if _state.directory is None or getattr(request, "task", None) != RUN_SUB_JOB_TASK:
         return
-    kwargs = getattr(request, "kwargs", None) or {}
-    _count(str(kwargs.get("jobset_id", "")), "cancelled")
+    _count(set_label(getattr(request, "kwargs", None)), "cancelled")
 
 
 def _count(jobset_id: str, state: str) -> None:

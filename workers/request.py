@@ -21,7 +21,8 @@ from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
-from jobset.errors import SubJobTimeoutError, timeout_message
+from jobset.errors import JobSetError, SubJobTimeoutError, timeout_message
+from jobset.protocol import SubJobRef
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +31,12 @@ class SubJobRequest(Request):
     """Stores a sub-job stopped by its hard time limit as a :class:`SubJobTimeoutError`."""
 
     def _timeout_error(self, timeout: object) -> SubJobTimeoutError:
-        kwargs = self.kwargs or {}
         soft_s = (self.time_limits or (None, None))[1] or timeout
-        return SubJobTimeoutError(
-            timeout_message(kwargs.get("index"), kwargs.get("jobset_id"), soft_s)
-        )
+        try:  # the words only: the message was validated before the sub-job ran
+            ref = SubJobRef.from_kwargs(self.kwargs or {})
+        except JobSetError:
+            return SubJobTimeoutError(timeout_message(None, None, soft_s))
+        return SubJobTimeoutError(timeout_message(ref.index, ref.jobset_id, soft_s))
 
     def on_failure(
         self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False

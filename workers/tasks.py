@@ -10,12 +10,14 @@ from typing import Any, TypeVar
 import redis
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from qiskit.result import Result
 
-from jobset import codec
+from jobset.codec import SignedBatch, batch_digest
 from jobset.compat import version_mismatch
 from jobset.errors import (
     RedeliveryLimitError,
     ResultTooLargeError,
+    SecurityError,
     SimulationFailedError,
     SubJobTimeoutError,
     VersionMismatchError,
@@ -25,18 +27,16 @@ from jobset.execute import run_sub_batch
 from jobset.limits import human_bytes
 from jobset.protocol import (
     RUN_SUB_JOB_TASK,
+    Kind,
     SubJobRef,
-    backend_key,
-    batch_key,
-    cache_key,
     cancel_key,
     ended_field,
-    result_key,
     runs_key,
     started_field,
     sub_job_cancel_key,
 )
 from jobset.settings import ENV_MAX_RESULT_BYTES, ENV_MAX_WORKER_LOSSES, Settings
+from jobset.store import SignedStore
 
 from .app import app
 from .lifecycle import runtime
@@ -108,7 +108,12 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
     makes a second run of the same sub-job (a redelivery) overwrite, never add: the merge
     counts it once.
     """
-    ref = SubJobRef.from_kwargs(kwargs)
+    ref = SubJobRef.from_kwargs(kwargs)  # SecurityError for anything but the schema
+    if self.request.id != ref.task_id:
+        raise SecurityError(
+            f"refused a sub-job message: its task id is not the one of sub-job {ref.index} "
+            f"of {ref.jobset_id}"
+        )
     settings: Settings = self.app.conf.jobset_settings
     client = self.app.backend.client
     if client.exists(cancel_key(ref.jobset_id), sub_job_cancel_key(ref.jobset_id, ref.index)):
@@ -138,7 +143,7 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
             lost,
         )
     try:
-        summary = _run(ref, settings, client)
+        summary = _run(ref, settings, SignedStore(client, settings))
         summary["worker"] = self.request.hostname  # where routing sent it (Flower shows it)
         return summary
     except SoftTimeLimitExceeded as e:
@@ -148,20 +153,13 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
         _record_end(client, ref)
 
 
-def _from_cache(ref: SubJobRef, settings: Settings, client: Any) -> dict[str, Any] | None:
+def _from_cache(ref: SubJobRef, store: SignedStore, digest: str) -> dict[str, Any] | None:
     """Reuse the cached result of equal inputs as this sub-job's result, if there is one."""
-    ckey = cache_key(ref.cache_digest)
-    blob = client.get(ckey)
-    if blob is None:
+    result = store.find(Kind.CACHE, digest, expect=Result)
+    if result is None:
         return None
-    result = codec.loads(blob, key=settings.secret_key, context=ckey)
-    rkey = result_key(ref.jobset_id, ref.index)
     retry_io(
-        lambda: client.set(
-            rkey,
-            codec.dumps(result, key=settings.secret_key, context=rkey),
-            ex=settings.result_ttl_s,
-        ),
+        lambda: store.put(Kind.RESULT, (ref.jobset_id, ref.index), result),
         f"storing the cached result of sub-job {ref.index} of {ref.jobset_id}",
     )
     logger.info("sub-job %d of %s: result reused from the cache", ref.index, ref.jobset_id)
@@ -169,15 +167,25 @@ def _from_cache(ref: SubJobRef, settings: Settings, client: Any) -> dict[str, An
     return {"experiments": len(result.results), "shots": shots, "success": True, "cached": True}
 
 
-def _run(ref: SubJobRef, settings: Settings, client: Any) -> dict[str, Any]:
-    if ref.cache_digest:
-        cached = _from_cache(ref, settings, client)
+def _run(ref: SubJobRef, settings: Settings, store: SignedStore) -> dict[str, Any]:
+    backend = store.get(Kind.BACKEND, ref.jobset_id)
+    signed: SignedBatch = store.get(Kind.BATCH, (ref.jobset_id, ref.index))
+    batch = signed.batch
+    if batch.index != ref.index or len(batch.experiments) != ref.experiments:
+        raise SecurityError(
+            f"refused: the message names sub-job {ref.index} with {ref.experiments} "
+            f"experiment(s), its signed batch is sub-job {batch.index} with "
+            f"{len(batch.experiments)}"
+        )
+    # The cache key is computed here, from what was verified, never taken from a message.
+    digest = ""
+    if signed.cache_ttl_s > 0:
+        options = dict(backend.options.items())
+        versions = tuple(sorted(runtime.versions.items()))
+        digest = batch_digest(options, batch, versions, circuits_qpy=signed.circuits_qpy)
+        cached = _from_cache(ref, store, digest)
         if cached is not None:
             return cached
-    keys = (backend_key(ref.jobset_id), batch_key(ref.jobset_id, ref.index))
-    backend_blob, batch_blob = client.mget(keys)
-    backend = codec.loads(backend_blob, key=settings.secret_key, context=keys[0])
-    batch = codec.loads_batch(batch_blob, key=settings.secret_key, context=keys[1])
 
     started = time.monotonic()
     result = run_sub_batch(backend, batch, threads=runtime.aer_threads)
@@ -188,8 +196,7 @@ def _run(ref: SubJobRef, settings: Settings, client: Any) -> dict[str, Any]:
         time.monotonic() - started,
     )
 
-    rkey = result_key(ref.jobset_id, ref.index)
-    blob = codec.dumps(result, key=settings.secret_key, context=rkey)
+    rkey, blob = store.encode(Kind.RESULT, (ref.jobset_id, ref.index), result)
     if len(blob) > settings.max_result_bytes:
         raise ResultTooLargeError(
             f"the result of sub-job {ref.index} is {human_bytes(len(blob))} ({len(blob)} "
@@ -198,7 +205,7 @@ def _run(ref: SubJobRef, settings: Settings, client: Any) -> dict[str, Any]:
             "sub-jobs (max_job_size) or save less data per experiment"
         )
     retry_io(
-        lambda: client.set(rkey, blob, ex=settings.result_ttl_s),
+        lambda: store.write(rkey, blob),
         f"storing the result of sub-job {ref.index} of {ref.jobset_id}",
     )
 
@@ -209,11 +216,9 @@ def _run(ref: SubJobRef, settings: Settings, client: Any) -> dict[str, Any]:
             if not exp.success
         ]
         raise SimulationFailedError("; ".join(failed) or str(result.status))
-    if ref.cache_digest:
-        ckey = cache_key(ref.cache_digest)
-        cblob = codec.dumps(result, key=settings.secret_key, context=ckey)
+    if digest:
         retry_io(
-            lambda: client.set(ckey, cblob, ex=max(1, ref.cache_ttl_s)),
+            lambda: store.put(Kind.CACHE, digest, result, ttl_s=max(1, signed.cache_ttl_s)),
             f"caching the result of sub-job {ref.index} of {ref.jobset_id}",
         )
     # workers.metrics counts experiments and shots from this summary (Flower shows it too).

@@ -18,13 +18,12 @@ from typing import Any
 from qiskit.primitives import BasePrimitiveJob, PrimitiveResult
 from qiskit.providers import JobStatus
 
-from .. import codec
 from ..errors import InvalidInputError, JobSetNotFoundError, PrimitiveJobNotFoundError
 from ..execute import local_runner
 from ..executors import CeleryExecutor, local_slots
 from ..jobset import AerJobSet
 from ..plan import Plan
-from ..protocol import Dispatch, owner_queue, primitive_key
+from ..protocol import Dispatch, Kind, check_jobset_id, owner_queue
 from ..recovery import queue_for
 from ..simulator import preflight
 from ..status import FINAL
@@ -127,12 +126,11 @@ class DistributedPrimitiveJob(BasePrimitiveJob[PrimitiveResult[Any], JobStatus])
         when the id is unknown, expired, deleted, or names a job set that is not a
         primitive job.
         """
-        key = executor.settings.secret_key
-        pkey = primitive_key(job_id)
-        blob = executor.redis.get(pkey)
-        if blob is None:
-            raise PrimitiveJobNotFoundError(job_id)
-        record = codec.loads(blob, key=key, context=pkey)
+        try:
+            check_jobset_id(job_id)
+        except InvalidInputError:
+            raise PrimitiveJobNotFoundError(job_id) from None
+        record = executor.store.find(Kind.PRIMITIVE, job_id)
         if not isinstance(record, PrimitiveRecord):
             raise PrimitiveJobNotFoundError(job_id)
         try:
@@ -196,9 +194,6 @@ def submit(
     if isinstance(executor, CeleryExecutor):
         # Written before any sub-job is published, so a retrieve never finds the set
         # without its layout.
-        pkey = primitive_key(job_id)
-        settings = executor.settings
-        blob = codec.dumps(record, key=settings.secret_key, context=pkey)
-        executor.redis.set(pkey, blob, ex=settings.result_ttl_s)
+        executor.store.put(Kind.PRIMITIVE, job_id, record)
     job_set.submit()
     return DistributedPrimitiveJob(job_set, record)

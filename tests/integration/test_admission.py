@@ -22,7 +22,6 @@ from jobset.protocol import (
     LARGE_QUEUE,
     OWNER_QUEUES_KEY,
     PRIORITY_SEP,
-    cache_key,
     owner_queue,
     queue_lists,
     worker_key,
@@ -240,5 +239,5 @@ def test_a_resubmitted_set_reuses_cached_results_with_the_same_counts(executor):
     other.result(timeout=60)
     fresh = [executor.app.AsyncResult(other.worker_job(k).job_id()).result for k in range(3)]
     assert not any(s.get("cached") for s in fresh)
-    keys = list(executor.redis.scan_iter(match=cache_key("*"), count=1000))
+    keys = list(executor.redis.scan_iter(match="jobset:cache:*", count=1000))
     assert len(keys) == 6 and all(0 < executor.redis.ttl(k) <= 60 for k in keys)

@@ -182,7 +182,7 @@ def test_a_python_file_that_fails_or_defines_no_circuits_is_one_line(env, tmp_pa
 
 
 def test_an_unreachable_redis_is_a_one_line_error_within_seconds():
-    env = dict(os.environ, JOBSET_BROKER_URL="redis://127.0.0.1:9/0", JOBSET_SECRET_KEY="x" * 8)
+    env = dict(os.environ, JOBSET_BROKER_URL="redis://127.0.0.1:9/0", JOBSET_SECRET_KEY="x" * 32)
     start = time.monotonic()
     done = jobset_cli(env, "ls", timeout=60)
     assert done.returncode == 2

@@ -114,7 +114,11 @@ def test_the_cluster_command_serves_a_set_with_flower_and_metrics_and_stops_on_c
         started_pids = [info["redis_pid"], info["flower_pid"], worker["pid"]]
         _wait(lambda: not any(_alive(p) for p in started_pids), 10, "every process to exit")
         assert not ready.exists() and not (tmp_path / "jobset.env").exists()
-        assert any((tmp_path / "redis").rglob("*.aof")), "the AOF stays, as compose's volume"
+        aofs = list((tmp_path / "redis").rglob("*.aof"))
+        assert aofs, "the AOF stays, as compose's volume"
+        assert {oct(p.stat().st_mode & 0o777) for p in aofs} == {"0o600"}
+        for sub in ("redis", "logs"):
+            assert oct((tmp_path / sub).stat().st_mode & 0o777) == "0o700", sub
     finally:
         if command.poll() is None:  # the command stops what it started; then it goes
             command.send_signal(signal.SIGTERM)

@@ -280,9 +280,7 @@ def test_a_primitive_job_runs_on_its_owners_queue_at_its_priority(celery_executo
     job = sampler.run(SAMPLER_PUBS, shots=20)
     want = AerSamplerV2(seed=3).run(SAMPLER_PUBS, shots=20).result()
     _assert_same_bits(job.result(), want)
-    record = registry.load(
-        celery_executor.redis, job.job_id(), key=celery_executor.settings.secret_key
-    )
+    record = registry.load(celery_executor.store, job.job_id())
     assert record.dispatch == Dispatch(owner_queue(DEFAULT_QUEUE, "carol"), priority="low")
     with cf.ThreadPoolExecutor(1) as pool, pytest.raises(InvalidInputError, match="Celery"):
         EstimatorV2(executor=pool, owner="carol")

@@ -55,7 +55,7 @@ def test_a_queued_payload_tampered_in_redis_fails_its_sub_job_and_the_worker_ser
 
 
 def test_a_producer_with_another_key_gets_security_errors_and_no_simulation(cluster):
-    other = Settings(broker_url=cluster.redis_url, secret_key="another key entirely")
+    other = Settings(broker_url=cluster.redis_url, secret_key="another key entirely" * 2)
     with CeleryExecutor(other) as ex:
         job = run(AerSimulator(), qv_circuits(2), executor=ex, max_job_size=1, shots=20)
         job.wait_for_final_state(timeout=60, wait=0.1)

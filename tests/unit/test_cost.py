@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from qiskit.circuit.library import quantum_volume
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, depolarizing_error
 
+from jobset import codec
 from jobset.admission import admit, check_admit_mode, check_owner, check_priority, routes
 from jobset.codec import batch_digest
 from jobset.cost import (
@@ -23,7 +25,7 @@ from jobset.cost import (
     estimate_seconds,
     experiment_cost,
 )
-from jobset.errors import AdmissionError, InvalidInputError
+from jobset.errors import AdmissionError, InvalidInputError, SecurityError
 from jobset.plan import auto_job_size, balanced_starts, make_plan
 from jobset.protocol import (
     DEFAULT_QUEUE,
@@ -196,11 +198,17 @@ def test_the_cache_digest_changes_with_seed_shots_options_and_circuits_only():
     assert batch_digest({"method": "density_matrix"}, batch) != digest
 
 
-def test_a_message_carries_the_cache_digest_only_when_the_set_uses_the_cache():
-    plain = SubJobRef("s", 0, 1)
-    assert "cache_digest" not in plain.to_kwargs()
-    cached = SubJobRef("s", 0, 1, cache_digest="ab", cache_ttl_s=9)
-    assert SubJobRef.from_kwargs(cached.to_kwargs()) == cached
+def test_no_message_carries_a_cache_digest_the_signed_batch_asks_for_the_cache():
+    ref = SubJobRef(str(uuid.UUID(int=5)), 0, 1)
+    assert set(ref.to_kwargs()) == {"jobset_id", "index", "experiments", "version"}
+    with pytest.raises(SecurityError, match="unknown fields"):
+        SubJobRef.from_kwargs({**ref.to_kwargs(), "cache_digest": "ab" * 32})
+    batch = make_plan([_ghz(2)], shots=10, seed_simulator=1).sub_batches[0]
+    key = b"k" * 32
+    blob = codec.dumps_batch(batch, key=key, context="c", cache_ttl_s=9)
+    assert codec.loads_batch(blob, keys=(key,), context="c").cache_ttl_s == 9
+    plain = codec.dumps_batch(batch, key=key, context="c")
+    assert codec.loads_batch(plain, keys=(key,), context="c").cache_ttl_s == 0
 
 
 def test_the_cost_and_admission_modules_import_neither_celery_nor_redis():

@@ -20,6 +20,7 @@ def test_public_names_are_exactly_the_pinned_list():
         "ConfigurationError",
         "DecodeError",
         "DistributedAerSimulator",
+        "EvictionPolicyWarning",
         "InvalidInputError",
         "JobSetError",
         "JobSetFailedError",
@@ -93,6 +94,8 @@ def test_every_error_is_a_qiskit_job_error_under_one_root():
 
     for name in jobset.__all__:
         obj = getattr(jobset, name)
-        if isinstance(obj, type) and issubclass(obj, Exception):
+        if isinstance(obj, type) and issubclass(obj, Warning):
+            assert issubclass(obj, UserWarning)
+        elif isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, jobset.JobSetError) and issubclass(obj, JobError)
     assert issubclass(jobset.JobSetTimeoutError, JobTimeoutError)

@@ -122,3 +122,12 @@ def test_the_live_gauges_of_a_process_that_died_unannounced_are_dropped(tmp_path
         )
     finally:
         live.communicate(b"")
+
+
+def test_set_labels_come_only_from_valid_set_ids():
+    from workers.metrics import INVALID_SET_LABEL, set_label
+
+    good = "0f0e3c2a-5b7d-4c1e-9a8b-112233445566"
+    assert set_label({"jobset_id": good}) == good
+    for bad in ({"jobset_id": "x" * 10_000}, {"jobset_id": "../x"}, {}, None, ["a"]):
+        assert set_label(bad) == INVALID_SET_LABEL

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -14,14 +15,14 @@ import jobset
 from jobset import errors
 from jobset.celeryconf import celery_config, restore_interval_s
 from jobset.compat import PACKAGES, runtime_versions, version_mismatch
-from jobset.errors import ConfigurationError, JobSetError
+from jobset.errors import ConfigurationError, JobSetError, VersionMismatchError
 from jobset.limits import estimate_memory, human_bytes, used_qubits
 from jobset.protocol import SubJobRef, queue_lists
 from jobset.recovery import _task_id, time_limits
 from jobset.settings import DEFAULT_MAX_RESULT_BYTES, Settings
 
 PACKAGE = Path(jobset.__file__).parent
-KEY = "s3cret-signing-key"
+KEY = "s3cret-signing-key-of-32-bytes-at-least"
 
 
 # ------------------------------------------------------------------------- versions
@@ -64,14 +65,17 @@ def test_a_side_that_does_not_say_its_versions_is_not_compared():
     assert version_mismatch(AER_18, {}) is None
 
 
-def test_a_sub_job_message_carries_the_producer_versions_and_old_messages_still_read():
-    ref = SubJobRef("set", 3, 7, versions=tuple(sorted(AER_18.items())))
+def test_a_message_carries_the_producer_versions_and_one_of_an_older_protocol_is_refused():
+    set_id = str(uuid.UUID(int=7))
+    ref = SubJobRef(set_id, 3, 7, versions=tuple(sorted(AER_18.items())))
     kwargs = json.loads(json.dumps(ref.to_kwargs()))
     assert kwargs["versions"] == AER_18
     assert SubJobRef.from_kwargs(kwargs) == ref
-    old = SubJobRef.from_kwargs({"jobset_id": "set", "index": 3, "experiments": 7})
-    assert old.versions == ()
-    assert "versions" not in old.to_kwargs()
+    with pytest.raises(VersionMismatchError, match="protocol version 1"):
+        SubJobRef.from_kwargs({"jobset_id": set_id, "index": 3, "experiments": 7, "version": 1})
+    bare = SubJobRef.from_kwargs({"jobset_id": set_id, "index": 3, "experiments": 7, "version": 2})
+    assert bare.versions == ()
+    assert "versions" not in bare.to_kwargs()
 
 
 # ------------------------------------------------------------------------- memory

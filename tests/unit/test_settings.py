@@ -9,7 +9,7 @@ import pytest
 from jobset.errors import ConfigurationError, JobSetError
 from jobset.settings import DEFAULT_BROKER_URL, Settings, redact_url
 
-SECRET = "s3cret-signing-key"
+SECRET = "s3cret-signing-key-of-32-bytes-at-least"
 
 
 def env(**values: str) -> dict[str, str]:
@@ -62,11 +62,29 @@ def test_keyword_overrides_win_over_the_environment_unless_none():
         env(broker_url="redis://env:6379/0", aer_threads="2"),
         broker_url="redis://override:6379/0",
         aer_threads=None,
-        secret_key="other-key",
+        secret_key="other-key" * 4,
     )
     assert settings.broker_url == "redis://override:6379/0"
     assert settings.aer_threads == 2
-    assert settings.secret_key == b"other-key"
+    assert settings.secret_key == b"other-key" * 4
+
+
+@pytest.mark.parametrize("length", [1, 16, 31])
+def test_a_secret_key_under_32_bytes_is_refused_with_how_to_make_one(length):
+    with pytest.raises(ConfigurationError, match=r"at least 32.*secrets\.token_hex\(32\)"):
+        Settings(secret_key=b"k" * length)
+    with pytest.raises(ConfigurationError, match="JOBSET_PREVIOUS_SECRET_KEYS"):
+        Settings(secret_key=b"k" * 32, previous_secret_keys=(b"p" * length,))
+
+
+def test_previous_secret_keys_come_from_a_comma_separated_variable_and_only_verify():
+    settings = Settings.from_env(
+        {"JOBSET_SECRET_KEY": "n" * 32, "JOBSET_PREVIOUS_SECRET_KEYS": f"{'a' * 32}, {'b' * 40}"}
+    )
+    assert settings.secret_key == b"n" * 32
+    assert settings.verify_keys == (b"n" * 32, b"a" * 32, b"b" * 40)
+    assert Settings.from_env(settings.to_env()).verify_keys == settings.verify_keys
+    assert "a" * 32 not in repr(settings)
 
 
 @pytest.mark.parametrize("environ", [{}, {"JOBSET_SECRET_KEY": ""}])
@@ -76,8 +94,8 @@ def test_a_missing_secret_key_is_a_configuration_error(environ):
 
 
 def test_a_secret_key_given_as_text_is_stored_as_bytes():
-    assert Settings(secret_key="abc").secret_key == b"abc"  # type: ignore[arg-type]
-    assert Settings(secret_key=b"abc").secret_key == b"abc"
+    assert Settings(secret_key="abc" * 11).secret_key == b"abc" * 11  # type: ignore[arg-type]
+    assert Settings(secret_key=b"abc" * 11).secret_key == b"abc" * 11
 
 
 @pytest.mark.parametrize(
@@ -88,7 +106,7 @@ def test_a_url_that_is_not_redis_is_refused(variable, url):
     with pytest.raises(ConfigurationError, match=f"{variable} must be a Redis URL"):
         Settings.from_env(env(**{variable: url}))
     with pytest.raises(ConfigurationError, match=f"{variable} must be a Redis URL"):
-        Settings(secret_key=b"k", **{variable: url})
+        Settings(secret_key=b"k" * 32, **{variable: url})
 
 
 @pytest.mark.parametrize(
@@ -154,11 +172,11 @@ def test_redact_url_hides_passwords_and_keeps_the_rest(url, expected):
 @pytest.mark.parametrize(
     "settings",
     [
-        Settings(secret_key=b"k"),
+        Settings(secret_key=b"k" * 32),
         Settings(
             broker_url="redis://:pw@broker:6379/0",
             result_backend="redis://results:6379/1",
-            secret_key=b"k2",
+            secret_key=b"k2" * 16,
             result_ttl_s=60,
             visibility_timeout_s=120,
             aer_threads=3,
@@ -182,7 +200,7 @@ def test_the_secret_key_is_not_in_the_repr():
 
 
 def test_settings_are_frozen():
-    settings = Settings(secret_key=b"k")
+    settings = Settings(secret_key=b"k" * 32)
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.broker_url = "redis://other"  # type: ignore[misc]
 

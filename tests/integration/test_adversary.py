@@ -1,0 +1,293 @@
+"""An attacker who holds only the Redis URL (and password), not ``JOBSET_SECRET_KEY``.
+
+Against real workers on the session cluster: crafted sub-job messages in every field,
+values copied between keys and sets, re-cut envelopes, forged index entries and
+heartbeats.  What must hold: no code runs (a marker file), no key is written outside
+the namespace, no set reads another's result, and the workers serve on.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from qiskit.providers import JobStatus
+from qiskit_aer import AerSimulator
+
+from jobset import AerJobSet, CeleryExecutor, DecodeError, SecurityError, run
+from jobset.codec import MAGIC
+from jobset.protocol import (
+    DEFAULT_QUEUE,
+    INDEX_KEY,
+    OWNER_QUEUES_KEY,
+    PROTOCOL_VERSION,
+    RUN_SUB_JOB_TASK,
+    Kind,
+    backend_key,
+    batch_key,
+    record_key,
+    result_key,
+    worker_key,
+)
+
+from .faultkit import wait_until
+from .workloads import qv_circuits
+
+pytestmark = pytest.mark.integration
+
+HEADER = len(MAGIC) + 1 + 32
+SET_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+PROJECT_KEY = re.compile(
+    rf"jobset:(index|owner-queues|worker:[^*?\[\]\x00]+|cache:[0-9a-f]{{64}}|"
+    rf"{SET_ID.pattern}:(record|backend|primitive|runs|cancelled|"
+    rf"(batch|result|cancelled):\d+))"
+)
+
+
+class Exploit:
+    """Pickles to a call that creates ``path``: proof of execution if it is ever loaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (self.path,))
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "pwned"
+    yield path
+    assert not path.exists(), "attacker code ran"
+
+
+@pytest.fixture(scope="module")
+def attacker(cluster) -> Iterator[Celery]:
+    """A Celery app of the attacker's: the broker URL, no secret, JSON messages."""
+    app = Celery("attacker", broker=cluster.redis_url, backend=cluster.redis_url)
+    app.conf.task_serializer = "json"
+    yield app
+    app.close()
+
+
+def _send(attacker: Celery, kwargs: object, *, tid: str | None = None, args=()) -> str:
+    tid = tid or str(uuid.uuid4())
+    attacker.send_task(RUN_SUB_JOB_TASK, args=args, kwargs=kwargs, task_id=tid, queue=DEFAULT_QUEUE)
+    return tid
+
+
+def _failure(executor: CeleryExecutor, tid: str) -> str:
+    result = executor.app.AsyncResult(tid)
+    wait_until(lambda: result.state in ("FAILURE", "SUCCESS"), 60, f"crafted message {tid}")
+    assert result.state == "FAILURE", result.result
+    return f"{type(result.result).__name__}: {result.result}"
+
+
+def _project_keys(executor: CeleryExecutor) -> list[str]:
+    return [
+        k.decode(errors="replace") for k in executor.redis.scan_iter(match="jobset*", count=1000)
+    ]
+
+
+def _exact(job, circuits, **options) -> None:
+    got = job.result(timeout=120)
+    want = AerSimulator().run(circuits, **options).result()
+    assert [got.get_counts(i) for i in range(len(circuits))] == [
+        want.get_counts(i) for i in range(len(circuits))
+    ]
+
+
+@pytest.fixture(scope="module")
+def victim(executor) -> AerJobSet:
+    circuits = qv_circuits(3, name="victim")
+    job = run(
+        AerSimulator(), circuits, executor=executor, max_job_size=1, shots=64, seed_simulator=5
+    )
+    job.result(timeout=120)
+    return job
+
+
+def _crafted_fields(victim_id: str, marker: Path) -> list[dict[str, object]]:
+    good = {"jobset_id": victim_id, "index": 0, "experiments": 1, "version": PROTOCOL_VERSION}
+    payload = pickle.dumps(Exploit(marker))
+    strange = ["../../x", "*", "a\x00b", "x" * 100_000, "jobset:cache:d\x00\x00", str(uuid.uuid4())]
+    crafted: list[dict[str, object]] = [
+        {**good, "jobset_id": s} for s in [*strange[:-1], payload.decode("latin-1")]
+    ]
+    crafted += [{**good, "jobset_id": victim_id.upper()}, {**good, "jobset_id": victim_id[:-1]}]
+    crafted += [{**good, "index": v} for v in (-1, 10**12, "0", "../1", 1.0, None)]
+    crafted += [{**good, "experiments": v} for v in (-5, "1", 10**30)]
+    crafted += [{**good, "versions": v} for v in ("x" * 1000, {"a" * 500: "1"}, {"q": 1})]
+    crafted += [
+        {**good, "cache_digest": "0" * 64, "cache_ttl_s": 60},
+        {**good, "payload": payload.decode("latin-1")},
+        {**good, "version": 1},
+        {**good, "version": "2"},
+        {},
+    ]
+    return crafted
+
+
+def test_crafted_messages_in_every_field_are_refused_write_nothing_and_run_nothing(
+    executor, attacker, victim, marker
+):
+    before = set(_project_keys(executor))
+    crafted = _crafted_fields(victim.job_id(), marker)
+    tids = [_send(attacker, kwargs) for kwargs in crafted]
+    # A well-formed message under a task id that is not the sub-job's, and positional args.
+    good = {"jobset_id": victim.job_id(), "index": 0, "experiments": 1, "version": 2}
+    assert PROTOCOL_VERSION == 2
+    tids.append(_send(attacker, good))
+    tids.append(_send(attacker, {}, args=[victim.job_id(), 0]))
+    failures = [_failure(executor, tid) for tid in tids]
+
+    older = crafted.index({**good, "version": 1})
+    assert failures[older].startswith("VersionMismatchError"), failures[older]
+    refused = failures[:older] + failures[older + 1 : -1]
+    assert all(f.startswith("SecurityError") for f in refused), refused
+    assert "task id" in failures[-2]
+    assert failures[-1].startswith("TypeError")  # positional arguments: no such signature
+    written = set(_project_keys(executor)) - before
+    assert all(PROJECT_KEY.fullmatch(k) for k in written), sorted(written)[:5]
+    assert [k for k in written if "worker:" not in k] == []
+    # The victim's result is its own, and the workers serve on.
+    _exact(victim, qv_circuits(3, name="victim"), shots=64, seed_simulator=5)
+    circuits = qv_circuits(2, name="after")
+    _exact(
+        run(AerSimulator(), circuits, executor=executor, shots=32, seed_simulator=2),
+        circuits,
+        shots=32,
+        seed_simulator=2,
+    )
+
+
+def test_a_message_naming_another_sets_digest_leaves_each_result_its_own(
+    executor, attacker, marker
+):
+    theirs = qv_circuits(2, name="cached-s")
+    s = run(
+        AerSimulator(),
+        theirs,
+        executor=executor,
+        max_job_size=1,
+        shots=40,
+        seed_simulator=9,
+        cache_ttl_s=120,
+    )
+    s.result(timeout=60)
+    digests = [
+        k.decode().rsplit(":", 1)[1]
+        for k in executor.redis.scan_iter(match="jobset:cache:*", count=1000)
+    ]
+    mine = qv_circuits(2, name="plain-p")
+    p = run(AerSimulator(), mine, executor=executor, max_job_size=1, shots=40, seed_simulator=3)
+    p.result(timeout=60)
+    for index in range(2):
+        for digest in digests:
+            kwargs = {
+                "jobset_id": p.job_id(), "index": index, "experiments": 1, "version": 2,
+                "cache_digest": digest, "cache_ttl_s": 60,
+            }  # fmt: skip
+            assert "unknown fields" in _failure(executor, _send(attacker, kwargs))
+    _exact(p, mine, shots=40, seed_simulator=3)
+    stored = executor.store.get_many(Kind.RESULT, [(p.job_id(), i) for i in range(2)])
+    assert [r.get_counts(0) for r in stored] == [p.result().get_counts(i) for i in range(2)]
+    assert stored[0].get_counts(0) != s.result().get_counts(0)
+
+
+def test_values_copied_between_keys_and_sets_never_verify(executor, victim, marker):
+    circuits = qv_circuits(2, name="other")
+    other = run(
+        AerSimulator(), circuits, executor=executor, max_job_size=1, shots=64, seed_simulator=5
+    )
+    other.result(timeout=60)
+    client, v, o = executor.redis, victim.job_id(), other.job_id()
+    # Their result 0 where the victim's result 0 is, and the victim's 1 over its own 0.
+    client.set(result_key(v, 0), client.get(result_key(o, 0)), ex=600)
+    with pytest.raises(SecurityError):
+        victim.result()
+    client.set(result_key(o, 0), client.get(result_key(o, 1)), ex=600)
+    with pytest.raises(SecurityError):
+        other.worker_results(0)
+    # A batch or a backend where a result is, a record under another id.
+    client.set(result_key(o, 1), client.get(batch_key(o, 1)), ex=600)
+    with pytest.raises(SecurityError):
+        other.worker_results(1)
+    client.set(backend_key(o), client.get(backend_key(v)), ex=600)
+    with pytest.raises(SecurityError):
+        AerJobSet.retrieve(o, executor)
+    client.set(record_key(o), client.get(record_key(v)), ex=600)
+    with pytest.raises(SecurityError):
+        AerJobSet.retrieve(o, executor)
+
+
+def test_re_cut_and_forged_envelopes_execute_nothing(executor, marker):
+    circuits = qv_circuits(1, name="recut")
+    job = run(AerSimulator(), circuits, executor=executor, shots=16, seed_simulator=1)
+    job.result(timeout=60)
+    key = result_key(job.job_id(), 0)
+    real = executor.redis.get(key)
+    exploit = pickle.dumps(Exploit(marker))
+    forged = [
+        real[:HEADER] + exploit + real[HEADER:],  # the attacker's pickle in front of the body
+        real[:HEADER] + exploit,
+        MAGIC + b"\x00" + b"\x00" * 32 + exploit,
+        b"AJS1\x00" + real[5:HEADER] + exploit,  # an envelope of the older version
+        real[: len(MAGIC)] + b"\x01" + real[5:],  # the zlib flag flipped
+        *(real[:HEADER] + real[HEADER + cut :] for cut in (1, 7, 64)),
+    ]
+    for blob in forged:
+        executor.redis.set(key, blob, ex=600)
+        with pytest.raises((SecurityError, DecodeError)):
+            job.worker_results(0)
+
+
+def test_a_forged_index_entry_or_record_is_skipped_by_ls_with_one_line(executor, cluster, victim):
+    forged_id = str(uuid.uuid4())
+    executor.redis.zadd(INDEX_KEY, {"../../x": 1e12, "*": 1e12, forged_id: 1e12})
+    executor.redis.set(record_key(forged_id), MAGIC + b"\x00" + b"\x00" * 32 + b"junk", ex=600)
+    try:
+        ids = [i.job_id for i in AerJobSet.list_sets(executor)]
+        assert victim.job_id() in ids and forged_id not in ids
+        env = {**os.environ, **cluster.settings.to_env()}
+        done = subprocess.run(
+            [sys.executable, "-m", "jobset.cli", "ls"], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert victim.job_id() in done.stdout
+        lines = [line for line in done.stderr.splitlines() if "skipped" in line]
+        assert len(lines) == 1 and forged_id in lines[0], done.stderr
+    finally:
+        executor.redis.zrem(INDEX_KEY, "../../x", "*", forged_id)
+        executor.redis.delete(record_key(forged_id))
+
+
+def test_garbage_heartbeats_and_owner_queues_do_not_stop_anyone_from_submitting(executor):
+    bad = {
+        worker_key("evil-1"): '{"cores": "x", "concurrency": 1}',
+        worker_key("evil-2"): '{"concurrency": [1], "memory_bytes": "lots"}',
+        worker_key("evil-3"): "[1, 2, 3]",
+        worker_key("evil-4"): '{"cores": 1e400, "queues": "jobset.cpu"}',
+        worker_key("evil-5"): '{"versions": {"qiskit": 2, "qiskit-aer": ["0.18"]}}',
+    }
+    for key, value in bad.items():
+        executor.redis.set(key, value, ex=60)
+    executor.redis.zadd(OWNER_QUEUES_KEY, {"celery": 1, "jobset.cpu.owner.a*b": 1})
+    try:
+        circuits = qv_circuits(2, name="hb")
+        job = run(
+            AerSimulator(), circuits, executor=executor, shots=16, seed_simulator=4, admit="require"
+        )
+        _exact(job, circuits, shots=16, seed_simulator=4)
+        assert job.status() is JobStatus.DONE
+    finally:
+        executor.redis.delete(*bad)
+        executor.redis.zrem(OWNER_QUEUES_KEY, "celery", "jobset.cpu.owner.a*b")
