@@ -45,6 +45,7 @@ pytestmark = pytest.mark.integration
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CONTAINER_REDIS = "@redis:6379/"
 CONTAINER_REDIS_CONF = "/usr/local/etc/redis/redis.conf"
+CONTAINER_REDIS_USERS = "/usr/local/etc/redis/users.acl"
 
 
 @dataclass
@@ -116,6 +117,7 @@ def operator_env() -> dict[str, str]:
     """What an operator writes into .env."""
     return {
         "REDIS_PASSWORD": secrets.token_hex(16),
+        "FLOWER_REDIS_PASSWORD": secrets.token_hex(16),
         "JOBSET_SECRET_KEY": secrets.token_hex(32),
         "FLOWER_BASIC_AUTH": f"ops:{secrets.token_urlsafe(12)}",
     }
@@ -149,11 +151,18 @@ def compose_redis(services: dict[str, Any], workdir: Path) -> Iterator[Service]:
     assert "exec redis-server " in script and CONTAINER_REDIS_CONF in script
     script = script.replace("redis-server", find_server_binary(), 1)
     script = script.replace(CONTAINER_REDIS_CONF, str(conf))
+    assert CONTAINER_REDIS_USERS in script
+    script = script.replace(CONTAINER_REDIS_USERS, str(ROOT / "config" / "redis-users.acl"))
     env = {**_base_env(), **spec["environment"]}
     service = Service("redis", [*spec["command"][:-1], script], env, workdir / "redis.log")
     service.extra.update(port=port, password=spec["environment"]["REDIS_PASSWORD"])
     service.start()
-    client = redis.Redis(port=port, password=service.extra["password"], retry=Retry(NoBackoff(), 0))
+    client = redis.Redis(
+        port=port,
+        username="jobset",
+        password=service.extra["password"],
+        retry=Retry(NoBackoff(), 0),
+    )
 
     def answers() -> bool:
         assert service.alive(), service.log()
@@ -288,7 +297,10 @@ def compose_flower(
 
 @pytest.fixture(scope="module")
 def executor(compose_redis: Service, operator_env: dict[str, str]) -> Iterator[CeleryExecutor]:
-    url = f"redis://:{compose_redis.extra['password']}@127.0.0.1:{compose_redis.extra['port']}/0"
+    url = (
+        f"redis://jobset:{compose_redis.extra['password']}@127.0.0.1:"
+        f"{compose_redis.extra['port']}/0"
+    )
     settings = Settings(broker_url=url, secret_key=operator_env["JOBSET_SECRET_KEY"])
     with CeleryExecutor(settings) as ex:
         yield ex
@@ -326,11 +338,19 @@ def test_the_compose_redis_needs_its_password_keeps_an_aof_and_never_evicts(
     compose_redis: Service,
 ) -> None:
     anonymous = redis.Redis(port=compose_redis.extra["port"], retry=Retry(NoBackoff(), 0))
+    default = redis.Redis(
+        port=compose_redis.extra["port"],
+        password=compose_redis.extra["password"],
+        retry=Retry(NoBackoff(), 0),
+    )
     try:
         with pytest.raises(redis.AuthenticationError):
             anonymous.ping()
+        with pytest.raises((redis.AuthenticationError, redis.ResponseError)):
+            default.ping()  # the default user is off, whatever its password
     finally:
         anonymous.close()
+        default.close()
     client: redis.Redis = compose_redis.extra["client"]
     assert client.config_get("appendonly") == {"appendonly": "yes"}
     assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
@@ -338,6 +358,47 @@ def test_the_compose_redis_needs_its_password_keeps_an_aof_and_never_evicts(
     assert compose_redis.process is not None
     cmdline = Path(f"/proc/{compose_redis.process.pid}/cmdline").read_bytes()
     assert compose_redis.extra["password"].encode() not in cmdline
+
+
+def test_the_flower_redis_user_reads_but_writes_none_of_the_projects_keys(
+    finished_set: AerJobSet, compose_redis: Service, operator_env: dict[str, str]
+) -> None:
+    flower = redis.Redis(
+        port=compose_redis.extra["port"],
+        username="flower",
+        password=operator_env["FLOWER_REDIS_PASSWORD"],
+        retry=Retry(NoBackoff(), 0),
+    )
+    jobset_id = finished_set.job_id()
+    try:
+        result = flower.get(f"jobset:{jobset_id}:result:0")
+        assert result is not None  # it reads (payloads are signed, not encrypted)
+        writes = [
+            lambda: flower.set(f"jobset:{jobset_id}:result:0", b"forged"),
+            lambda: flower.delete(f"jobset:{jobset_id}:record"),
+            lambda: flower.lpush("jobset.cpu", b"{}"),
+            lambda: flower.hset("unacked", "tag", b"[]"),
+            lambda: flower.zadd("unacked_index", {"tag": 0}),
+            lambda: flower.set(f"celery-task-meta-{jobset_id}-0", b"{}"),
+            lambda: flower.zadd("jobset:index", {"x": 1}),
+            lambda: flower.publish("jobset.cpu", b"x"),
+            lambda: flower.config_set("dir", "/tmp"),
+            lambda: flower.flushall(),
+        ]
+        for write in writes:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                write()
+        assert flower.get(f"jobset:{jobset_id}:result:0") == result
+    finally:
+        flower.close()
+    worker_user: redis.Redis = compose_redis.extra["client"]
+    for dangerous in (
+        lambda: worker_user.config_set("dir", "/tmp"),
+        lambda: worker_user.flushall(),
+        lambda: worker_user.keys("*"),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            dangerous()
 
 
 def test_flowers_api_lists_a_sets_sub_jobs_by_its_id_behind_basic_auth(

@@ -40,6 +40,7 @@ from workers import metrics as worker_metrics
 # What an operator writes into .env (the rest keeps its defaults).
 OPERATOR_ENV = {
     "REDIS_PASSWORD": "0123abcd",
+    "FLOWER_REDIS_PASSWORD": "4567cdef",
     "JOBSET_SECRET_KEY": "k" * 64,
     "FLOWER_BASIC_AUTH": "ops:secret",
 }
@@ -95,16 +96,20 @@ def test_redis_keeps_an_aof_on_a_volume_needs_a_password_and_never_evicts(
     assert re.fullmatch(r"redis:[89]\.\d+(-alpine)?", redis["image"]), redis["image"]
     assert redis["environment"]["REDIS_PASSWORD"] == OPERATOR_ENV["REDIS_PASSWORD"]
     script = redis["command"][-1]
-    # The password reaches redis-server on stdin, read from the container's environment.
-    assert "requirepass $REDIS_PASSWORD" in script
+    # The users' passwords reach redis-server on stdin, filled in from the environment.
+    assert 'ENVIRON["REDIS_PASSWORD"]' in script and 'ENVIRON["FLOWER_REDIS_PASSWORD"]' in script
     assert OPERATOR_ENV["REDIS_PASSWORD"] not in script
     conf_mount = "./config/redis.conf:/usr/local/etc/redis/redis.conf:ro"
     assert conf_mount in redis["volumes"]
+    assert "./config/redis-users.acl:/usr/local/etc/redis/users.acl:ro" in redis["volumes"]
+    users = (ROOT / "config" / "redis-users.acl").read_text()
+    assert "user default off" in users
+    assert "@JOBSET_REDIS_PASSWORD@" in users and "@FLOWER_REDIS_PASSWORD@" in users
     assert "/usr/local/etc/redis/redis.conf -" in script
     data = [v for v in redis["volumes"] if v.endswith(":/data")]
     assert data and data[0].split(":")[0] in compose["volumes"]
     assert "ports" not in redis
-    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+    assert "redis-cli --user jobset ping" in " ".join(redis["healthcheck"]["test"])
     assert redis["user"] == "redis"
 
     conf = {}
@@ -129,7 +134,7 @@ def test_workers_scale_with_no_container_name_or_host_port_and_stop_gracefully(
         assert worker["init"] is True
         assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
         assert worker["environment"]["JOBSET_BROKER_URL"] == (
-            f"redis://:{OPERATOR_ENV['REDIS_PASSWORD']}@redis:6379/0"
+            f"redis://jobset:{OPERATOR_ENV['REDIS_PASSWORD']}@redis:6379/0"
         )
 
 
@@ -148,7 +153,7 @@ def test_the_worker_concurrency_and_aer_threads_fit_the_containers_cpus(
 
 
 def test_workers_acknowledge_late_and_take_one_sub_job_at_a_time() -> None:
-    conf = celery_config(Settings(secret_key="k"))
+    conf = celery_config(Settings(secret_key="k" * 32))
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["worker_send_task_events"] and conf["task_send_sent_event"]
@@ -178,7 +183,7 @@ def test_workers_get_every_setting_and_flower_gets_no_signing_key(
     flower_env = services["flower"]["environment"]
     assert flower_env["JOBSET_SECRET_KEY"] != OPERATOR_ENV["JOBSET_SECRET_KEY"]
     assert flower_env["FLOWER_BASIC_AUTH"] == OPERATOR_ENV["FLOWER_BASIC_AUTH"]
-    assert set(services["redis"]["environment"]) == {"REDIS_PASSWORD"}
+    assert set(services["redis"]["environment"]) == {"REDIS_PASSWORD", "FLOWER_REDIS_PASSWORD"}
 
 
 def test_the_gpu_worker_consumes_only_the_gpu_queue_from_the_gpu_image_on_a_reserved_gpu(
