@@ -14,6 +14,7 @@ A missing entry on either side is not compared: an old message without versions 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from importlib import metadata
 
@@ -30,6 +31,12 @@ def runtime_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+@functools.cache
+def producer_versions() -> tuple[tuple[str, str], ...]:
+    """This process's :func:`runtime_versions`, sorted: what its sub-job messages carry."""
+    return tuple(sorted(runtime_versions().items()))
 
 
 def _release(version: str, parts: int) -> tuple[str, ...]:

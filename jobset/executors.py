@@ -30,6 +30,7 @@ from .errors import JobSetTimeoutError, SubJobsLostError, timeout_message
 from .execute import available_cores, portable_backend
 from .plan import Plan, SubBatch
 from .protocol import (
+    DEFAULT_QUEUE,
     OWNER_QUEUES_KEY,
     OWNER_SEP,
     WORKER_KEY_PREFIX,
@@ -40,6 +41,7 @@ from .protocol import (
     sub_job_cancel_key,
     task_id,
 )
+from .publish import PUBLISH_BATCH_OPS, Publisher, queue_for
 from .settings import Settings, redact_url
 from .status import FINAL, celery_to_job_status
 from .store import SignedStore
@@ -47,9 +49,6 @@ from .store import SignedStore
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Redis commands kombu may buffer while publishing one chunk (a message and its task-sent
-# event take a few each); a chunk never reaches it, so each is flushed once, at its end.
-_PUBLISH_BATCH_OPS = 4096
 _POLL_START_S = 0.01
 _POLL_MAX_S = 0.25
 # Longest pause between status reads while subscribed: a safety net for a lost notice.
@@ -58,6 +57,8 @@ _NOTICE_WAIT_S = 1.0
 # waits twice as long before the next check, up to the maximum.
 _LOST_CHECK_START_S = 10.0
 _LOST_CHECK_MAX_S = 300.0
+# Results read per MGET.
+_RESULT_CHUNK = 500
 
 
 class SubJobState(NamedTuple):
@@ -256,7 +257,7 @@ class CeleryExecutor:
         ttl, store = self.settings.result_ttl_s, self.store
         ids = tuple(task_id(jobset_id, b.index) for b in plan.sub_batches)
         if dispatch is None:
-            dispatch = Dispatch(recovery.queue_for(backend))
+            dispatch = Dispatch(queue_for(backend))
         pipe = self.redis.pipeline(transaction=False)
         store.put(Kind.BACKEND, jobset_id, portable_backend(backend), pipe=pipe)
         registry.write(
@@ -273,6 +274,7 @@ class CeleryExecutor:
         pipe.execute()
 
         with self.app.producer_or_acquire() as producer:
+            publisher = Publisher(self.app, producer)
             for chunk in growing_chunks(plan.sub_batches):
                 pipe = self.redis.pipeline(transaction=False)
                 for batch in chunk:
@@ -280,13 +282,12 @@ class CeleryExecutor:
                     store.put(Kind.BATCH, ref, batch, pipe=pipe, cache_ttl_s=cache_ttl_s or 0)
                 pipe.execute()
                 # Messages (and their task-sent events) go in one pipeline per chunk.
-                with producer.batch(max_size=_PUBLISH_BATCH_OPS):
+                with producer.batch(max_size=PUBLISH_BATCH_OPS):
                     for batch in chunk:
-                        recovery.send_sub_job(
-                            self,
-                            producer,
+                        publisher.send(
                             jobset_id,
-                            batch,
+                            batch.index,
+                            len(batch.experiments),
                             queue=dispatch.queue_of(batch.index),
                             priority=dispatch.broker_priority,
                             timeout_s=timeout_s,
@@ -467,35 +468,47 @@ class CeleryRun(Submission):
         return max(datetime.fromisoformat(str(d)).timestamp() for d in done)
 
     def results(self, indices: Iterable[int]) -> dict[int, Result]:
+        """The stored results, read and decoded a chunk at a time: Redis's reply buffer and
+        this process never hold every signed blob of a big set at once."""
         wanted = list(indices)
-        found = self.executor.store.get_many(
-            Kind.RESULT, [(self.jobset_id, i) for i in wanted], expect=Result
-        )
-        return {i: r for i, r in zip(wanted, found, strict=True) if r is not None}
+        out: dict[int, Result] = {}
+        for start in range(0, len(wanted), _RESULT_CHUNK):
+            chunk = wanted[start : start + _RESULT_CHUNK]
+            found = self.executor.store.get_many(
+                Kind.RESULT, [(self.jobset_id, i) for i in chunk], expect=Result
+            )
+            out.update((i, r) for i, r in zip(chunk, found, strict=True) if r is not None)
+        return out
 
     def cancel(self, indices: Sequence[int] | None = None) -> None:
-        """Record the cancel in Redis (durable), then revoke and terminate the tasks.
+        """Record the cancel in Redis (durable), drop the queued messages, stop the running.
 
-        The revoke is a broadcast that only workers online now receive; the mark is what
-        every worker checks before it runs a sub-job, so the cancel holds either way.
+        The durable mark is what every worker checks before it runs a sub-job, so the
+        cancel holds even for a message a worker already holds or a revoke that no worker
+        heard.  The queued messages are removed from the queue lists, so other sets do not
+        wait behind them; only the running sub-jobs are revoked (a revoke of every id
+        would make each worker look up every one of them).
         """
         ttl = self.executor.settings.result_ttl_s
         if indices is None:
             self.executor.redis.set(cancel_key(self.jobset_id), "1", ex=ttl)
             self._cancelled = True
             targets = list(range(len(self.task_ids)))
+            needle = self.jobset_id
         else:
             targets = list(indices)
             pipe = self.executor.redis.pipeline(transaction=False)
             for i in targets:
                 pipe.set(sub_job_cancel_key(self.jobset_id, i), "1", ex=ttl)
             pipe.execute()
+            needle = ""
+        self._purge(targets, needle)
         states = self.states()
-        live = [self.task_ids[i] for i in targets if states[i].status not in FINAL]
+        running = [self.task_ids[i] for i in targets if states[i].status is JobStatus.RUNNING]
         try:
             # SIGKILL: Aer runs in C++ and would finish its circuit before a SIGTERM landed.
-            # terminate only affects the running ones; the queued ones are just revoked.
-            self.executor.app.control.revoke(live, terminate=True, signal="SIGKILL")
+            if running:
+                self.executor.app.control.revoke(running, terminate=True, signal="SIGKILL")
         except Exception:  # the broker may be away; the durable mark still holds
             logger.warning("revoke broadcast for %s failed", self.jobset_id, exc_info=True)
         if indices is not None:
@@ -503,6 +516,17 @@ class CeleryRun(Submission):
             for i in targets:
                 if states[i].status is JobStatus.QUEUED:
                     self.executor.app.backend.mark_as_revoked(self.task_ids[i], "cancelled")
+
+    def _purge(self, targets: Sequence[int], needle: str) -> None:
+        queues = (self.dispatch or Dispatch(DEFAULT_QUEUE)).queues
+        try:
+            if needle:
+                recovery.purge_queued(self.executor.broker, queues, needle)
+            else:
+                for i in targets:  # the task id as it stands, quoted, in the message headers
+                    recovery.purge_queued(self.executor.broker, queues, f'"{self.task_ids[i]}"')
+        except redis.RedisError:  # workers still skip them by the durable mark
+            logger.warning("could not drop the queued messages of %s", self.jobset_id)
 
 
 # --------------------------------------------------------------------------- local

@@ -19,7 +19,7 @@ from .executors import CeleryExecutor, local_slots
 from .jobset import AerJobSet
 from .plan import make_plan
 from .protocol import Dispatch, owner_queue
-from .recovery import queue_for
+from .publish import queue_for
 from .validate import check_submission
 
 

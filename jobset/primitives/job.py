@@ -24,7 +24,7 @@ from ..executors import CeleryExecutor, local_slots
 from ..jobset import AerJobSet
 from ..plan import Plan
 from ..protocol import Dispatch, Kind, check_jobset_id, owner_queue
-from ..recovery import queue_for
+from ..publish import queue_for
 from ..simulator import preflight
 from ..status import FINAL
 from .layout import PrimitiveRecord, pub_results

@@ -14,7 +14,7 @@ from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
 from jobset import CeleryExecutor, InvalidInputError, JobSetFailedError, run
-from jobset import recovery as recovery_module
+from jobset import compat as compat_module
 from jobset.errors import VersionSkewWarning
 from jobset.local import LocalCluster
 from jobset.protocol import DEFAULT_QUEUE, result_key
@@ -164,7 +164,7 @@ def test_a_producer_of_other_versions_is_warned_at_submit_and_its_sub_jobs_are_r
 ):
     old = (("qiskit", "1.4.0"), ("qiskit-aer", "0.14.2"), ("qiskit-aer-jobset", "0.1.0"))
     # This process plays a producer running qiskit-aer 0.14: its messages say so.
-    monkeypatch.setattr(recovery_module, "producer_versions", lambda: old)
+    monkeypatch.setattr(compat_module, "producer_versions", lambda: old)
     with pytest.warns(VersionSkewWarning, match="no live worker runs this producer's versions"):
         job = run(AerSimulator(), qv_circuits(2), executor=executor, max_job_size=1, shots=10)
     job.wait_for_final_state(timeout=60, wait=0.1)

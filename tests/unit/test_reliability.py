@@ -18,7 +18,8 @@ from jobset.compat import PACKAGES, runtime_versions, version_mismatch
 from jobset.errors import ConfigurationError, JobSetError, VersionMismatchError
 from jobset.limits import estimate_memory, human_bytes, used_qubits
 from jobset.protocol import SubJobRef, queue_lists
-from jobset.recovery import _task_id, time_limits
+from jobset.publish import time_limits
+from jobset.recovery import _task_id
 from jobset.settings import DEFAULT_MAX_RESULT_BYTES, Settings
 
 PACKAGE = Path(jobset.__file__).parent
