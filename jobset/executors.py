@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
@@ -23,7 +24,7 @@ from qiskit.result import Result
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import recovery, registry
+from . import recovery, registry, tally
 from .celeryconf import celery_config
 from .cost import WorkerCapacity
 from .errors import JobSetTimeoutError, SubJobsLostError, timeout_message
@@ -43,7 +44,7 @@ from .protocol import (
 )
 from .publish import PUBLISH_BATCH_OPS, Publisher, queue_for
 from .settings import Settings, redact_url
-from .status import FINAL, celery_to_job_status
+from .status import FINAL, aggregate_counts, aggregate_status, celery_to_job_status
 from .store import SignedStore
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ _NOTICE_WAIT_S = 1.0
 # waits twice as long before the next check, up to the maximum.
 _LOST_CHECK_START_S = 10.0
 _LOST_CHECK_MAX_S = 300.0
+# A tally that has not moved for this long is checked against Celery's own states.
+_TALLY_FALLBACK_S = 5.0
 # Results read per MGET.
 _RESULT_CHUNK = 500
 
@@ -97,6 +100,18 @@ class Submission(abc.ABC):
     def lost(self) -> list[int]:
         """Sub-jobs that will never run: neither queued, nor running, nor finished."""
         return []
+
+    def finished_count(self) -> int | None:
+        """How many sub-jobs are final, where that is cheaper than their states (else None)."""
+        return None
+
+    def aggregate(self) -> JobStatus:
+        """The set's status (the rule of :func:`jobset.status.aggregate_status`)."""
+        return aggregate_status((s.status for s in self.states()), cancelled=self.cancelled)
+
+    def progress(self) -> dict[str, int]:
+        """How many sub-jobs are in each state, by ``JobStatus`` name."""
+        return dict(Counter(s.status.name for s in self.states()))
 
     @abc.abstractmethod
     def rerun(self, indices: Sequence[int], batches: Sequence[SubBatch], *, backend: Any) -> None:
@@ -355,6 +370,7 @@ class CeleryRun(Submission):
         self.dispatch = dispatch
         self._cancelled = False
         self._progress: tuple[int, float, float] | None = None  # finals, since, check after
+        self._tally_seen: tuple[dict[JobStatus, int], float] | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -370,6 +386,78 @@ class CeleryRun(Submission):
         set_cancelled, raw = pipe.execute()
         self._cancelled = self._cancelled or bool(set_cancelled)
         return [json.loads(r) if r else {"status": "PENDING"} for r in raw]
+
+    def tallied(self) -> dict[JobStatus, int]:
+        """The workers' tally of this set's sub-jobs (:mod:`jobset.tally`): O(1) to read."""
+        pipe = self.executor.redis.pipeline(transaction=False)
+        pipe.exists(cancel_key(self.jobset_id))
+        pipe.hgetall(tally.counts_key(self.jobset_id))
+        set_cancelled, raw = pipe.execute()
+        self._cancelled = self._cancelled or bool(set_cancelled)
+        return tally.counts(raw)
+
+    def finished_count(self) -> int | None:
+        counted = self.tallied()
+        # A cancelled set's queued sub-jobs turn final by the mark, not the tally; a tally
+        # that stalled may have missed one: read the states then.
+        if self._cancelled or self._tally_stalled(counted):
+            return None
+        return sum(n for status, n in counted.items() if status in FINAL)
+
+    def aggregate(self) -> JobStatus:
+        """From the tally; from Celery's states when the tally has not moved for a while.
+
+        A worker that died between Celery's record and the tally's would otherwise leave
+        a final sub-job counted as running for good.
+        """
+        counted = self.tallied()
+        status = aggregate_counts(counted, len(self.task_ids), cancelled=self._cancelled)
+        if status in FINAL or not self._tally_stalled(counted):
+            return status
+        return aggregate_status((s.status for s in self.states()), cancelled=self._cancelled)
+
+    def progress(self) -> dict[str, int]:
+        counted = self.tallied()
+        if self._tally_stalled(counted):
+            return super().progress()
+        return tally.progress(counted, len(self.task_ids), cancelled=self._cancelled)
+
+    def _tally_stalled(self, counted: dict[JobStatus, int]) -> bool:
+        """True when the tally has not changed for ``_TALLY_FALLBACK_S`` (then once again
+        that long later, and so on)."""
+        now = time.monotonic()
+        if self._tally_seen is None or self._tally_seen[0] != counted:
+            self._tally_seen = (counted, now)
+            return False
+        if now - self._tally_seen[1] < _TALLY_FALLBACK_S:
+            return False
+        self._tally_seen = (counted, now)
+        return True
+
+    def wait(self, indices: Sequence[int], deadline: float | None) -> list[SubJobState]:
+        """Like :meth:`Submission.wait`, but a wait for the whole set polls the tally and
+        reads every sub-job's state only when the tally says the set is final (or has not
+        moved for a while), so a long wait on a big set costs O(1) a poll."""
+        if len(indices) != len(self.task_ids):
+            return super().wait(indices, deadline)
+        with self.pauses() as pause:
+            while True:
+                counted = self.tallied()
+                final = aggregate_counts(counted, len(self.task_ids), cancelled=self._cancelled)
+                if final in FINAL or self._tally_stalled(counted):
+                    states = self.states()
+                    self._watch(states)
+                    if all(s.status in FINAL for s in states):
+                        return states
+                if deadline is not None and time.monotonic() >= deadline:
+                    states = self.states()
+                    pending = [i for i, s in enumerate(states) if s.status not in FINAL]
+                    if not pending:
+                        return states
+                    raise JobSetTimeoutError(
+                        f"timed out with {len(pending)} sub-job(s) not final (first: {pending[:5]})"
+                    )
+                pause(None if deadline is None else deadline - time.monotonic())
 
     def states(self, indices: Sequence[int] | None = None) -> list[SubJobState]:
         """States of every sub-job, or of ``indices`` only: one round trip either way."""
@@ -401,6 +489,7 @@ class CeleryRun(Submission):
             subscribed = True
             try:
                 pubsub.psubscribe(f"{prefix}{glob_escape(self.jobset_id)}-*")
+                pubsub.subscribe(tally.counts_key(self.jobset_id))  # workers tally after
             except (redis.ConnectionError, redis.TimeoutError):
                 subscribed = False
 
@@ -513,9 +602,11 @@ class CeleryRun(Submission):
             logger.warning("revoke broadcast for %s failed", self.jobset_id, exc_info=True)
         if indices is not None:
             # A queued sub-job cancelled alone reads CANCELLED at once, like the set's.
+            ttl_s = self.executor.settings.result_ttl_s
             for i in targets:
                 if states[i].status is JobStatus.QUEUED:
                     self.executor.app.backend.mark_as_revoked(self.task_ids[i], "cancelled")
+                    tally.move(self.executor.redis, self.jobset_id, i, tally.CANCELLED, ttl_s=ttl_s)
 
     def _purge(self, targets: Sequence[int], needle: str) -> None:
         queues = (self.dispatch or Dispatch(DEFAULT_QUEUE)).queues

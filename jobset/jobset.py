@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,7 @@ from .executors import CeleryExecutor, CeleryRun, FuturesRun, SubJobState, Submi
 from .merge import merge_results
 from .plan import Plan, SubBatch, plan_from_sub_batches
 from .protocol import Dispatch, Kind
-from .status import FINAL, aggregate_status
+from .status import FINAL
 
 logger = logging.getLogger(__name__)
 
@@ -159,9 +158,6 @@ class AerJobSet(JobV1):
 
     # ------------------------------------------------------------------ status
 
-    def _states(self) -> list[SubJobState]:
-        return self._observe(self._require_submitted().states())
-
     def _observe(self, states: list[SubJobState]) -> list[SubJobState]:
         """Note when every sub-job was first seen final (the end of ``time_taken``)."""
         if self._finished_at is None and all(s.status in FINAL for s in states):
@@ -172,19 +168,19 @@ class AerJobSet(JobV1):
         """The set's aggregate status; ``status(k)`` is sub-job k's, an iterable gives a list."""
         if self._submission is None:
             return JobStatus.INITIALIZING
-        states = self._states()
         if worker is None:
-            return aggregate_status(
-                (s.status for s in states), cancelled=self._submission.cancelled
-            )
+            status = self._submission.aggregate()  # O(1) on Celery: the workers' tally
+            if status in FINAL and self._finished_at is None:
+                self._finished_at = time.monotonic()
+            return status
         if isinstance(worker, Iterable):
-            return [states[self._sub_job_index(k)].status for k in worker]
-        return states[self._sub_job_index(worker)].status
+            indices = [self._sub_job_index(k) for k in worker]
+            return [s.status for s in self._submission.states(indices)]
+        return self._submission.states([self._sub_job_index(worker)])[0].status
 
     def progress(self) -> dict[str, int]:
         """How many sub-jobs are in each state, by ``JobStatus`` name."""
-        counts = Counter(s.status.name for s in self._states())
-        return dict(counts)
+        return self._require_submitted().progress()
 
     def wait_for_final_state(
         self,
@@ -293,8 +289,20 @@ class AerJobSet(JobV1):
         submission = self._require_submitted()
         deadline = _deadline(timeout)
         pending = list(range(len(self._experiments)))
+        finished: int | None = None
         with submission.pauses() as pause:
             while pending:
+                # A poll that the tally shows nothing new for reads no state (Celery only).
+                now_finished = submission.finished_count()
+                if now_finished is not None and now_finished == finished:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise JobSetTimeoutError(
+                            f"job set {self._job_id}: {len(pending)} sub-job(s) not final "
+                            f"after {timeout} s"
+                        )
+                    pause(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                    continue
+                finished = now_finished
                 states = submission.states(pending)
                 still = []
                 for k, state in zip(pending, states, strict=True):
@@ -371,7 +379,6 @@ class AerJobSet(JobV1):
                     on_skip(job_id, e)
                 continue
             run = CeleryRun(executor, job_id, record.task_ids)
-            states = run.states()
             infos.append(
                 JobSetInfo(
                     job_id=job_id,
@@ -380,7 +387,7 @@ class AerJobSet(JobV1):
                     backend_name=record.backend_name,
                     sub_jobs=len(record.task_ids),
                     experiments=record.experiments,
-                    status=aggregate_status((s.status for s in states), cancelled=run.cancelled),
+                    status=run.aggregate(),
                 )
             )
         if skipped and on_skip is None:

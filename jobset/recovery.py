@@ -21,7 +21,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import compat
+from . import compat, tally
 from .compat import version_mismatch
 from .errors import (
     BrokerUnavailableError,
@@ -299,6 +299,8 @@ def republish(
         )
         pipe.hdel(runs_key(jobset_id), started_field(i), ended_field(i))
     pipe.execute()
+    for i in indices:
+        tally.move(client, jobset_id, i, tally.RESET, ttl_s=executor.settings.result_ttl_s)
     if backend is None:
         backend = store.get(Kind.BACKEND, jobset_id)
     if dispatch is None:

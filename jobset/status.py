@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from qiskit.providers import JobStatus
 
@@ -55,5 +55,28 @@ def aggregate_status(statuses: Iterable[JobStatus], *, cancelled: bool = False) 
             return JobStatus.ERROR
         return JobStatus.DONE
     if any(s is JobStatus.RUNNING or s in FINAL for s in seen):
+        return JobStatus.RUNNING
+    return JobStatus.QUEUED
+
+
+def aggregate_counts(
+    counts: Mapping[JobStatus, int], total: int, *, cancelled: bool = False
+) -> JobStatus:
+    """:func:`aggregate_status` of ``total`` sub-jobs given as counts per status.
+
+    Sub-jobs not counted have not started: QUEUED, or CANCELLED in a cancelled set.
+    """
+    running = counts.get(JobStatus.RUNNING, 0)
+    finished = sum(n for s, n in counts.items() if s in FINAL)
+    waiting = max(0, total - running - finished)
+    if total <= 0:
+        return JobStatus.DONE
+    if running == 0 and (waiting == 0 or cancelled):
+        if cancelled or counts.get(JobStatus.CANCELLED, 0):
+            return JobStatus.CANCELLED
+        if counts.get(JobStatus.ERROR, 0):
+            return JobStatus.ERROR
+        return JobStatus.DONE
+    if running or finished:
         return JobStatus.RUNNING
     return JobStatus.QUEUED

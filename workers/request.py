@@ -21,6 +21,7 @@ from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
+from jobset import tally
 from jobset.errors import JobSetError, SubJobTimeoutError, timeout_message
 from jobset.protocol import SubJobRef
 
@@ -50,6 +51,8 @@ class SubJobRequest(Request):
             except SubJobTimeoutError:
                 exc_info = ExceptionInfo()
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+        if isinstance(exc, TimeLimitExceeded):
+            self._tally_failed()
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
@@ -60,3 +63,11 @@ class SubJobRequest(Request):
             self.task.backend.mark_as_failure(self.id, error, request=self._context)
         except Exception:  # the broker may be away; TimeLimitExceeded is stored already
             logger.warning("could not word the time limit of %s", self.id, exc_info=True)
+        self._tally_failed()
+
+    def _tally_failed(self) -> None:
+        """The pool child was killed: only the parent can record the failure in the tally."""
+        ref = tally.ref_of(self.id, self.kwargs)
+        if ref is not None:
+            ttl_s = self.task.app.conf.jobset_settings.result_ttl_s
+            tally.move_quietly(self.task.backend.client, ref, tally.FAILED, ttl_s=ttl_s)

@@ -10,8 +10,10 @@ from typing import Any, TypeVar
 import redis
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.signals import task_postrun, task_revoked
 from qiskit.result import Result
 
+from jobset import tally
 from jobset.codec import SignedBatch, batch_digest
 from jobset.compat import version_mismatch
 from jobset.errors import (
@@ -119,6 +121,7 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
     if client.exists(cancel_key(ref.jobset_id), sub_job_cancel_key(ref.jobset_id, ref.index)):
         logger.info("sub-job %d of %s skipped: cancelled", ref.index, ref.jobset_id)
         self.backend.mark_as_revoked(self.request.id, "job set cancelled", request=self.request)
+        tally_move(client, ref, tally.CANCELLED, settings)
         raise Ignore()
 
     mismatch = version_mismatch(dict(ref.versions), runtime.versions)
@@ -142,6 +145,7 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
             ref.jobset_id,
             lost,
         )
+    tally_move(client, ref, tally.RUNNING, settings, start=True)
     try:
         summary = _run(ref, settings, SignedStore(client, settings))
         summary["worker"] = self.request.hostname  # where routing sent it (Flower shows it)
@@ -151,6 +155,45 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
         raise SubJobTimeoutError(timeout_message(ref.index, ref.jobset_id, soft_s)) from e
     finally:
         _record_end(client, ref)
+
+
+# Celery's state of a sub-job once its task returned -> its letter in the set's tally.
+_FINAL_LETTERS = {
+    "SUCCESS": tally.DONE,
+    "FAILURE": tally.FAILED,
+    "REVOKED": tally.CANCELLED,
+    "RETRY": tally.RESET,
+}
+
+
+def tally_move(
+    client: Any, ref: SubJobRef, letter: str, settings: Settings, *, start: bool = False
+) -> None:
+    tally.move_quietly(client, ref, letter, ttl_s=settings.result_ttl_s, start=start)
+
+
+@task_postrun.connect(sender=run_sub_job)
+def _tally_outcome(
+    task_id: str | None = None,
+    kwargs: Any = None,
+    state: str | None = None,
+    **_: Any,
+) -> None:
+    """After Celery stored the outcome (so the tally never runs ahead of Celery)."""
+    letter = _FINAL_LETTERS.get(state or "")
+    ref = tally.ref_of(task_id, kwargs)
+    if letter is not None and ref is not None:
+        tally_move(app.backend.client, ref, letter, app.conf.jobset_settings)
+
+
+@task_revoked.connect
+def _tally_revoked(request: Any = None, **_: Any) -> None:
+    """In the main process: a sub-job revoked on arrival, or killed while it ran."""
+    if getattr(request, "task", None) != RUN_SUB_JOB_TASK:
+        return
+    ref = tally.ref_of(getattr(request, "id", None), getattr(request, "kwargs", None))
+    if ref is not None:
+        tally_move(app.backend.client, ref, tally.CANCELLED, app.conf.jobset_settings)
 
 
 def _from_cache(ref: SubJobRef, store: SignedStore, digest: str) -> dict[str, Any] | None:

@@ -138,3 +138,27 @@ def test_a_cancelled_set_waits_for_its_running_sub_job():
         celery_to_job_status("SUCCESS", cancelled=True),
     ]
     assert aggregate_status(statuses, cancelled=True) is RUNNING
+
+
+def test_the_aggregate_of_counts_is_the_aggregate_of_the_statuses_they_count():
+    import itertools
+
+    from jobset.status import aggregate_counts
+
+    kinds = [
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        JobStatus.DONE,
+        JobStatus.ERROR,
+        JobStatus.CANCELLED,
+    ]
+    for combo in itertools.product(range(3), repeat=len(kinds)):
+        statuses = [k for k, n in zip(kinds, combo, strict=True) for _ in range(n)]
+        counts = {k: n for k, n in zip(kinds, combo, strict=True) if k is not JobStatus.QUEUED}
+        for cancelled in (False, True):
+            seen = [
+                JobStatus.CANCELLED if cancelled and s is JobStatus.QUEUED else s for s in statuses
+            ]
+            assert aggregate_counts(counts, len(statuses), cancelled=cancelled) == aggregate_status(
+                seen, cancelled=cancelled
+            ), (combo, cancelled)
