@@ -9,7 +9,6 @@ and split shots keep their remainder.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,6 +31,7 @@ from .errors import (
 from .executors import CeleryExecutor, CeleryRun, FuturesRun, SubJobState, Submission
 from .merge import merge_results
 from .plan import Plan, SubBatch, plan_from_sub_batches
+from .pools import check_executor, futures_executor
 from .protocol import Dispatch, backend_key
 from .status import FINAL, aggregate_status
 
@@ -57,10 +57,11 @@ class AerJobSet(JobV1):
     """A job set: ``experiments`` (the planner's sub-batches) run by ``fn`` on ``executor``.
 
     ``executor`` is a :class:`~jobset.executors.CeleryExecutor`, or any
-    ``concurrent.futures.Executor`` (then ``fn(sub_batch)`` runs each sub-batch locally, and
-    ``cancel()`` can only drop sub-jobs that have not started: a pool cannot stop a
-    running function).  With Celery, the worker task named in :mod:`jobset.protocol` does
-    the work and ``cancel()`` also stops running sub-jobs.
+    ``concurrent.futures.Executor`` or ``dask.distributed.Client`` (then ``fn(sub_batch)``
+    runs each sub-batch there, each sub-job gets a uuid of its own, and ``cancel()`` can
+    only drop sub-jobs that have not started: a pool cannot stop a running function).
+    With Celery, the worker task named in :mod:`jobset.protocol` does the work and
+    ``cancel()`` also stops running sub-jobs.
     """
 
     version = 1
@@ -111,7 +112,9 @@ class AerJobSet(JobV1):
                 dispatch=self._dispatch,
                 cache_ttl_s=self._cache_ttl_s,
             )
-        elif isinstance(executor, cf.Executor):
+        else:
+            pool = futures_executor(check_executor(executor))
+            assert pool is not None  # check_executor refuses anything else
             if self._fn is None:
                 raise InvalidInputError("a concurrent.futures executor needs fn")
             if self._timeout_s is not None:
@@ -119,12 +122,7 @@ class AerJobSet(JobV1):
                     "timeout_s needs a CeleryExecutor: a concurrent.futures pool cannot stop "
                     "a function that is running"
                 )
-            self._submission = FuturesRun(executor, self._fn, self._experiments)
-        else:
-            raise InvalidInputError(
-                "executor must be a CeleryExecutor or a concurrent.futures.Executor, "
-                f"got {type(executor).__name__}"
-            )
+            self._submission = FuturesRun(pool, self._fn, self._experiments)
 
     def _require_submitted(self) -> Submission:
         if self._submission is None:
@@ -360,8 +358,16 @@ class AerJobSet(JobV1):
         )
         registry.delete(submission.executor.redis, record, submission.meta_keys)
 
-    def worker_results(self, worker: int | Iterable[int], timeout: float | None = None) -> Result:
-        """The Result of sub-job ``worker`` alone; an iterable gives those, merged in order."""
+    def worker_results(
+        self, worker: int | Iterable[int] | None = None, timeout: float | None = None
+    ) -> Result:
+        """The Result of sub-job ``worker`` alone; an iterable gives those, merged in order.
+
+        ``None`` (or no argument) is every sub-job, as in qiskit-aer 0.14: the same as
+        :meth:`result`.
+        """
+        if worker is None:
+            return self.result(timeout)
         indices = (
             [self._sub_job_index(k) for k in worker]
             if isinstance(worker, Iterable)
@@ -471,8 +477,13 @@ class AerJobSet(JobV1):
         found = [(self.worker_job(k), pos) for k, pos in pairs]
         return found[0] if len(found) == 1 else found
 
-    def worker_job(self, worker: int | Iterable[int]) -> Any:
-        """Sub-job ``worker`` as a ``JobV1`` (its ``job_id()`` is the task id); a list for many."""
+    def worker_job(self, worker: int | Iterable[int] | None = None) -> Any:
+        """Sub-job ``worker`` as a ``JobV1`` (its ``job_id()`` is the task id); a list for many.
+
+        ``None`` (or no argument) gives every sub-job, in index order, as in qiskit-aer 0.14.
+        """
+        if worker is None:
+            return [SubJob(self, k) for k in range(len(self._experiments))]
         if isinstance(worker, Iterable):
             return [SubJob(self, self._sub_job_index(k)) for k in worker]
         return SubJob(self, self._sub_job_index(worker))

@@ -10,7 +10,8 @@ from qiskit_aer import AerSimulator
 from .. import admission
 from ..executors import CeleryExecutor
 from ..plan import Plan
-from .job import DistributedPrimitiveJob, check_executor, submit
+from ..pools import check_executor
+from .job import DistributedPrimitiveJob, submit
 from .layout import PrimitiveRecord, positive_or_none
 
 P = TypeVar("P", bound="DistributedPrimitive")

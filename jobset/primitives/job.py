@@ -10,7 +10,6 @@ sub-job is published; so any process with the same settings can
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -19,11 +18,12 @@ from qiskit.primitives import BasePrimitiveJob, PrimitiveResult
 from qiskit.providers import JobStatus
 
 from .. import codec
-from ..errors import InvalidInputError, JobSetNotFoundError, PrimitiveJobNotFoundError
+from ..errors import JobSetNotFoundError, PrimitiveJobNotFoundError
 from ..execute import local_runner
-from ..executors import CeleryExecutor, local_slots
+from ..executors import CeleryExecutor
 from ..jobset import AerJobSet
 from ..plan import Plan
+from ..pools import local_slots
 from ..protocol import Dispatch, owner_queue, primitive_key
 from ..recovery import queue_for
 from ..simulator import preflight
@@ -146,18 +146,9 @@ class DistributedPrimitiveJob(BasePrimitiveJob[PrimitiveResult[Any], JobStatus])
         self._job_set.delete()
 
 
-def check_executor(executor: Any) -> Any:
-    """``executor`` if it is one a job set can run on; :class:`InvalidInputError` otherwise."""
-    if not isinstance(executor, (CeleryExecutor, cf.Executor)):
-        raise InvalidInputError(
-            "executor must be a CeleryExecutor or a concurrent.futures.Executor, "
-            f"got {type(executor).__name__}"
-        )
-    return executor
-
-
 def executor_slots(executor: Any) -> int:
-    """Worker slots to spread a job over: live Celery worker processes, or the pool's size."""
+    """Worker slots to spread a job over: live Celery worker processes, or the pool's size
+    (a Dask cluster's threads)."""
     if isinstance(executor, CeleryExecutor):
         return executor.slots()
     return local_slots(executor)
