@@ -18,7 +18,12 @@ from qiskit.primitives import BasePrimitiveJob, PrimitiveResult
 from qiskit.providers import JobStatus
 
 from .. import codec
-from ..errors import JobSetNotFoundError, PrimitiveJobNotFoundError
+from ..errors import (
+    JobSetFailedError,
+    JobSetNotFoundError,
+    PrimitiveJobFailedError,
+    PrimitiveJobNotFoundError,
+)
 from ..execute import local_runner
 from ..executors import CeleryExecutor
 from ..jobset import AerJobSet
@@ -104,16 +109,22 @@ class DistributedPrimitiveJob(BasePrimitiveJob[PrimitiveResult[Any], JobStatus])
     def result(self, timeout: float | None = None) -> PrimitiveResult[Any]:
         """The ``PrimitiveResult``, PUBs in input order; one deadline for the whole wait.
 
-        ``metadata`` is Aer's (``{"version": 2}``) plus ``job_id`` and the ``seed`` the job
-        ran with.  Each PUB's ``simulator_metadata`` is Aer's run metadata of the job's
-        first sub-job (every sub-job runs the same simulator with the same options).
+        ``metadata`` is exactly Aer's (``{"version": 2}``); the set's id is
+        :meth:`job_id` and the seed :attr:`seed`.  Each PUB's ``simulator_metadata`` is
+        Aer's run metadata of the job's first sub-job (every sub-job runs the same
+        simulator with the same options).  A failed or cancelled sub-job raises
+        :class:`~jobset.errors.PrimitiveJobFailedError`, both a ``JobSetFailedError`` and
+        the ``AerError`` that Aer's own primitives raise.
         """
         if self._result is None:
-            merged = self._job_set.result(timeout)
+            try:
+                merged = self._job_set.result(timeout)
+            except JobSetFailedError as e:
+                raise PrimitiveJobFailedError(e.jobset_id, e.failures) from e
             simulator_metadata = dict(getattr(merged, "metadata", None) or {})
             self._result = PrimitiveResult(
                 pub_results(self._record, merged.results, simulator_metadata),
-                metadata={"version": 2, "job_id": self.job_id(), "seed": self._record.seed},
+                metadata={"version": 2},
             )
         return self._result
 
