@@ -37,25 +37,6 @@ SHOTS = 4000
 EXECUTORS = ["threads", "celery", "dask"]
 
 
-@pytest.fixture(scope="module")
-def thread_pool():
-    with cf.ThreadPoolExecutor(max_workers=2) as pool:
-        yield pool
-
-
-@pytest.fixture(scope="module")
-def dask_client():
-    # Threads in this process (2 cores are shared with the Celery workers); its dashboard on
-    # a free port, so that two clusters never compete for 8787.
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-
-
 @pytest.fixture(params=EXECUTORS)
 def any_executor(request):
     name = {"threads": "thread_pool", "celery": "executor", "dask": "dask_client"}[request.param]
