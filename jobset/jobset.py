@@ -31,7 +31,7 @@ from .errors import (
 from .executors import CeleryExecutor, CeleryRun, FuturesRun, SubJobState, Submission
 from .merge import merge_results
 from .plan import Plan, SubBatch, plan_from_sub_batches
-from .pools import check_executor, futures_executor
+from .pools import check_executor, default_executor, futures_executor
 from .protocol import Dispatch, backend_key
 from .status import FINAL, aggregate_status
 
@@ -60,8 +60,9 @@ class AerJobSet(JobV1):
     ``concurrent.futures.Executor`` or ``dask.distributed.Client`` (then ``fn(sub_batch)``
     runs each sub-batch there, each sub-job gets a uuid of its own, and ``cancel()`` can
     only drop sub-jobs that have not started: a pool cannot stop a running function).
-    With Celery, the worker task named in :mod:`jobset.protocol` does the work and
-    ``cancel()`` also stops running sub-jobs.
+    Without one it runs on a one-thread pool, as in qiskit-aer 0.14.  With Celery, the
+    worker task named in :mod:`jobset.protocol` does the work and ``cancel()`` also stops
+    running sub-jobs.
     """
 
     version = 1
@@ -87,7 +88,8 @@ class AerJobSet(JobV1):
         self._cache_ttl_s = cache_ttl_s
         self._fn = fn
         self._experiments = list(experiments)
-        self._executor = executor
+        # As in qiskit-aer 0.14: without an executor the set runs on a one-thread pool.
+        self._executor = default_executor() if executor is None else executor
         self._plan = plan if plan is not None else plan_from_sub_batches(self._experiments)
         self._submission: Submission | None = None
         self._submitted_at: float | None = None
@@ -501,6 +503,14 @@ class SubJob(JobV1):
 
     def submit(self) -> None:
         raise JobSetStateError("a sub-job is submitted by its job set")
+
+    def executor(self) -> Any:
+        """The executor the sub-job runs on: its set's, as for qiskit-aer 0.14's sub-jobs."""
+        return self._jobset.executor()
+
+    def circuits(self) -> list[QuantumCircuit]:
+        """The circuits of this sub-job (none for a set retrieved by id: they stay in Redis)."""
+        return list(self._jobset._experiments[self.index].circuits)
 
     def status(self) -> JobStatus:
         return self._jobset.status(self.index)

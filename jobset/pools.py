@@ -11,11 +11,28 @@ its shape (a ``get_executor()`` method, defined in the ``distributed`` package).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import threading
 from typing import Any
 
 from .errors import InvalidInputError
 from .execute import available_cores
 from .executors import CeleryExecutor
+
+_default_pool: cf.ThreadPoolExecutor | None = None
+_default_pool_lock = threading.Lock()
+
+
+def default_executor() -> cf.ThreadPoolExecutor:
+    """The one-thread pool of a job set constructed without an executor.
+
+    qiskit-aer 0.14's ``AerJobSet(backend, job_id, fn, experiments)`` ran on such a pool
+    (its ``DEFAULT_EXECUTOR``); here it is made on first use and shared the same way.
+    """
+    global _default_pool
+    with _default_pool_lock:
+        if _default_pool is None:
+            _default_pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobset")
+        return _default_pool
 
 
 def is_dask_client(executor: Any) -> bool:

@@ -24,7 +24,9 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.noise.noise_model import AerJSONEncoder
 
 from jobset import AerJobSet, CeleryExecutor, DistributedAerSimulator, SubJob, run
+from jobset.execute import local_runner
 from jobset.local import RedisServer
+from jobset.plan import make_plan
 from jobset.settings import Settings
 
 from .faultkit import wait_until
@@ -128,6 +130,26 @@ def test_none_or_no_argument_means_every_sub_job_as_in_0_14(any_executor):
     assert job.status() is JobStatus.DONE and job.done()
     assert job.status(None) is JobStatus.DONE
     assert job.worker(2) == 2
+
+
+def test_sub_jobs_name_their_executor_and_circuits_as_0_14s_did(any_executor):
+    circuits = [_noisy_circuit(), _noisy_circuit()]
+    job = run(AerSimulator(), circuits, executor=any_executor, max_job_size=1, shots=10)
+    assert [s.executor() for s in job.worker_job()] == [any_executor] * 2
+    assert [s.circuits() for s in job.worker_job()] == [[c] for c in circuits]
+    job.result(timeout=TIMEOUT_S)
+
+
+def test_a_set_constructed_without_an_executor_runs_on_one_thread_as_in_0_14():
+    backend = AerSimulator()
+    circuits = [_noisy_circuit()] * 3
+    plan = make_plan(circuits, shots=40, max_job_size=1, seed_simulator=4)
+    job = AerJobSet(backend, "historic", local_runner(backend), plan.sub_batches, plan=plan)
+    assert isinstance(job.executor(), cf.ThreadPoolExecutor)
+    assert job.executor()._max_workers == 1
+    job.submit()
+    want = backend.run(circuits, shots=40, seed_simulator=4).result()
+    assert job.result(timeout=TIMEOUT_S).get_counts() == want.get_counts()
 
 
 def test_sub_job_ids_are_unique_across_sets(any_executor):
