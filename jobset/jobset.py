@@ -31,7 +31,7 @@ from .errors import (
 from .executors import CeleryExecutor, CeleryRun, FuturesRun, SubJobState, Submission
 from .merge import merge_results
 from .plan import Plan, SubBatch, plan_from_sub_batches
-from .pools import check_executor, default_executor, futures_executor
+from .pools import default_executor, local_executor
 from .protocol import Dispatch, backend_key
 from .status import FINAL, aggregate_status
 
@@ -115,8 +115,7 @@ class AerJobSet(JobV1):
                 cache_ttl_s=self._cache_ttl_s,
             )
         else:
-            pool = futures_executor(check_executor(executor))
-            assert pool is not None  # check_executor refuses anything else
+            pool = local_executor(executor)
             if self._fn is None:
                 raise InvalidInputError("a concurrent.futures executor needs fn")
             if self._timeout_s is not None:

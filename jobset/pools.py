@@ -61,7 +61,19 @@ def check_executor(executor: Any) -> Any:
     """``executor`` if a job set can run on it; :class:`InvalidInputError` otherwise."""
     if isinstance(executor, CeleryExecutor) or futures_executor(executor) is not None:
         return executor
-    raise InvalidInputError(
+    raise _refused(executor)
+
+
+def local_executor(executor: Any) -> cf.Executor:
+    """The ``concurrent.futures`` executor to submit to; :class:`InvalidInputError` if none."""
+    pool = futures_executor(executor)
+    if pool is None:
+        raise _refused(executor)
+    return pool
+
+
+def _refused(executor: Any) -> InvalidInputError:
+    return InvalidInputError(
         "executor must be a CeleryExecutor, a concurrent.futures.Executor or a "
         f"dask.distributed.Client, got {type(executor).__name__}"
     )

@@ -10,7 +10,13 @@ import concurrent.futures as cf
 import pytest
 
 from jobset import InvalidInputError
-from jobset.pools import check_executor, futures_executor, is_dask_client, local_slots
+from jobset.pools import (
+    check_executor,
+    futures_executor,
+    is_dask_client,
+    local_executor,
+    local_slots,
+)
 
 
 class LooksLikeAClient:
@@ -24,6 +30,7 @@ def test_a_concurrent_futures_executor_is_taken_as_it_is():
     with cf.ThreadPoolExecutor(3) as pool:
         assert futures_executor(pool) is pool
         assert check_executor(pool) is pool
+        assert local_executor(pool) is pool
         assert local_slots(pool) == 3
 
 
@@ -33,3 +40,5 @@ def test_anything_else_is_refused_naming_what_would_do(executor):
     assert futures_executor(executor) is None
     with pytest.raises(InvalidInputError, match=r"CeleryExecutor, a concurrent\.futures"):
         check_executor(executor)
+    with pytest.raises(InvalidInputError, match=r"dask\.distributed\.Client"):
+        local_executor(executor)
