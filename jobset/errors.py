@@ -13,6 +13,7 @@
         ├── JobSetNotFoundError          no job set with that id (never ran, expired, deleted)
         │   └── PrimitiveJobNotFoundError  no primitive job with that id
         ├── JobSetFailedError            sub-jobs failed or were cancelled
+        │   └── PrimitiveJobFailedError  ... of a primitive job (also qiskit-aer's AerError)
         ├── JobSetTimeoutError           a wait ran past its deadline (also JobTimeoutError)
         ├── BrokerUnavailableError       Redis (broker or result backend) cannot be reached
         ├── SubJobsLostError             sub-jobs vanished from Redis (resubmit_lost() helps)
@@ -37,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qiskit.providers import JobError, JobTimeoutError
+from qiskit_aer.aererror import AerError
 
 
 class JobSetError(JobError):
@@ -121,6 +123,14 @@ class JobSetFailedError(JobSetError):
         self.failures = list(failures)
         lines = "\n".join(f"  {f}" for f in self.failures)
         super().__init__(f"job set {jobset_id}: {len(self.failures)} sub-job(s) failed\n{lines}")
+
+
+class PrimitiveJobFailedError(JobSetFailedError, AerError):
+    """Raised by a primitive job's ``result()`` when a sub-job failed or was cancelled.
+
+    Also an ``AerError``, what ``qiskit_aer.primitives`` raise for a failed simulation, so
+    code written for Aer's primitives catches it unchanged.
+    """
 
 
 class JobSetTimeoutError(JobSetError, JobTimeoutError):

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -19,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import redis
 from celery import Celery
+from kombu.pools import ProducerPool
 from qiskit.providers import JobStatus
 from qiskit.result import Result
 from redis.backoff import ExponentialBackoff
@@ -28,7 +30,7 @@ from . import recovery, registry, tally
 from .celeryconf import celery_config
 from .cost import WorkerCapacity
 from .errors import JobSetTimeoutError, SubJobsLostError, timeout_message
-from .execute import available_cores, portable_backend
+from .execute import portable_backend
 from .plan import Plan, SubBatch
 from .protocol import (
     DEFAULT_QUEUE,
@@ -178,6 +180,7 @@ class CeleryExecutor:
         self.settings = settings
         self.app = Celery("jobset-producer", set_as_current=False)
         self.app.config_from_object(celery_config(settings))
+        _private_broker_pools(self.app)
         # Retries ride out a broker that restarts; each wait still ends at its deadline.
         self.redis = redis.Redis.from_url(
             settings.backend_url,
@@ -310,16 +313,51 @@ class CeleryExecutor:
         return CeleryRun(self, jobset_id, ids, timeout_s=timeout_s, dispatch=dispatch)
 
     def close(self) -> None:
+        """Release this producer's connections to Redis; see :meth:`shutdown`."""
         self.redis.close()
         if self.broker is not self.redis:
             self.broker.close()
+        # Celery's own close() only forgets its broker pool: close what it holds (it is this
+        # executor's own, see _private_broker_pools), and the result backend's connections.
+        self.app.amqp.producer_pool.force_close_all()
+        self.app.pool.force_close_all()
+        client = getattr(self.app.backend, "client", None)
+        if client is not None:
+            client.connection_pool.disconnect()
         self.app.close()
+        # Fresh pools open nothing until used: like the Redis clients above, an executor
+        # used again after close() connects again.
+        _private_broker_pools(self.app)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """``concurrent.futures.Executor.shutdown``: release this producer's connections.
+
+        It does not touch the workers, nor the sets already submitted: their sub-jobs run
+        on, and their results stay in Redis for ``AerJobSet.retrieve`` from any executor
+        with the same settings.  ``wait`` is accepted for ``concurrent.futures`` code and
+        changes nothing (there is nothing local to wait for).  Safe to call more than once;
+        unlike a pool, an executor used again afterwards opens new connections.
+        """
+        del wait
+        self.close()
 
     def __enter__(self) -> CeleryExecutor:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _private_broker_pools(app: Celery) -> None:
+    """Give ``app`` broker connection and producer pools of its own.
+
+    Celery takes them from kombu's process-wide registry, shared by every app with the
+    same broker URL: closing them in :meth:`CeleryExecutor.close` would cut the
+    connections of every other executor of the process.
+    """
+    pool = app.connection_for_write().Pool(limit=app.conf.broker_pool_limit)
+    app._pool = pool
+    app.amqp._producer_pool = ProducerPool(pool, limit=pool.limit)
 
 
 def _failure_message(meta: dict[str, Any], index: int, jobset_id: str, timeout_s: Any) -> str:
@@ -634,7 +672,8 @@ class FuturesRun(Submission):
         self, executor: cf.Executor, fn: Callable[[SubBatch], Result], batches: Sequence[SubBatch]
     ) -> None:
         self.futures = [executor.submit(fn, b) for b in batches]
-        self.task_ids = tuple(str(i) for i in range(len(batches)))
+        # A uuid per sub-job, as qiskit-aer 0.14 gave: unique across sets, like Celery's ids.
+        self.task_ids = tuple(str(uuid.uuid4()) for _ in batches)
         self._cancelled = False
         self._pool = executor
         self._fn = fn
@@ -686,8 +725,3 @@ class FuturesRun(Submission):
     def rerun(self, indices: Sequence[int], batches: Sequence[SubBatch], *, backend: Any) -> None:
         for i in indices:
             self.futures[i] = self._pool.submit(self._fn, batches[i])
-
-
-def local_slots(executor: cf.Executor) -> int:
-    """Workers of a ``concurrent.futures`` executor (its ``_max_workers``), else the cores."""
-    return int(getattr(executor, "_max_workers", 0) or available_cores())

@@ -9,7 +9,6 @@ and split shots keep their remainder.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,6 +34,7 @@ from .errors import (
 from .executors import CeleryExecutor, CeleryRun, FuturesRun, SubJobState, Submission
 from .merge import merge_results
 from .plan import Plan, SubBatch, plan_from_sub_batches
+from .pools import default_executor, local_executor
 from .protocol import Dispatch, Kind
 from .status import FINAL
 
@@ -68,10 +68,12 @@ class AerJobSet(JobV1):
     """A job set: ``experiments`` (the planner's sub-batches) run by ``fn`` on ``executor``.
 
     ``executor`` is a :class:`~jobset.executors.CeleryExecutor`, or any
-    ``concurrent.futures.Executor`` (then ``fn(sub_batch)`` runs each sub-batch locally, and
-    ``cancel()`` can only drop sub-jobs that have not started: a pool cannot stop a
-    running function).  With Celery, the worker task named in :mod:`jobset.protocol` does
-    the work and ``cancel()`` also stops running sub-jobs.
+    ``concurrent.futures.Executor`` or ``dask.distributed.Client`` (then ``fn(sub_batch)``
+    runs each sub-batch there, each sub-job gets a uuid of its own, and ``cancel()`` can
+    only drop sub-jobs that have not started: a pool cannot stop a running function).
+    Without one it runs on a one-thread pool, as in qiskit-aer 0.14.  With Celery, the
+    worker task named in :mod:`jobset.protocol` does the work and ``cancel()`` also stops
+    running sub-jobs.
     """
 
     version = 1
@@ -97,7 +99,8 @@ class AerJobSet(JobV1):
         self._cache_ttl_s = cache_ttl_s
         self._fn = fn
         self._experiments = list(experiments)
-        self._executor = executor
+        # As in qiskit-aer 0.14: without an executor the set runs on a one-thread pool.
+        self._executor = default_executor() if executor is None else executor
         self._plan = plan if plan is not None else plan_from_sub_batches(self._experiments)
         self._submission: Submission | None = None
         self._submitted_at: float | None = None
@@ -122,7 +125,8 @@ class AerJobSet(JobV1):
                 dispatch=self._dispatch,
                 cache_ttl_s=self._cache_ttl_s,
             )
-        elif isinstance(executor, cf.Executor):
+        else:
+            pool = local_executor(executor)
             if self._fn is None:
                 raise InvalidInputError("a concurrent.futures executor needs fn")
             if self._timeout_s is not None:
@@ -130,12 +134,7 @@ class AerJobSet(JobV1):
                     "timeout_s needs a CeleryExecutor: a concurrent.futures pool cannot stop "
                     "a function that is running"
                 )
-            self._submission = FuturesRun(executor, self._fn, self._experiments)
-        else:
-            raise InvalidInputError(
-                "executor must be a CeleryExecutor or a concurrent.futures.Executor, "
-                f"got {type(executor).__name__}"
-            )
+            self._submission = FuturesRun(pool, self._fn, self._experiments)
 
     def _require_submitted(self) -> Submission:
         if self._submission is None:
@@ -408,8 +407,16 @@ class AerJobSet(JobV1):
         record = registry.load(submission.executor.store, self._job_id)
         registry.delete(submission.executor.redis, record, submission.meta_keys)
 
-    def worker_results(self, worker: int | Iterable[int], timeout: float | None = None) -> Result:
-        """The Result of sub-job ``worker`` alone; an iterable gives those, merged in order."""
+    def worker_results(
+        self, worker: int | Iterable[int] | None = None, timeout: float | None = None
+    ) -> Result:
+        """The Result of sub-job ``worker`` alone; an iterable gives those, merged in order.
+
+        ``None`` (or no argument) is every sub-job, as in qiskit-aer 0.14: the same as
+        :meth:`result`.
+        """
+        if worker is None:
+            return self.result(timeout)
         indices = (
             [self._sub_job_index(k) for k in worker]
             if isinstance(worker, Iterable)
@@ -522,8 +529,13 @@ class AerJobSet(JobV1):
         found = [(self.worker_job(k), pos) for k, pos in pairs]
         return found[0] if len(found) == 1 else found
 
-    def worker_job(self, worker: int | Iterable[int]) -> Any:
-        """Sub-job ``worker`` as a ``JobV1`` (its ``job_id()`` is the task id); a list for many."""
+    def worker_job(self, worker: int | Iterable[int] | None = None) -> Any:
+        """Sub-job ``worker`` as a ``JobV1`` (its ``job_id()`` is the task id); a list for many.
+
+        ``None`` (or no argument) gives every sub-job, in index order, as in qiskit-aer 0.14.
+        """
+        if worker is None:
+            return [SubJob(self, k) for k in range(len(self._experiments))]
         if isinstance(worker, Iterable):
             return [SubJob(self, self._sub_job_index(k)) for k in worker]
         return SubJob(self, self._sub_job_index(worker))
@@ -541,6 +553,14 @@ class SubJob(JobV1):
 
     def submit(self) -> None:
         raise JobSetStateError("a sub-job is submitted by its job set")
+
+    def executor(self) -> Any:
+        """The executor the sub-job runs on: its set's, as for qiskit-aer 0.14's sub-jobs."""
+        return self._jobset.executor()
+
+    def circuits(self) -> list[QuantumCircuit]:
+        """The circuits of this sub-job (none for a set retrieved by id: they stay in Redis)."""
+        return list(self._jobset._experiments[self.index].circuits)
 
     def status(self) -> JobStatus:
         return self._jobset.status(self.index)

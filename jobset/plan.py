@@ -18,6 +18,11 @@ every ``max_job_size`` and worker count, and never shared between chunks.  With 
 the seed is the unsplit one.  Without ``seed_simulator`` a base seed is drawn at planning
 time and recorded in the plan, so any run can be reproduced.
 
+Aer takes any signed 64-bit seed, reads it as unsigned, and the ``+ 2113 * i`` wraps
+modulo 2**64 (measured on qiskit-aer 0.18.2: seed -4 gives experiments 2**64 - 4, 2109,
+4222); :func:`experiment_seed` does the same sum and hands back the signed form Aer's
+binding takes, so every seed Aer accepts splits exactly too.
+
 The automatic ``max_job_size`` (:func:`auto_job_size`) aims at ``SUB_JOBS_PER_SLOT`` sub-jobs
 per worker slot: enough to spread the set over every slot and absorb stragglers, few
 enough to keep per-message overhead small.
@@ -37,7 +42,9 @@ from qiskit.circuit import ControlFlowOp, QuantumCircuit
 from .errors import InvalidInputError
 
 SEED_STRIDE = 2113
+MIN_SEED = -(2**63)
 MAX_SEED = 2**63 - 1
+_SEED_MODULUS = 2**64
 SUB_JOBS_PER_SLOT = 2
 _DRAWN_SEED_BOUND = 2**31
 
@@ -147,11 +154,29 @@ def balanced_starts(weights: Sequence[float], blocks: int) -> list[int]:
     return starts
 
 
+def check_seed(seed: Any, name: str = "seed_simulator") -> int:
+    """``seed`` as an int, if Aer takes it (a signed 64-bit integer); InvalidInputError if not."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InvalidInputError(f"{name} must be an integer, got {seed!r}")
+    if not MIN_SEED <= seed <= MAX_SEED:
+        raise InvalidInputError(f"{name} must be a signed 64-bit integer, as Aer takes, got {seed}")
+    return int(seed)
+
+
+def experiment_seed(seed: int, offset: int) -> int:
+    """The seed Aer gives experiment ``offset`` of a run seeded ``seed``, in the signed
+    64-bit form its binding takes (the sum wraps modulo 2**64, as Aer's does)."""
+    wrapped = (seed + SEED_STRIDE * offset) % _SEED_MODULUS
+    return wrapped - _SEED_MODULUS if wrapped > MAX_SEED else wrapped
+
+
 def chunk_seed(seed: int, chunk: int, n_chunks: int) -> int:
     """Base seed of shot chunk ``chunk``: the set's seed when shots are not split."""
     if n_chunks == 1:
         return seed
-    state = np.random.SeedSequence(entropy=seed, spawn_key=(chunk,)).generate_state(2, np.uint32)
+    # Aer's unsigned reading of the seed: a negative one seeds as Aer would read it.
+    entropy = seed % _SEED_MODULUS
+    state = np.random.SeedSequence(entropy=entropy, spawn_key=(chunk,)).generate_state(2, np.uint32)
     # 62 bits leave room for + 2113 * experiment below Aer's signed 64-bit seed.
     return int((int(state[0]) << 32 | int(state[1])) >> 2)
 
@@ -279,13 +304,7 @@ def make_plan(
     if seed_simulator is None:
         seed, drawn = secrets.randbelow(_DRAWN_SEED_BOUND), True
     else:
-        if isinstance(seed_simulator, bool) or not isinstance(seed_simulator, (int, np.integer)):
-            raise InvalidInputError(f"seed_simulator must be an integer, got {seed_simulator!r}")
-        seed, drawn = int(seed_simulator), False
-        if seed < 0 or seed + SEED_STRIDE * len(experiments) > MAX_SEED:
-            raise InvalidInputError(
-                f"seed_simulator must be in [0, 2**63 - 2113 * experiments), got {seed}"
-            )
+        seed, drawn = check_seed(seed_simulator), False
 
     size = job_size or auto_job_size(len(experiments), slots, len(chunks))
     if job_size is None and circuit_weights is not None:
@@ -310,7 +329,7 @@ def make_plan(
                     experiments=tuple(e.index for e in block),
                     chunk=c,
                     shots=chunk_n,
-                    seed_simulator=chunk_seed(seed, c, len(chunks)) + SEED_STRIDE * start,
+                    seed_simulator=experiment_seed(chunk_seed(seed, c, len(chunks)), start),
                     run_options=options,
                     base_seed=seed,
                     seed_drawn=drawn,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,9 +14,10 @@ from . import admission
 from .cost import balance_weights, circuit_costs
 from .errors import InvalidInputError, VersionSkewWarning
 from .execute import local_runner
-from .executors import CeleryExecutor, local_slots
+from .executors import CeleryExecutor
 from .jobset import AerJobSet
 from .plan import make_plan
+from .pools import check_executor, local_slots
 from .protocol import Dispatch, owner_queue
 from .publish import queue_for
 from .validate import check_submission
@@ -69,8 +69,9 @@ def run(
     """Split ``circuits`` into sub-jobs, submit them on ``executor`` and return the set.
 
     ``backend`` is an ``AerSimulator`` (its options, noise model and target travel to the
-    workers).  ``executor`` is a :class:`CeleryExecutor` or a ``concurrent.futures``
-    executor.  ``max_job_size`` counts experiments per sub-job (``None``: the rule of
+    workers).  ``executor`` is a :class:`CeleryExecutor`, a ``concurrent.futures``
+    executor or a ``dask.distributed.Client`` (as in qiskit-aer 0.14).  ``max_job_size``
+    counts experiments per sub-job (``None``: the rule of
     :func:`jobset.plan.auto_job_size`); ``max_shot_size`` splits each experiment's shots.
     ``run_options`` are those of ``AerSimulator.run`` (``shots``, ``seed_simulator``,
     ``memory``, ``parameter_binds``, ...).  ``tags`` are stored with the set's record
@@ -119,16 +120,12 @@ def run(
         raise InvalidInputError(
             f"timeout_s must be a positive number of seconds, got {timeout_s!r}"
         )
+    check_executor(executor)
     if isinstance(executor, CeleryExecutor):
         executor.check_reachable()
         slots = executor.slots()
-    elif isinstance(executor, cf.Executor):
-        slots = local_slots(executor)
     else:
-        raise InvalidInputError(
-            "executor must be a CeleryExecutor or a concurrent.futures.Executor, "
-            f"got {type(executor).__name__}"
-        )
+        slots = local_slots(executor)
     if not hasattr(backend, "options") or not hasattr(backend, "run"):
         raise InvalidInputError(f"backend must be an AerSimulator, got {type(backend).__name__}")
     options = dict(backend.options.items())

@@ -1,19 +1,45 @@
-"""What the distributed sampler and estimator share: where and how they split."""
+"""What the distributed sampler and estimator share: where and how they split.
+
+Without an executor a primitive is Aer's own (``qiskit_aer.primitives``), as
+``DistributedAerSimulator`` without one is a plain ``AerSimulator``: ``run`` hands the PUBs
+to Aer's primitive, built from this one's options and simulator, and returns its job.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+from qiskit.primitives import PrimitiveJob, PrimitiveResult
 from qiskit_aer import AerSimulator
 
 from .. import admission
+from ..errors import InvalidInputError
 from ..executors import CeleryExecutor
 from ..plan import Plan
-from .job import DistributedPrimitiveJob, check_executor, submit
+from ..pools import check_executor
+from .job import DistributedPrimitiveJob, submit
 from .layout import PrimitiveRecord, positive_or_none
 
 P = TypeVar("P", bound="DistributedPrimitive")
+
+
+def empty_job() -> PrimitiveJob[PrimitiveResult[Any]]:
+    """What Aer's primitives return for an empty list of PUBs: a job with an empty result.
+
+    Nothing is queued for it, so it is no job set (and has no ``job_set``).
+    """
+    job: PrimitiveJob[PrimitiveResult[Any]] = PrimitiveJob(
+        lambda: PrimitiveResult([], metadata={"version": 2})
+    )
+    job._submit()
+    return job
+
+
+def option_fields(options: Any) -> dict[str, Any]:
+    """An options dataclass as the dict Aer's primitives take, its values shared, not copied."""
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
 
 
 class DistributedPrimitive:
@@ -30,7 +56,7 @@ class DistributedPrimitive:
         owner: str | None = None,
         priority: str = "normal",
     ) -> None:
-        self._executor = check_executor(executor)
+        self._executor = None if executor is None else check_executor(executor)
         # Fair share as for run(): the owner's queue, the set's priority (Celery only).
         self._owner = admission.check_owner(owner)
         self._priority = admission.check_priority(priority)
@@ -41,11 +67,14 @@ class DistributedPrimitive:
         )
         self._max_job_size = positive_or_none("max_job_size", max_job_size)
         self._max_shot_size = positive_or_none("max_shot_size", max_shot_size)
+        if self._executor is None and (max_job_size, max_shot_size) != (None, None):
+            # Aer's primitive runs everything at once: a split size would change nothing.
+            raise InvalidInputError("max_job_size and max_shot_size need an executor")
         self._tags = (tags,) if isinstance(tags, str) else tuple(tags)
         self._backend: Any = AerSimulator(**backend_options)
 
     @classmethod
-    def from_backend(cls: type[P], backend: Any, *, executor: Any, **kwargs: Any) -> P:
+    def from_backend(cls: type[P], backend: Any, *, executor: Any = None, **kwargs: Any) -> P:
         """A primitive on ``backend`` (an ``AerSimulator``, or any backend Aer can mimic)."""
         primitive = cls(executor=executor, **kwargs)
         primitive._backend = (
@@ -60,7 +89,12 @@ class DistributedPrimitive:
 
     @property
     def executor(self) -> Any:
+        """Where the sub-jobs run; ``None``: this primitive is Aer's own."""
         return self._executor
+
+    def _aer_primitive(self, aer_class: Any, **kwargs: Any) -> Any:
+        """Aer's primitive with this one's current options, on this one's simulator."""
+        return aer_class.from_backend(self._backend, **kwargs)
 
     def _submit(self, plan: Plan, record: PrimitiveRecord) -> DistributedPrimitiveJob:
         """Submit a planned job on this primitive's executor, backend, tags and sharing."""

@@ -6,11 +6,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qiskit.primitives import BaseEstimatorV2
+from qiskit.primitives import BaseEstimatorV2, PrimitiveJob
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
+from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
 
-from ..errors import InvalidInputError
-from .base import DistributedPrimitive
+from .base import DistributedPrimitive, empty_job, option_fields
 from .job import DistributedPrimitiveJob, executor_slots
 from .layout import clean_run_options, plan_estimator, positive_or_none, resolve_seed
 
@@ -37,7 +37,8 @@ class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
     Takes Aer's ``options`` (``default_precision``, ``backend_options``, ``run_options``;
     the seed is ``run_options["seed_simulator"]``, as in Aer; :meth:`from_backend`) plus
     ``executor``, ``max_job_size`` (parameter-value sets per sub-job), ``max_shot_size``,
-    ``tags``, ``owner`` and ``priority``, as :class:`~jobset.primitives.SamplerV2`.
+    ``tags``, ``owner`` and ``priority``, as :class:`~jobset.primitives.SamplerV2` (without
+    an executor it is Aer's own estimator).
 
     Aer runs each PUB as one simulation of its circuit with a ``save_expectation_value``
     per Pauli, and so does this: a PUB's parameter-value sets are spread over sub-jobs,
@@ -61,7 +62,7 @@ class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
     def __init__(
         self,
         *,
-        executor: Any,
+        executor: Any = None,
         options: dict[str, Any] | None = None,
         max_job_size: int | None = None,
         max_shot_size: int | None = None,
@@ -86,14 +87,19 @@ class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
 
     def run(
         self, pubs: Iterable[Any], *, precision: float | None = None
-    ) -> DistributedPrimitiveJob:
+    ) -> DistributedPrimitiveJob | PrimitiveJob[Any]:
         """Validate ``pubs`` as Qiskit does, split them into sub-jobs and submit them.
 
         Everything is checked before anything is queued: Qiskit's own PUB coercion and
         validation (observables on the wrong number of qubits, shape mismatches, negative
         precision: its ``ValueError`` / ``TypeError``), then shots, seeds and split sizes
-        (:class:`~jobset.InvalidInputError`; also for an empty list of PUBs).
+        (:class:`~jobset.InvalidInputError`).  An empty list of PUBs gives Aer's empty
+        result at once.  Without an executor this is Aer's ``EstimatorV2.run``, and its job.
         """
+        if self._executor is None:
+            return self._aer_primitive(AerEstimatorV2, options=option_fields(self._options)).run(
+                pubs, precision=precision
+            )
         if precision is None:
             precision = self._options.default_precision
         coerced = [EstimatorPub.coerce(pub, precision) for pub in pubs]
@@ -101,7 +107,7 @@ class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
             if pub.precision < 0.0:  # Aer's own check, should coercion ever let one through
                 raise ValueError(f"The {i}-th pub has precision less than 0 ({pub.precision}).")
         if not coerced:
-            raise InvalidInputError("pubs is empty: nothing to run")
+            return empty_job()
         run_options = dict(self._options.run_options)
         backend_options = self._backend.options
         shots = run_options["shots"] if "shots" in run_options else backend_options.get("shots")

@@ -10,7 +10,6 @@ sub-job is published; so any process with the same settings can
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -18,11 +17,18 @@ from typing import Any
 from qiskit.primitives import BasePrimitiveJob, PrimitiveResult
 from qiskit.providers import JobStatus
 
-from ..errors import InvalidInputError, JobSetNotFoundError, PrimitiveJobNotFoundError
+from ..errors import (
+    InvalidInputError,
+    JobSetFailedError,
+    JobSetNotFoundError,
+    PrimitiveJobFailedError,
+    PrimitiveJobNotFoundError,
+)
 from ..execute import local_runner
-from ..executors import CeleryExecutor, local_slots
+from ..executors import CeleryExecutor
 from ..jobset import AerJobSet
 from ..plan import Plan
+from ..pools import local_slots
 from ..protocol import Dispatch, Kind, check_jobset_id, owner_queue
 from ..publish import queue_for
 from ..simulator import preflight
@@ -103,16 +109,22 @@ class DistributedPrimitiveJob(BasePrimitiveJob[PrimitiveResult[Any], JobStatus])
     def result(self, timeout: float | None = None) -> PrimitiveResult[Any]:
         """The ``PrimitiveResult``, PUBs in input order; one deadline for the whole wait.
 
-        ``metadata`` is Aer's (``{"version": 2}``) plus ``job_id`` and the ``seed`` the job
-        ran with.  Each PUB's ``simulator_metadata`` is Aer's run metadata of the job's
-        first sub-job (every sub-job runs the same simulator with the same options).
+        ``metadata`` is exactly Aer's (``{"version": 2}``); the set's id is
+        :meth:`job_id` and the seed :attr:`seed`.  Each PUB's ``simulator_metadata`` is
+        Aer's run metadata of the job's first sub-job (every sub-job runs the same
+        simulator with the same options).  A failed or cancelled sub-job raises
+        :class:`~jobset.errors.PrimitiveJobFailedError`, both a ``JobSetFailedError`` and
+        the ``AerError`` that Aer's own primitives raise.
         """
         if self._result is None:
-            merged = self._job_set.result(timeout)
+            try:
+                merged = self._job_set.result(timeout)
+            except JobSetFailedError as e:
+                raise PrimitiveJobFailedError(e.jobset_id, e.failures) from e
             simulator_metadata = dict(getattr(merged, "metadata", None) or {})
             self._result = PrimitiveResult(
                 pub_results(self._record, merged.results, simulator_metadata),
-                metadata={"version": 2, "job_id": self.job_id(), "seed": self._record.seed},
+                metadata={"version": 2},
             )
         return self._result
 
@@ -144,18 +156,9 @@ class DistributedPrimitiveJob(BasePrimitiveJob[PrimitiveResult[Any], JobStatus])
         self._job_set.delete()
 
 
-def check_executor(executor: Any) -> Any:
-    """``executor`` if it is one a job set can run on; :class:`InvalidInputError` otherwise."""
-    if not isinstance(executor, (CeleryExecutor, cf.Executor)):
-        raise InvalidInputError(
-            "executor must be a CeleryExecutor or a concurrent.futures.Executor, "
-            f"got {type(executor).__name__}"
-        )
-    return executor
-
-
 def executor_slots(executor: Any) -> int:
-    """Worker slots to spread a job over: live Celery worker processes, or the pool's size."""
+    """Worker slots to spread a job over: live Celery worker processes, or the pool's size
+    (a Dask cluster's threads)."""
     if isinstance(executor, CeleryExecutor):
         return executor.slots()
     return local_slots(executor)

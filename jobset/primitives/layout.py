@@ -51,11 +51,11 @@ from qiskit.result.models import ExperimentResult
 
 from ..errors import InvalidInputError
 from ..plan import (
-    MAX_SEED,
     ExperimentRef,
     Plan,
     SubBatch,
     auto_job_size,
+    check_seed,
     chunk_seed,
     make_plan,
     shot_chunks,
@@ -148,11 +148,7 @@ def resolve_seed(seed: Any) -> tuple[int, bool]:
     """
     if seed is None:
         return secrets.randbelow(_DRAWN_SEED_BOUND), True
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InvalidInputError(f"seed must be an integer, got {seed!r}")
-    if not 0 <= seed < MAX_SEED:
-        raise InvalidInputError(f"seed must be in [0, 2**63 - 1), got {seed}")
-    return int(seed), False
+    return check_seed(seed, "seed"), False
 
 
 def clean_run_options(run_options: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,11 +7,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qiskit.primitives import BaseSamplerV2
+from qiskit.primitives import BaseSamplerV2, PrimitiveJob
 from qiskit.primitives.containers.sampler_pub import SamplerPub
+from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
 
-from ..errors import InvalidInputError
-from .base import DistributedPrimitive
+from .base import DistributedPrimitive, empty_job, option_fields
 from .job import DistributedPrimitiveJob, executor_slots
 from .layout import clean_run_options, plan_sampler, resolve_seed
 
@@ -32,8 +32,9 @@ class SamplerV2(DistributedPrimitive, BaseSamplerV2):
 
     Takes Aer's arguments (``default_shots``, ``seed``, ``options`` with
     ``backend_options`` and ``run_options``; :meth:`from_backend`) plus where and how to
-    split: ``executor`` (a :class:`~jobset.CeleryExecutor` or a ``concurrent.futures``
-    executor), ``max_job_size`` (parameter-value sets per sub-job; ``None`` spreads the job
+    split: ``executor`` (a :class:`~jobset.CeleryExecutor`, a ``concurrent.futures``
+    executor or a ``dask.distributed.Client``; without one this is Aer's own sampler,
+    jobs and all), ``max_job_size`` (parameter-value sets per sub-job; ``None`` spreads the job
     over about two sub-jobs per worker slot), ``max_shot_size`` (shots per sub-job),
     ``tags`` (stored with the job's record), and on Celery ``owner`` and ``priority``
     (fair share, as for :func:`jobset.run`).
@@ -49,7 +50,7 @@ class SamplerV2(DistributedPrimitive, BaseSamplerV2):
     def __init__(
         self,
         *,
-        executor: Any,
+        executor: Any = None,
         default_shots: int = 1024,
         seed: int | None = None,
         options: dict[str, Any] | None = None,
@@ -86,13 +87,23 @@ class SamplerV2(DistributedPrimitive, BaseSamplerV2):
     def options(self) -> SamplerOptions:
         return self._options
 
-    def run(self, pubs: Iterable[Any], *, shots: int | None = None) -> DistributedPrimitiveJob:
+    def run(
+        self, pubs: Iterable[Any], *, shots: int | None = None
+    ) -> DistributedPrimitiveJob | PrimitiveJob[Any]:
         """Validate ``pubs`` as Qiskit does, split them into sub-jobs and submit them.
 
         Everything is checked before anything is queued: Qiskit's own PUB coercion and
         validation (its ``ValueError`` / ``TypeError``), then shots, seeds and split sizes
-        (:class:`~jobset.InvalidInputError`; also for an empty list of PUBs).
+        (:class:`~jobset.InvalidInputError`).  An empty list of PUBs gives Aer's empty
+        result at once.  Without an executor this is Aer's ``SamplerV2.run``, and its job.
         """
+        if self._executor is None:
+            return self._aer_primitive(
+                AerSamplerV2,
+                default_shots=self._default_shots,
+                seed=self._seed,
+                options=option_fields(self._options),
+            ).run(pubs, shots=shots)
         if shots is None:
             shots = self._default_shots
         coerced = [SamplerPub.coerce(pub, shots) for pub in pubs]
@@ -106,7 +117,7 @@ class SamplerV2(DistributedPrimitive, BaseSamplerV2):
                     stacklevel=2,
                 )
         if not coerced:
-            raise InvalidInputError("pubs is empty: nothing to run")
+            return empty_job()
         run_options = dict(self._options.run_options)
         # As Aer: the sampler's seed wins over run_options, which wins over the backend's.
         seed = self._seed

@@ -13,6 +13,7 @@ from qiskit.quantum_info import SparsePauliOp
 from jobset.errors import InvalidInputError
 from jobset.plan import (
     MAX_SEED,
+    MIN_SEED,
     SEED_STRIDE,
     SUB_JOBS_PER_SLOT,
     auto_job_size,
@@ -387,17 +388,23 @@ def test_a_circuit_with_control_flow_but_no_save_instruction_can_be_shot_split()
     assert make_plan(qc, shots=10, max_shot_size=3, seed_simulator=1).chunk_shots == (3, 3, 3, 1)
 
 
-@pytest.mark.parametrize("seed", [-1, -2113, 1.5, "7", True], ids=lambda s: repr(s))
-def test_seeds_that_are_not_a_non_negative_integer_are_refused(seed):
+@pytest.mark.parametrize(
+    "seed", [1.5, "7", True, MAX_SEED + 1, MIN_SEED - 1], ids=lambda s: repr(s)
+)
+def test_seeds_that_aer_does_not_take_are_refused(seed):
     with pytest.raises(InvalidInputError, match="seed_simulator"):
         make_plan(circuits(1), shots=10, seed_simulator=seed)
 
 
-def test_a_seed_whose_experiment_offsets_overflow_is_refused():
-    with pytest.raises(InvalidInputError, match="seed_simulator"):
-        make_plan(circuits(3), shots=10, seed_simulator=MAX_SEED - SEED_STRIDE)
-    plan = make_plan(circuits(3), shots=10, seed_simulator=MAX_SEED - 3 * SEED_STRIDE)
-    assert max(effective_seeds(plan).values()) <= MAX_SEED
+def test_experiment_offsets_wrap_around_64_bits_as_aers_do():
+    plan = make_plan(circuits(3), shots=10, seed_simulator=MAX_SEED - SEED_STRIDE, max_job_size=1)
+    assert [b.seed_simulator for b in plan.sub_batches] == [
+        MAX_SEED - SEED_STRIDE,
+        MAX_SEED,
+        MIN_SEED + SEED_STRIDE - 1,
+    ]
+    plan = make_plan(circuits(2), shots=10, seed_simulator=-4, max_job_size=1)
+    assert [b.seed_simulator for b in plan.sub_batches] == [-4, SEED_STRIDE - 4]
 
 
 # Seeds

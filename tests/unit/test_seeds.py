@@ -18,7 +18,7 @@ from qiskit_aer.noise import NoiseModel, QuantumError, depolarizing_error, therm
 
 from jobset.execute import portable_backend, run_sub_batch
 from jobset.merge import merge_results
-from jobset.plan import MAX_SEED, SEED_STRIDE, make_plan
+from jobset.plan import MAX_SEED, MIN_SEED, SEED_STRIDE, make_plan
 
 SHOTS = 64
 SEED = 1234
@@ -325,14 +325,17 @@ def test_a_single_shot_chunk_equals_the_unsplit_run(
     assert_same_outcomes(run_plan(simulator, plan), reference, len(circuits))
 
 
-@pytest.mark.parametrize("seed", [0, MAX_SEED - SEED_STRIDE * 3], ids=["zero", "largest"])
-def test_the_extreme_seeds_the_planner_accepts_also_split_exactly(
-    simulator, qv_circuits, run_plan, seed
-):
+@pytest.mark.parametrize(
+    "seed",
+    [0, MAX_SEED - SEED_STRIDE * 3, MAX_SEED, -4, MIN_SEED],
+    ids=["zero", "largest-without-wrapping", "largest", "negative", "smallest"],
+)
+def test_every_seed_aer_takes_also_splits_exactly(simulator, qv_circuits, run_plan, seed):
     circuits = qv_circuits[:3]
     reference = simulator.run(circuits, shots=SHOTS, seed_simulator=seed, memory=True).result()
+    # Aer reads the seed as unsigned 64-bit and its offsets wrap there.
     assert [r.seed_simulator for r in reference.results] == [
-        seed + SEED_STRIDE * i for i in range(3)
+        (seed + SEED_STRIDE * i) % 2**64 for i in range(3)
     ]
     plan = make_plan(circuits, shots=SHOTS, seed_simulator=seed, max_job_size=1, run_options=MEMORY)
     assert_same_outcomes(run_plan(simulator, plan), reference, 3)
