@@ -19,7 +19,7 @@ from jobset.errors import ConfigurationError, JobSetError, VersionMismatchError
 from jobset.limits import estimate_memory, human_bytes, used_qubits
 from jobset.protocol import SubJobRef, queue_lists
 from jobset.recovery import _task_id, time_limits
-from jobset.settings import DEFAULT_MAX_RESULT_BYTES, Settings
+from jobset.settings import DEFAULT_MAX_RESULT_BYTES, DEFAULT_VISIBILITY_TIMEOUT_S, Settings
 
 PACKAGE = Path(jobset.__file__).parent
 KEY = "s3cret-signing-key-of-32-bytes-at-least"
@@ -163,7 +163,7 @@ def test_the_reliability_variables_are_read_from_the_environment():
 
 def test_the_reliability_defaults_are_documented_values():
     settings = Settings(secret_key=KEY)
-    assert settings.visibility_timeout_s == 300
+    assert settings.visibility_timeout_s == DEFAULT_VISIBILITY_TIMEOUT_S == 60
     assert settings.connect_timeout_s == 5
     assert settings.max_worker_losses == 3
     assert settings.max_result_bytes == DEFAULT_MAX_RESULT_BYTES == 256 * 2**20
@@ -221,6 +221,17 @@ def test_a_lease_is_renewed_three_times_per_visibility_timeout_at_least():
     assert lease_renewal_s(3) == 1
     assert lease_renewal_s(300) == 10
     assert lease_renewal_s(0.6) == 0.5
+
+
+def test_with_the_defaults_a_dead_workers_sub_job_is_swept_back_within_a_minute_and_a_half():
+    from workers.lifecycle import lease_renewal_s
+
+    timeout_s = Settings(secret_key=KEY).visibility_timeout_s
+    # Live leases are renewed six times per timeout: a busy event loop has 50 s of slack.
+    assert lease_renewal_s(timeout_s) <= 10
+    # An expired lease waits at most one sweep; the last renewal was before the death.
+    assert restore_interval_s(timeout_s) <= 10
+    assert timeout_s + restore_interval_s(timeout_s) < 90
 
 
 def test_a_time_limit_becomes_a_soft_and_a_slightly_later_hard_limit():
