@@ -223,6 +223,17 @@ def test_a_lease_is_renewed_three_times_per_visibility_timeout_at_least():
     assert lease_renewal_s(0.6) == 0.5
 
 
+def test_a_worker_whose_pool_cannot_renew_leases_is_told_so_and_a_prefork_one_is_not():
+    from celery.concurrency import get_implementation
+
+    from workers.lifecycle import renewal_caveat
+
+    assert renewal_caveat(get_implementation("prefork"), 60) is None
+    for pool in ("solo", "threads"):
+        caveat = renewal_caveat(get_implementation(pool), 60)
+        assert caveat is not None and "JOBSET_VISIBILITY_TIMEOUT_S=60 s" in caveat, pool
+
+
 def test_with_the_defaults_a_dead_workers_sub_job_is_swept_back_within_a_minute_and_a_half():
     from workers.lifecycle import lease_renewal_s
 
