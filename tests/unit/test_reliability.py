@@ -19,7 +19,7 @@ from jobset.errors import ConfigurationError, JobSetError, VersionMismatchError
 from jobset.limits import estimate_memory, human_bytes, used_qubits
 from jobset.protocol import SubJobRef, queue_lists
 from jobset.recovery import _task_id, time_limits
-from jobset.settings import DEFAULT_MAX_RESULT_BYTES, DEFAULT_VISIBILITY_TIMEOUT_S, Settings
+from jobset.settings import DEFAULT_MAX_RESULT_BYTES, Settings
 
 PACKAGE = Path(jobset.__file__).parent
 KEY = "s3cret-signing-key-of-32-bytes-at-least"
@@ -163,7 +163,7 @@ def test_the_reliability_variables_are_read_from_the_environment():
 
 def test_the_reliability_defaults_are_documented_values():
     settings = Settings(secret_key=KEY)
-    assert settings.visibility_timeout_s == DEFAULT_VISIBILITY_TIMEOUT_S == 60
+    assert settings.visibility_timeout_s == 60
     assert settings.connect_timeout_s == 5
     assert settings.max_worker_losses == 3
     assert settings.max_result_bytes == DEFAULT_MAX_RESULT_BYTES == 256 * 2**20
