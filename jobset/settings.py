@@ -37,6 +37,11 @@ MAKE_KEY_HINT = 'make one with: python -c "import secrets; print(secrets.token_h
 # 25-qubit one (512 MiB) does not.
 DEFAULT_MAX_RESULT_BYTES = 256 * 1024 * 1024
 
+# Live workers renew their leases every 10 s at this timeout (workers.lifecycle) and kombu
+# sweeps for expired ones every 10 s (celeryconf), so a dead worker's sub-job runs again
+# 50 to 70 s after it died, while a long sub-job of a live worker is never delivered twice.
+DEFAULT_VISIBILITY_TIMEOUT_S = 60
+
 
 @dataclass(frozen=True, repr=False)
 class Settings:
@@ -48,8 +53,9 @@ class Settings:
     everywhere, then dropping the old one.  ``result_ttl_s`` bounds the life of every key
     the project writes.
     ``visibility_timeout_s`` is how long a sub-job held by a worker that died stays
-    invisible before Redis delivers it again; live workers renew the lease of what they
-    hold, so it need not exceed the longest sub-job.  ``aer_threads`` (workers only) is the
+    invisible before Redis delivers it again (60 s: it runs elsewhere within about 70 s);
+    live workers renew the lease of what they hold, so it need not exceed the longest
+    sub-job.  ``aer_threads`` (workers only) is the
     OpenMP threads per task; ``None`` means cores divided by the worker's concurrency.
 
     Reliability limits: ``connect_timeout_s`` bounds each attempt to reach Redis, so an
@@ -70,7 +76,7 @@ class Settings:
     secret_key: bytes = field(default=b"", repr=False)
     previous_secret_keys: tuple[bytes, ...] = field(default=(), repr=False)
     result_ttl_s: int = 7 * 24 * 3600
-    visibility_timeout_s: int = 300
+    visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
     aer_threads: int | None = None
     connect_timeout_s: int = 5
     max_worker_losses: int = 3

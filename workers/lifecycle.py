@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 from celery import bootsteps
+from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.signals import celeryd_after_setup, worker_process_init
 from celery.worker import state as worker_state
 
@@ -40,6 +41,7 @@ from jobset.protocol import (
     is_owner_queue,
     worker_key,
 )
+from jobset.settings import ENV_VISIBILITY_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +162,9 @@ class Heartbeat(bootsteps.StartStopStep):
         self.lease_tref = worker.timer.call_repeatedly(
             lease_renewal_s(settings.visibility_timeout_s), self._renew_leases
         )
+        caveat = renewal_caveat(worker.pool_cls, settings.visibility_timeout_s)
+        if caveat is not None:
+            logger.warning(caveat)
 
     def stop(self, worker: Any) -> None:
         for tref in (self.tref, self.lease_tref, self.calibration_tref):
@@ -268,6 +273,23 @@ class OwnerQueues(bootsteps.StartStopStep):
             if is_owner_queue(name, self.bases) and not task_consumer.consuming_from(name):
                 logger.info("consuming owner queue %s", name)
                 consumer.add_task_queue(name)
+
+
+def renewal_caveat(pool_cls: Any, visibility_timeout_s: int) -> str | None:
+    """Why leases may not be renewed with this pool, or None for the prefork pool.
+
+    Other pools simulate in the worker's own process, where Aer holds the GIL until it
+    returns, so the timer that renews leases waits too.
+    """
+    if isinstance(pool_cls, type) and issubclass(pool_cls, PreforkPool):
+        return None
+    name = getattr(pool_cls, "__module__", str(pool_cls)).rsplit(".", 1)[-1]
+    return (
+        f"the {name} pool simulates in the worker's process, which stops lease renewal "
+        f"while Aer runs: a sub-job longer than the visibility timeout "
+        f"({ENV_VISIBILITY_TIMEOUT_S}={visibility_timeout_s} s) is delivered again; use "
+        f"the prefork pool (the default) or a timeout above the longest sub-job"
+    )
 
 
 def lease_renewal_s(visibility_timeout_s: float) -> float:

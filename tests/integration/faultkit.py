@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 
 from qiskit import QuantumCircuit, transpile
 from qiskit.circuit.library import quantum_volume
+from qiskit.result import Result
 from qiskit_aer import AerSimulator
 
 from jobset import run
-from jobset.protocol import ended_field, runs_key, started_field
+from jobset.protocol import UNACKED_INDEX_KEY, UNACKED_KEY, ended_field, runs_key, started_field
 
 T = TypeVar("T")
 
@@ -65,6 +66,21 @@ def ends(executor: Any, job: Any, index: int) -> int:
     return int(raw or 0)
 
 
+def lease_age_s(executor: Any, job: Any, index: int) -> float | None:
+    """Seconds since the lease of sub-job ``index`` was last renewed; None when none holds it.
+
+    kombu keeps a held message in the ``unacked`` hash (tag -> [message, ...]) and its
+    lease in ``unacked_index`` (tag -> when it was delivered or last renewed).
+    """
+    task = job.worker_job(index).job_id()
+    for tag, raw in executor.redis.hscan_iter(UNACKED_KEY):
+        message = json.loads(raw)[0]
+        if message.get("headers", {}).get("id") == task:
+            score = executor.redis.zscore(UNACKED_INDEX_KEY, tag)
+            return None if score is None else time.time() - float(score)
+    return None
+
+
 def wait_started(
     executor: Any, job: Any, index: int, *, times: int = 1, timeout_s: float = 60
 ) -> dict[str, Any]:
@@ -101,4 +117,13 @@ def submit_exact(executor: Any, circuits: Any, *, shots: int, seed: int, **optio
         seed_simulator=seed,
         memory=True,
         **options,
+    )
+
+
+def reference_result(circuits: list[QuantumCircuit], shots: int, seed: int) -> Result:
+    """One undisturbed ``AerSimulator.run`` on one thread (picklable: a spawned process runs it)."""
+    return (
+        AerSimulator(method="statevector")
+        .run(circuits, shots=shots, seed_simulator=seed, memory=True, max_parallel_threads=1)
+        .result()
     )

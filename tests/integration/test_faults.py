@@ -8,23 +8,31 @@ undisturbed ``AerSimulator.run``, and that the redelivery it relies on really ha
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
+import re
 import signal
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from qiskit import QuantumCircuit
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
-from jobset import CeleryExecutor, JobSetFailedError
+from jobset import CeleryExecutor, JobSetFailedError, run
 from jobset.celeryconf import restore_interval_s
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import SubJobRef, task_id
+from jobset.settings import DEFAULT_VISIBILITY_TIMEOUT_S
+from workers.lifecycle import lease_renewal_s
 
 from .faultkit import (
     ends,
     heavy_circuits,
+    lease_age_s,
+    reference_result,
     starts,
     submit_exact,
     task_meta,
@@ -35,6 +43,7 @@ from .faultkit import (
 from .workloads import assert_same_counts_and_memory, qv_circuits
 
 pytestmark = pytest.mark.integration
+logger = logging.getLogger(__name__)
 
 SEED = 11
 SHOTS = 64
@@ -42,6 +51,12 @@ SHOTS = 64
 # below runs about twice as long, so a lease that was not renewed would expire under it.
 VISIBILITY_S = 3
 MAX_WORKER_LOSSES = 2
+# With the default settings: eleven 22-qubit circuits in one sub-job run about 85 s on an
+# idle core here (more under load), past the default visibility timeout plus one sweep
+# (70 s), by when a lease that was not renewed would be back in the queue; and the goal
+# for a dead worker's sub-job is to run again within a minute and a half.
+LONG_CIRCUITS = 11
+REDELIVERY_GOAL_S = 90
 
 
 def reference(circuits):
@@ -191,3 +206,81 @@ def test_a_backend_connection_lost_while_storing_a_result_is_retried_inside_the_
         # Stored by the same run, after the outage: the simulation was not redone.
         assert starts(executor, job, 0) == 1
     assert_same_counts_and_memory(result, reference(circuits))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_with_default_settings_a_dead_workers_sub_job_runs_again_within_90_s_and_a_long_one_once():
+    killed_circuits = heavy_circuits(21, [5]) + qv_circuits(2)
+    long_circuits = heavy_circuits(22, range(1, LONG_CIRCUITS + 1), name="long")
+    with (
+        # The references run in a process of their own while the workers simulate (Aer
+        # holds the GIL), spawned: Aer can hang in a child forked after a simulation.
+        ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as references,
+        LocalCluster(workers=2, loglevel="INFO") as cluster,  # no JOBSET_VISIBILITY_TIMEOUT_S
+        CeleryExecutor(cluster.settings) as executor,
+    ):
+        timeout_s = cluster.settings.visibility_timeout_s
+        assert timeout_s == DEFAULT_VISIBILITY_TIMEOUT_S
+        swept_by_s = timeout_s + restore_interval_s(timeout_s)
+
+        killed = submit(executor, killed_circuits)
+        where = wait_started(executor, killed, 0)
+        victim = next(w.index for w in cluster.workers if w.hostname == where["hostname"])
+        cluster.kill_worker(victim)  # SIGKILL to the worker's whole process group
+        killed_at = time.monotonic()
+
+        # A sub-job longer than the timeout on the surviving worker, while the other waits.
+        long = run(
+            AerSimulator(method="statevector"),
+            long_circuits,
+            executor=executor,
+            max_job_size=len(long_circuits),
+            shots=SHOTS,
+            seed_simulator=SEED,
+            memory=True,
+        )
+        long_where = wait_started(executor, long, 0)
+        long_started_at = time.monotonic()
+        survivor = next(w for w in cluster.workers if w.hostname == long_where["hostname"])
+        want_killed = references.submit(reference_result, killed_circuits, SHOTS, SEED)
+        want_long = references.submit(reference_result, long_circuits, SHOTS, SEED)
+        cluster.add_worker()  # two live workers again: one is free for the redelivery
+
+        # Bounded by the timeout plus one sweep: the last renewal was before the kill.
+        rerun = wait_started(executor, killed, 0, times=2, timeout_s=2 * REDELIVERY_GOAL_S)
+        redelivered_after_s = time.monotonic() - killed_at
+        logger.info(
+            "killed worker's sub-job started again %.1f s after the kill", redelivered_after_s
+        )
+        assert redelivered_after_s < REDELIVERY_GOAL_S, redelivered_after_s
+        assert rerun["hostname"] != where["hostname"]
+        assert rerun["hostname"] in cluster.worker_hostnames
+        killed_result = killed.result(timeout=120)
+        assert starts(executor, killed, 0) == 2 and ends(executor, killed, 0) == 1
+        assert all(starts(executor, killed, k) == 1 for k in (1, 2))
+
+        # Past the timeout and one sweep, the long sub-job still runs, started once, and
+        # its worker renewed its lease meanwhile.
+        wait_until(
+            lambda: time.monotonic() - long_started_at > swept_by_s,
+            swept_by_s,
+            "the long sub-job to outlive the timeout and one sweep",
+        )
+        assert ends(executor, long, 0) == 0, "the long sub-job was too short: add circuits"
+        assert starts(executor, long, 0) == 1
+        age_s = lease_age_s(executor, long, 0)
+        assert age_s is not None and age_s < 2 * lease_renewal_s(timeout_s), age_s
+
+        long_result = long.result(timeout=300)
+        line = wait_for_log(
+            survivor.log_path, rf"sub-job 0 of {long.job_id()} simulated in [0-9.]+ s", 10
+        )
+        simulated_s = float(re.search(r"simulated in ([0-9.]+) s", line).group(1))
+        logger.info("the long sub-job simulated for %.1f s, started once", simulated_s)
+        assert simulated_s > swept_by_s
+        assert starts(executor, long, 0) == 1 and ends(executor, long, 0) == 1
+        assert survivor.running()
+        assert [killed.status(), long.status()] == [JobStatus.DONE, JobStatus.DONE]
+        assert_same_counts_and_memory(killed_result, want_killed.result(timeout=120))
+        assert_same_counts_and_memory(long_result, want_long.result(timeout=300))

@@ -164,7 +164,7 @@ def test_the_reliability_variables_are_read_from_the_environment():
 
 def test_the_reliability_defaults_are_documented_values():
     settings = Settings(secret_key=KEY)
-    assert settings.visibility_timeout_s == 300
+    assert settings.visibility_timeout_s == 60
     assert settings.connect_timeout_s == 5
     assert settings.max_worker_losses == 3
     assert settings.max_result_bytes == DEFAULT_MAX_RESULT_BYTES == 256 * 2**20
@@ -222,6 +222,28 @@ def test_a_lease_is_renewed_three_times_per_visibility_timeout_at_least():
     assert lease_renewal_s(3) == 1
     assert lease_renewal_s(300) == 10
     assert lease_renewal_s(0.6) == 0.5
+
+
+def test_a_worker_whose_pool_cannot_renew_leases_is_told_so_and_a_prefork_one_is_not():
+    from celery.concurrency import get_implementation
+
+    from workers.lifecycle import renewal_caveat
+
+    assert renewal_caveat(get_implementation("prefork"), 60) is None
+    for pool in ("solo", "threads"):
+        caveat = renewal_caveat(get_implementation(pool), 60)
+        assert caveat is not None and "JOBSET_VISIBILITY_TIMEOUT_S=60 s" in caveat, pool
+
+
+def test_with_the_defaults_a_dead_workers_sub_job_is_swept_back_within_a_minute_and_a_half():
+    from workers.lifecycle import lease_renewal_s
+
+    timeout_s = Settings(secret_key=KEY).visibility_timeout_s
+    # Live leases are renewed six times per timeout: a busy event loop has 50 s of slack.
+    assert lease_renewal_s(timeout_s) <= 10
+    # An expired lease waits at most one sweep; the last renewal was before the death.
+    assert restore_interval_s(timeout_s) <= 10
+    assert timeout_s + restore_interval_s(timeout_s) < 90
 
 
 def test_a_time_limit_becomes_a_soft_and_a_slightly_later_hard_limit():
