@@ -102,8 +102,7 @@ def one_size(n: int, *, run_it: bool) -> None:
                 f"message)"
             )
             print(
-                f"{'':>17}status at 0 % {ms(job.status):.1f} ms, progress "
-                f"{ms(job.progress):.1f} ms"
+                f"{'':>17}status at 0 % {ms(job.status):.1f} ms, progress {ms(job.progress):.1f} ms"
             )
             start = time.perf_counter()
             job.cancel()
