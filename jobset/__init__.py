@@ -11,6 +11,7 @@
 """
 
 from .errors import (
+    AdmissionError,
     BrokerUnavailableError,
     ConfigurationError,
     DecodeError,
@@ -21,9 +22,18 @@ from .errors import (
     JobSetNotFoundError,
     JobSetStateError,
     JobSetTimeoutError,
+    PrimitiveJobFailedError,
+    PrimitiveJobNotFoundError,
+    RedeliveryLimitError,
+    ResultTooLargeError,
     SecurityError,
+    SimulationFailedError,
+    SubJobError,
     SubJobFailure,
     SubJobsLostError,
+    SubJobTimeoutError,
+    VersionMismatchError,
+    VersionSkewWarning,
 )
 from .executors import CeleryExecutor
 from .jobset import AerJobSet, JobSetInfo, SubJob
@@ -31,6 +41,7 @@ from .settings import Settings
 from .simulator import DistributedAerSimulator, run
 
 __all__ = [
+    "AdmissionError",
     "AerJobSet",
     "BrokerUnavailableError",
     "CeleryExecutor",
@@ -45,10 +56,19 @@ __all__ = [
     "JobSetNotFoundError",
     "JobSetStateError",
     "JobSetTimeoutError",
+    "PrimitiveJobFailedError",
+    "PrimitiveJobNotFoundError",
+    "RedeliveryLimitError",
+    "ResultTooLargeError",
     "SecurityError",
     "Settings",
+    "SimulationFailedError",
     "SubJob",
+    "SubJobError",
     "SubJobFailure",
+    "SubJobTimeoutError",
     "SubJobsLostError",
+    "VersionMismatchError",
+    "VersionSkewWarning",
     "run",
 ]

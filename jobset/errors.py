@@ -104,12 +104,21 @@ class PrimitiveJobNotFoundError(JobSetNotFoundError):
 
 @dataclass(frozen=True)
 class SubJobFailure:
-    """One failed or cancelled sub-job: its index, its Celery task id and the worker's message."""
+    """One failed or cancelled sub-job: its index, its Celery task id, the worker's message
+    and the name of the error it raised (``error_type``, empty for a cancelled sub-job)."""
 
     index: int
     task_id: str
     status: str
     message: str
+    error_type: str = ""
+
+    @property
+    def error_class(self) -> type[Exception] | None:
+        """The error class of this tree that ``error_type`` names, if it names one; so a
+        caller can ``issubclass(f.error_class, SubJobTimeoutError)`` without parsing text."""
+        found = globals().get(self.error_type)
+        return found if isinstance(found, type) and issubclass(found, JobSetError) else None
 
     def __str__(self) -> str:
         return f"sub-job {self.index} (task {self.task_id}) {self.status}: {self.message}"

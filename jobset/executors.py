@@ -67,10 +67,12 @@ _RESULT_CHUNK = 500
 
 
 class SubJobState(NamedTuple):
-    """One sub-job as last seen: its status and, when it failed, the worker's message."""
+    """One sub-job as last seen: its status and, when it failed, the worker's message and
+    the name of the error it raised (``"SubJobTimeoutError"``, ...)."""
 
     status: JobStatus
     message: str = ""
+    error_type: str = ""
 
 
 class Submission(abc.ABC):
@@ -360,19 +362,21 @@ def _private_broker_pools(app: Celery) -> None:
     app.amqp._producer_pool = ProducerPool(pool, limit=pool.limit)
 
 
-def _failure_message(meta: dict[str, Any], index: int, jobset_id: str, timeout_s: Any) -> str:
+def _failure(meta: dict[str, Any], index: int, jobset_id: str, timeout_s: Any) -> tuple[str, str]:
+    """The error type and the message of a failed sub-job, from its Celery record."""
     result = meta.get("result")
     if isinstance(result, dict) and "exc_type" in result:
         message = result.get("exc_message")
         if isinstance(message, (list, tuple)):
             message = " ".join(str(m) for m in message)
-        if result["exc_type"] == "TimeLimitExceeded":
+        error_type = str(result["exc_type"])
+        if error_type == "TimeLimitExceeded":
             # The worker words it as SubJobTimeoutError too, but Celery's own store of the
             # hard limit can land after that one: word it the same here.
             soft_s = timeout_s if timeout_s is not None else message
-            return f"SubJobTimeoutError: {timeout_message(index, jobset_id, soft_s)}"
-        return f"{result['exc_type']}: {message}"
-    return str(result) if result else meta.get("status", "")
+            error_type, message = "SubJobTimeoutError", timeout_message(index, jobset_id, soft_s)
+        return error_type, f"{error_type}: {message}"
+    return "", str(result) if result else str(meta.get("status", ""))
 
 
 def growing_chunks(items: Sequence[T], *, first: int = 1, most: int = 256) -> Iterator[Sequence[T]]:
@@ -503,12 +507,12 @@ class CeleryRun(Submission):
         which = range(len(self.task_ids)) if indices is None else indices
         for index, meta in zip(which, self._metas(indices), strict=True):
             status = celery_to_job_status(meta.get("status"), cancelled=self._cancelled)
-            message = ""
+            message = error_type = ""
             if status is JobStatus.ERROR:
-                message = _failure_message(meta, index, self.jobset_id, self.timeout_s)
+                error_type, message = _failure(meta, index, self.jobset_id, self.timeout_s)
             elif status is JobStatus.CANCELLED:
                 message = "cancelled"
-            states.append(SubJobState(status, message))
+            states.append(SubJobState(status, message, error_type))
         return states
 
     @contextlib.contextmanager
@@ -694,11 +698,13 @@ class FuturesRun(Submission):
             return SubJobState(JobStatus.RUNNING if future.running() else JobStatus.QUEUED)
         error = future.exception()
         if error is not None:
-            return SubJobState(JobStatus.ERROR, f"{type(error).__name__}: {error}")
+            name = type(error).__name__
+            return SubJobState(JobStatus.ERROR, f"{name}: {error}", name)
         result = future.result()
         if not result.success:
             failed = [str(e.status) for e in result.results if not e.success]
-            return SubJobState(JobStatus.ERROR, "; ".join(failed) or str(result.status))
+            message = "; ".join(failed) or str(result.status)
+            return SubJobState(JobStatus.ERROR, message, "SimulationFailedError")
         return SubJobState(JobStatus.DONE)
 
     def results(self, indices: Iterable[int]) -> dict[int, Result]:

@@ -226,7 +226,7 @@ class AerJobSet(JobV1):
     def _failures(self, states: Sequence[SubJobState]) -> list[SubJobFailure]:
         task_ids = self._require_submitted().task_ids
         return [
-            SubJobFailure(i, task_ids[i], s.status.name, s.message)
+            SubJobFailure(i, task_ids[i], s.status.name, s.message, s.error_type)
             for i, s in enumerate(states)
             if s.status is not JobStatus.DONE
         ]
@@ -264,7 +264,7 @@ class AerJobSet(JobV1):
         """Sub-jobs that finished but whose result is missing: failures, never quiet gaps."""
         task_ids = self._require_submitted().task_ids
         return [
-            SubJobFailure(i, task_ids[i], JobStatus.ERROR.name, RESULT_GONE)
+            SubJobFailure(i, task_ids[i], JobStatus.ERROR.name, RESULT_GONE, "ResultGone")
             for i, s in enumerate(states)
             if s.status is JobStatus.DONE and i not in results
         ]

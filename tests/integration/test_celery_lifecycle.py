@@ -19,6 +19,7 @@ from jobset import (
     JobSetFailedError,
     JobSetStateError,
     Settings,
+    SimulationFailedError,
     run,
 )
 from jobset.local import LocalCluster, RedisServer
@@ -103,6 +104,7 @@ def test_aer_failure_makes_the_set_error_and_result_lists_every_failed_sub_job(e
     assert [f.index for f in error.failures] == [2]
     assert error.failures[0].task_id == job.worker_job(2).job_id()
     assert "Insufficient memory" in error.failures[0].message
+    assert error.failures[0].error_class is SimulationFailedError  # typed, not only words
     assert "sub-job 2" in str(error)
 
     partial = job.result(partial=True)

@@ -14,6 +14,7 @@ PACKAGE = Path(jobset.__file__).parent
 
 def test_public_names_are_exactly_the_pinned_list():
     assert sorted(jobset.__all__) == [
+        "AdmissionError",
         "AerJobSet",
         "BrokerUnavailableError",
         "CeleryExecutor",
@@ -28,11 +29,20 @@ def test_public_names_are_exactly_the_pinned_list():
         "JobSetNotFoundError",
         "JobSetStateError",
         "JobSetTimeoutError",
+        "PrimitiveJobFailedError",
+        "PrimitiveJobNotFoundError",
+        "RedeliveryLimitError",
+        "ResultTooLargeError",
         "SecurityError",
         "Settings",
+        "SimulationFailedError",
         "SubJob",
+        "SubJobError",
         "SubJobFailure",
+        "SubJobTimeoutError",
         "SubJobsLostError",
+        "VersionMismatchError",
+        "VersionSkewWarning",
         "run",
     ]
     for name in jobset.__all__:
@@ -99,3 +109,28 @@ def test_every_error_is_a_qiskit_job_error_under_one_root():
         elif isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, jobset.JobSetError) and issubclass(obj, JobError)
     assert issubclass(jobset.JobSetTimeoutError, JobTimeoutError)
+
+
+def test_every_class_of_the_error_tree_is_exported():
+    import inspect
+
+    from jobset import errors
+
+    classes = {
+        name
+        for name, obj in vars(errors).items()
+        if inspect.isclass(obj) and obj.__module__ == errors.__name__
+    }
+    assert classes <= set(jobset.__all__), classes - set(jobset.__all__)
+    for name in classes - {"SubJobFailure"}:
+        assert name in (errors.__doc__ or ""), f"{name} is not drawn in the tree"
+
+
+def test_a_failure_carries_the_class_of_the_error_it_raised():
+    failure = jobset.SubJobFailure(
+        3, "t-3", "ERROR", "SubJobTimeoutError: ran past", "SubJobTimeoutError"
+    )
+    assert failure.error_class is jobset.SubJobTimeoutError
+    assert issubclass(failure.error_class, jobset.SubJobError)
+    assert jobset.SubJobFailure(0, "t", "CANCELLED", "cancelled").error_class is None
+    assert jobset.SubJobFailure(0, "t", "ERROR", "x", "ValueError").error_class is None
