@@ -26,13 +26,14 @@ def test_chunk_sizes_double_up_to_the_cap():
 
 
 def test_celerys_own_hard_time_limit_record_reads_as_the_sets_timeout():
-    from jobset.executors import _failure_message
+    from jobset.executors import _failure
 
     meta = {"status": "FAILURE", "result": {"exc_type": "TimeLimitExceeded", "exc_message": [3.0]}}
-    message = _failure_message(meta, 4, "set-1", 2)
+    error_type, message = _failure(meta, 4, "set-1", 2)
+    assert error_type == "SubJobTimeoutError"
     assert message == (
         "SubJobTimeoutError: sub-job 4 of set-1 ran past its time limit of 2 s (the set's "
         "timeout_s) and was stopped"
     )
     other = {"status": "FAILURE", "result": {"exc_type": "ValueError", "exc_message": ["bad"]}}
-    assert _failure_message(other, 0, "set-1", 2) == "ValueError: bad"
+    assert _failure(other, 0, "set-1", 2) == ("ValueError", "ValueError: bad")
