@@ -15,8 +15,9 @@
 # qiskit-aer swapped for AER_PACKAGE (same version range). It is one stage with arguments
 # rather than one per kind because the classic builder builds every stage before its
 # target: a CPU build must not fetch CUDA. The images copy only its /opt/venv, so neither
-# the wheelhouse nor pip's work files end up in them. No secret is baked in: every setting
-# comes from the environment at run time.
+# the wheelhouse nor pip's work files end up in them, and install the project on top (a
+# small layer: a code change leaves the dependencies' layers as they are). No secret is
+# baked in: every setting comes from the environment at run time.
 
 ARG PYTHON_VERSION=3.12
 ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm
@@ -34,8 +35,7 @@ RUN groupadd --system --gid 10001 jobset \
     && chown jobset:jobset /data
 WORKDIR /app
 
-# The dependencies (a layer that changes only with pyproject.toml or the wheelhouse), then
-# the project itself.
+# The dependencies, in a layer that changes only with pyproject.toml or the wheelhouse.
 FROM base AS deps
 ARG AER_PACKAGE=qiskit-aer
 # Flower runs from the CPU image too.
@@ -43,23 +43,30 @@ ARG EXTRAS="flower"
 ARG WHEELHOUSE=""
 COPY docker/jobset-requirements /usr/local/bin/jobset-requirements
 COPY ${WHEELHOUSE:-wheelhouse}/ /wheelhouse/
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
+# setuptools too, so that the images install the project with no index or wheelhouse.
 RUN python3 -m venv /opt/venv \
     && if [ -n "$WHEELHOUSE" ]; then set -- --no-index --find-links /wheelhouse; fi \
     && python3 /usr/local/bin/jobset-requirements > /tmp/requirements.txt \
     && pip install "$@" -r /tmp/requirements.txt "setuptools>=77"
-COPY jobset ./jobset
-COPY workers ./workers
-RUN pip install --no-deps --no-build-isolation . \
-    && python -c "import jobset, workers.metrics, qiskit_aer"
 
 FROM base AS gpu
 COPY --from=deps /opt/venv /opt/venv
+COPY pyproject.toml README.md ./
+COPY jobset ./jobset
+COPY workers ./workers
+RUN pip install --no-deps --no-build-isolation . && rm -rf build ./*.egg-info \
+    && python -c "import jobset, workers.metrics, qiskit_aer"
 USER jobset
 CMD ["celery", "-A", "workers.app", "worker", "-Q", "jobset.gpu", "--concurrency=1", "--loglevel=INFO"]
 
 # Last, so that a plain "docker build ." builds the CPU image.
 FROM base AS cpu
 COPY --from=deps /opt/venv /opt/venv
+COPY pyproject.toml README.md ./
+COPY jobset ./jobset
+COPY workers ./workers
+RUN pip install --no-deps --no-build-isolation . && rm -rf build ./*.egg-info \
+    && python -c "import jobset, workers.metrics, qiskit_aer"
 USER jobset
 CMD ["celery", "-A", "workers.app", "worker", "--loglevel=INFO"]

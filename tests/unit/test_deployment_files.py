@@ -261,9 +261,11 @@ def test_the_dockerfile_builds_slim_non_root_images_and_bakes_in_no_secret() -> 
         assert users and users[-1] not in ("root", "0"), target
         cmd = [rest for word, rest in chain if word == "CMD"][-1]
         assert cmd.startswith('["celery", "-A", "workers.app", "worker"')
-        # Only the virtual environment comes from the deps stage: no wheelhouse, no pip work.
+        # Only the virtual environment comes from the deps stage (no wheelhouse, no pip
+        # work files), then the project's own files.
         copies = [rest for word, rest in stages[target] if word == "COPY"]
-        assert copies == ["--from=deps /opt/venv /opt/venv"], target
+        assert copies[0] == "--from=deps /opt/venv /opt/venv", target
+        assert all("--from" not in c and "wheelhouse" not in c for c in copies[1:]), target
     for word, rest in dockerfile_instructions():
         if word in ("ENV", "ARG"):
             assert not re.search(r"SECRET|PASSWORD|TOKEN|BASIC_AUTH", rest, re.I), rest
@@ -285,7 +287,13 @@ def test_the_dockerfile_needs_no_buildkit_and_installs_offline_from_a_wheelhouse
     assert ("ARG", 'WHEELHOUSE=""') in deps
     assert ("COPY", "${WHEELHOUSE:-wheelhouse}/ /wheelhouse/") in deps
     assert "--no-index --find-links /wheelhouse" in runs
-    assert "--no-build-isolation" in runs  # setuptools comes with the dependencies
+    assert '"setuptools>=77"' in runs
+    for target in ("cpu", "gpu"):  # with the setuptools of the deps stage, no index needed
+        assert any(
+            "pip install --no-deps --no-build-isolation ." in rest
+            for word, rest in dockerfile_stages()[target]
+            if word == "RUN"
+        ), target
     # The folder is in the build context (so a plain build finds it) but only its README is
     # in git, and .dockerignore keeps it in the context.
     assert (ROOT / "wheelhouse" / "README.md").is_file()
