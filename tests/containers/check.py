@@ -38,8 +38,11 @@ ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
+STARTED = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(f"check: {message}", file=sys.stderr, flush=True)
+    print(f"check: {message} ({time.monotonic() - STARTED:.0f} s)", file=sys.stderr, flush=True)
 
 
 def wait_until(probe: Callable[[], T | None], timeout_s: float, what: str) -> T:
@@ -227,7 +230,7 @@ def check_three_workers(dep: Deployment, executor: CeleryExecutor) -> tuple[str,
         # WORKER_CPUS=1, concurrency 1: the cgroup quota says 1 CPU of this machine's 2.
         assert beat["cores"] == 1 and beat["aer_threads"] == 1, (name, beat)
     wait_until(lambda: dep.flower_online(list(names)), 90, "Flower to see the 3 workers")
-    cs = circuits(60, 16, 16, seed=100)
+    cs = circuits(60, 15, 16, seed=100)
     job = submit(dep, executor, cs, seed=7, max_job_size=2)
     assert_exact(job, cs, 7, timeout_s=300)
     tasks = wait_until(lambda: finished_sub_jobs(dep, job, 30), 30, "Flower to list 30 sub-jobs")
@@ -238,7 +241,7 @@ def check_three_workers(dep: Deployment, executor: CeleryExecutor) -> tuple[str,
 
 
 def check_kill(dep: Deployment, executor: CeleryExecutor) -> str:
-    cs = circuits(6, 20, 16, seed=200)
+    cs = circuits(4, 20, 16, seed=200)
     job = submit(dep, executor, cs, seed=8, max_job_size=1)
     _, hostname = wait_until(lambda: started_sub_job(dep, job), 120, "a sub-job to start")
     victim = dep.worker_hostnames(3)[hostname]
@@ -267,7 +270,7 @@ def check_scale_down(dep: Deployment, executor: CeleryExecutor) -> None:
                 )
             )
     try:
-        cs = circuits(9, 19, 16, seed=300)
+        cs = circuits(6, 19, 16, seed=300)
         job = submit(dep, executor, cs, seed=9, max_job_size=1)
         wait_until(lambda: running_sub_jobs(dep, job) >= 2, 120, "two sub-jobs to run")
         dep.compose("up", "-d", "--no-build", "--scale", "worker=1")
@@ -289,7 +292,7 @@ def check_scale_down(dep: Deployment, executor: CeleryExecutor) -> None:
 
 
 def check_redis_restart(dep: Deployment, executor: CeleryExecutor) -> None:
-    cs = circuits(8, 18, 16, seed=400)
+    cs = circuits(6, 18, 16, seed=400)
     job = submit(dep, executor, cs, seed=10, max_job_size=1)
     wait_until(lambda: job.status(0).name == "DONE", 120, "the first sub-job to finish")
     (redis_id,) = dep.containers("redis")
