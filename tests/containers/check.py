@@ -73,13 +73,13 @@ class Deployment:
         self.env = dict(
             line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
         )
-        self.redis = redis.Redis(
-            host="127.0.0.1", port=int(self.env["TEST_REDIS_PORT"]), password=self.password
-        )
-
-    @property
-    def password(self) -> str:
-        return self.env["REDIS_PASSWORD"]
+        # The workers' own Redis URL (user and password as compose builds them), pointed at
+        # the port published on this machine's loopback.
+        config = json.loads(self.compose("config", "--format", "json"))
+        url = config["services"]["worker"]["environment"]["JOBSET_BROKER_URL"]
+        assert "@redis:6379/" in url, "the workers' broker URL names no redis:6379"
+        self.broker_url = url.replace("@redis:6379/", f"@127.0.0.1:{self.env['TEST_REDIS_PORT']}/")
+        self.redis = redis.Redis.from_url(self.broker_url)
 
     def compose(self, *args: str) -> str:
         return sh(
@@ -96,8 +96,7 @@ class Deployment:
         return sh(*argv, *(["-a"] if all_states else [])).split()
 
     def settings(self) -> Settings:
-        url = f"redis://:{self.password}@127.0.0.1:{self.env['TEST_REDIS_PORT']}/0"
-        return Settings(broker_url=url, secret_key=self.env["JOBSET_SECRET_KEY"])
+        return Settings(broker_url=self.broker_url, secret_key=self.env["JOBSET_SECRET_KEY"])
 
     def heartbeats(self) -> dict[str, dict[str, Any]]:
         """The live workers' heartbeat records, by Celery hostname."""
@@ -332,7 +331,7 @@ def check_prometheus(dep: Deployment, count: int) -> None:
 
 
 def check_images(dep: Deployment, image: str) -> None:
-    secrets = [dep.env[k] for k in ("REDIS_PASSWORD", "JOBSET_SECRET_KEY")]
+    secrets = [dep.env[k] for k in ("REDIS_PASSWORD", "FLOWER_REDIS_PASSWORD", "JOBSET_SECRET_KEY")]
     secrets.append(dep.env["FLOWER_BASIC_AUTH"].split(":", 1)[1])
     config = json.loads(sh("docker", "image", "inspect", image))[0]["Config"]
     assert config["User"] == "jobset", config["User"]
