@@ -1,75 +1,72 @@
-# syntax=docker/dockerfile:1
 # The image of the workers and of Flower (target "cpu", the default) and of the GPU workers
-# (target "gpu"). docker-compose.yml builds both; see "Deploy" in README.md.
+# (target "gpu", built with --build-arg AER_PACKAGE=qiskit-aer-gpu --build-arg EXTRAS=).
+# docker-compose.yml builds both; see "Deploy" in README.md.
+#
+# It builds with BuildKit and with the classic builder alike (no BuildKit-only syntax), in
+# one of two ways:
+# - online, the defaults: FROM the official Python slim image, packages from the index;
+# - offline, with no network at all: BASE_IMAGE names a local image that has python3 and its
+#   venv module (e.g. Debian's python3-venv) and WHEELHOUSE a folder of the build context
+#   that holds every wheel (pip then installs with --no-index):
+#     docker build --network=none --build-arg BASE_IMAGE=... --build-arg WHEELHOUSE=wheelhouse .
 #
 # qiskit-aer and qiskit-aer-gpu both install the qiskit_aer module, so they cannot share an
-# environment: each target installs the dependencies that pyproject.toml lists, with
-# qiskit-aer swapped for AER_PACKAGE (same version range). No secret is baked in: every
-# setting comes from the environment at run time.
+# environment: the deps stage installs the dependencies that pyproject.toml lists, with
+# qiskit-aer swapped for AER_PACKAGE (same version range). It is one stage with arguments
+# rather than one per kind because the classic builder builds every stage before its
+# target: a CPU build must not fetch CUDA. The images copy only its /opt/venv, so neither
+# the wheelhouse nor pip's work files end up in them, and install the project on top (a
+# small layer: a code change leaves the dependencies' layers as they are). No secret is
+# baked in: every setting comes from the environment at run time.
 
 ARG PYTHON_VERSION=3.12
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS base
+FROM ${BASE_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
-RUN python -m venv /opt/venv \
-    && groupadd --system --gid 10001 jobset \
+RUN groupadd --system --gid 10001 jobset \
     && useradd --system --uid 10001 --gid jobset --home-dir /app --shell /usr/sbin/nologin jobset \
     && mkdir -p /app /data \
     && chown jobset:jobset /data
 WORKDIR /app
-COPY pyproject.toml README.md ./
-# Prints pyproject.toml's dependencies (plus the extras named in EXTRAS), qiskit-aer replaced
-# by AER_PACKAGE; run by the dependency stages below.
-COPY <<'EOF' /usr/local/bin/jobset-requirements
-#!/usr/bin/env python3
-import os
-import re
-import tomllib
 
-with open("pyproject.toml", "rb") as f:
-    project = tomllib.load(f)["project"]
-requirements = list(project["dependencies"])
-for extra in os.environ.get("EXTRAS", "").split():
-    requirements += project["optional-dependencies"][extra]
-aer = os.environ.get("AER_PACKAGE", "qiskit-aer")
-for requirement in requirements:
-    name = re.match(r"[A-Za-z0-9._-]+", requirement).group(0)
-    if re.sub(r"[-_.]+", "-", name).lower() == "qiskit-aer":
-        requirement = aer + requirement[len(name):]
-    print(requirement)
-EOF
-RUN chmod 0755 /usr/local/bin/jobset-requirements
-
-# A layer per dependency set that changes only with pyproject.toml.
-FROM base AS deps-gpu
-ARG AER_PACKAGE=qiskit-aer-gpu
-ARG EXTRAS=""
-RUN jobset-requirements > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
-
-FROM base AS deps-cpu
+# The dependencies, in a layer that changes only with pyproject.toml or the wheelhouse.
+FROM base AS deps
 ARG AER_PACKAGE=qiskit-aer
-# Flower runs from this image too.
+# Flower runs from the CPU image too.
 ARG EXTRAS="flower"
-RUN jobset-requirements > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+ARG WHEELHOUSE=""
+COPY docker/jobset-requirements /usr/local/bin/jobset-requirements
+COPY ${WHEELHOUSE:-wheelhouse}/ /wheelhouse/
+COPY pyproject.toml ./
+# setuptools too, so that the images install the project with no index or wheelhouse.
+RUN python3 -m venv /opt/venv \
+    && if [ -n "$WHEELHOUSE" ]; then set -- --no-index --find-links /wheelhouse; fi \
+    && python3 /usr/local/bin/jobset-requirements > /tmp/requirements.txt \
+    && pip install "$@" -r /tmp/requirements.txt "setuptools>=77"
 
-FROM deps-gpu AS gpu
+FROM base AS gpu
+COPY --from=deps /opt/venv /opt/venv
+COPY pyproject.toml README.md ./
 COPY jobset ./jobset
 COPY workers ./workers
-RUN pip install --no-deps .
+RUN pip install --no-deps --no-build-isolation . && rm -rf build ./*.egg-info \
+    && python -c "import jobset, workers.metrics, qiskit_aer"
 USER jobset
 CMD ["celery", "-A", "workers.app", "worker", "-Q", "jobset.gpu", "--concurrency=1", "--loglevel=INFO"]
 
 # Last, so that a plain "docker build ." builds the CPU image.
-FROM deps-cpu AS cpu
+FROM base AS cpu
+COPY --from=deps /opt/venv /opt/venv
+COPY pyproject.toml README.md ./
 COPY jobset ./jobset
 COPY workers ./workers
-RUN pip install --no-deps . && python -c "import jobset, workers.metrics"
+RUN pip install --no-deps --no-build-isolation . && rm -rf build ./*.egg-info \
+    && python -c "import jobset, workers.metrics, qiskit_aer"
 USER jobset
 CMD ["celery", "-A", "workers.app", "worker", "--loglevel=INFO"]

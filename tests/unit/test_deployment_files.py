@@ -1,7 +1,8 @@
 """docker-compose.yml, the Dockerfile and config/ have the properties a deployment needs.
 
-No Docker engine runs here: these tests read the files as compose and BuildKit would;
-tests/integration/test_deployment.py runs the services' command lines.
+These tests read the files as compose and the Docker builders would;
+tests/integration/test_deployment.py runs the services' command lines as local processes, and
+scripts/test-containers builds the images and runs the compose file for real.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tomllib
 import yaml
 from deployment import (
     COMPOSE_FILE,
+    DOCKERFILE,
     ENV_EXAMPLE,
     ROOT,
     MissingVariableError,
@@ -240,15 +242,35 @@ def _stage_chain(stages: dict[str, list[tuple[str, str]]], name: str) -> list[tu
     return parent + stages[name][1:]
 
 
+def _global_args() -> dict[str, str]:
+    """The Dockerfile's ARGs before its first FROM, with their defaults."""
+    out = {}
+    for word, rest in dockerfile_instructions():
+        if word == "FROM":
+            break
+        if word == "ARG":
+            name, _, default = rest.partition("=")
+            out[name] = default
+    return out
+
+
 def test_the_dockerfile_builds_slim_non_root_images_and_bakes_in_no_secret() -> None:
     stages = dockerfile_stages()
+    args = _global_args()
+    # Online by default: the official slim image; BASE_IMAGE names a local one offline.
+    assert re.fullmatch(r"python:\$\{PYTHON_VERSION\}-slim-\w+", args["BASE_IMAGE"])
     for target in ("cpu", "gpu"):
         chain = _stage_chain(stages, target)
-        assert re.fullmatch(r"python:\$\{PYTHON_VERSION\}-slim-\w+", chain[0][1].split()[0])
+        assert chain[0] == ("FROM", "${BASE_IMAGE}"), target
         users = [rest for word, rest in chain if word == "USER"]
         assert users and users[-1] not in ("root", "0"), target
         cmd = [rest for word, rest in chain if word == "CMD"][-1]
         assert cmd.startswith('["celery", "-A", "workers.app", "worker"')
+        # Only the virtual environment comes from the deps stage (no wheelhouse, no pip
+        # work files), then the project's own files.
+        copies = [rest for word, rest in stages[target] if word == "COPY"]
+        assert copies[0] == "--from=deps /opt/venv /opt/venv", target
+        assert all("--from" not in c and "wheelhouse" not in c for c in copies[1:]), target
     for word, rest in dockerfile_instructions():
         if word in ("ENV", "ARG"):
             assert not re.search(r"SECRET|PASSWORD|TOKEN|BASIC_AUTH", rest, re.I), rest
@@ -258,19 +280,74 @@ def test_the_dockerfile_builds_slim_non_root_images_and_bakes_in_no_secret() -> 
     assert {".env", "config/", ".git", ".venv/"} <= set(ignored)
 
 
+def test_the_dockerfile_needs_no_buildkit_and_installs_offline_from_a_wheelhouse() -> None:
+    text = DOCKERFILE.read_text()
+    # The classic builder (an engine with no buildx, no registry for a frontend) reads it too.
+    assert not re.search(r"^#\s*syntax=", text, re.M | re.I)
+    for word, rest in dockerfile_instructions():
+        assert "<<" not in rest, (word, rest)
+        assert not re.search(r"--(mount|link|chmod|parents|exclude)\b", rest), (word, rest)
+    deps = dockerfile_stages()["deps"]
+    runs = " ".join(rest for word, rest in deps if word == "RUN")
+    assert ("ARG", 'WHEELHOUSE=""') in deps
+    assert ("COPY", "${WHEELHOUSE:-wheelhouse}/ /wheelhouse/") in deps
+    assert "--no-index --find-links /wheelhouse" in runs
+    assert '"setuptools>=77"' in runs
+    for target in ("cpu", "gpu"):  # with the setuptools of the deps stage, no index needed
+        assert any(
+            "pip install --no-deps --no-build-isolation ." in rest
+            for word, rest in dockerfile_stages()[target]
+            if word == "RUN"
+        ), target
+    # The folder is in the build context (so a plain build finds it) but only its README is
+    # in git, and .dockerignore keeps it in the context.
+    assert (ROOT / "wheelhouse" / "README.md").is_file()
+    assert "wheelhouse" not in " ".join((ROOT / ".dockerignore").read_text().split())
+
+
+def test_the_compose_file_takes_its_images_and_build_base_from_variables_with_defaults(
+    compose: dict[str, Any],
+) -> None:
+    services = _services(compose)
+    assert services["redis"]["image"] == "redis:8.2-alpine"
+    assert services["prometheus"]["image"] == "prom/prometheus:v3.5.0"
+    base_default = _global_args()["BASE_IMAGE"].replace(
+        "${PYTHON_VERSION}", _global_args()["PYTHON_VERSION"]
+    )
+    for name in ("worker", "flower", "gpu-worker"):
+        args = services[name]["build"]["args"]
+        assert args["BASE_IMAGE"] == base_default, name  # the Dockerfile's own default
+        assert args["WHEELHOUSE"] == "", name  # the package index
+    offline = {
+        **OPERATOR_ENV,
+        "REDIS_IMAGE": "local/redis:1",
+        "PROMETHEUS_IMAGE": "local/prometheus:1",
+        "BASE_IMAGE": "local/python:1",
+        "WHEELHOUSE": "wheelhouse",
+    }
+    services = _services(interpolate(load_compose(), offline))
+    assert services["redis"]["image"] == "local/redis:1"
+    assert services["prometheus"]["image"] == "local/prometheus:1"
+    for name in ("worker", "flower", "gpu-worker"):
+        assert services[name]["build"]["args"]["BASE_IMAGE"] == "local/python:1"
+        assert services[name]["build"]["args"]["WHEELHOUSE"] == "wheelhouse"
+
+
 def _requirements(aer: str, extras: str) -> list[str]:
     """Run the Dockerfile's requirements script on pyproject.toml, as the build does."""
     copy = next(rest for word, rest in dockerfile_instructions() if "jobset-requirements" in rest)
-    script = copy.split("\n", 1)[1]
+    script = ROOT / copy.split()[0]
     env = {**os.environ, "AER_PACKAGE": aer, "EXTRAS": extras}
     out = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
     return out.stdout.split()
 
 
-def test_the_images_install_pyprojects_dependencies_with_the_right_aer_package() -> None:
+def test_the_images_install_pyprojects_dependencies_with_the_right_aer_package(
+    compose: dict[str, Any],
+) -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     aer = next(r for r in project["dependencies"] if r.startswith("qiskit-aer"))
     others = [r for r in project["dependencies"] if r != aer]
@@ -283,9 +360,13 @@ def test_the_images_install_pyprojects_dependencies_with_the_right_aer_package()
     cpu = _requirements("qiskit-aer", "flower")
     assert cpu == [*project["dependencies"], *project["optional-dependencies"]["flower"]]
     assert set(others) <= set(gpu)
-    stages = dockerfile_stages()
-    assert ("ARG", "AER_PACKAGE=qiskit-aer-gpu") in stages["deps-gpu"]
-    assert ("ARG", "AER_PACKAGE=qiskit-aer") in stages["deps-cpu"]
+    # One deps stage whose defaults make the CPU image; the GPU build names its package.
+    deps = dockerfile_stages()["deps"]
+    assert ("ARG", "AER_PACKAGE=qiskit-aer") in deps
+    assert ("ARG", 'EXTRAS="flower"') in deps
+    gpu_args = _services(compose)["gpu-worker"]["build"]["args"]
+    assert gpu_args["AER_PACKAGE"] == "qiskit-aer-gpu" and gpu_args["EXTRAS"] == ""
+    assert "AER_PACKAGE" not in _services(compose)["worker"]["build"]["args"]
 
 
 def _variables_read_by_the_code() -> set[str]:
