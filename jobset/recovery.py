@@ -154,9 +154,13 @@ def present_task_ids(
 
 
 def find_lost(run: CeleryRun, *, confirm_s: float = LOST_CONFIRM_S) -> list[int]:
-    """Sub-jobs of ``run`` that are not final, not queued and held by no worker."""
+    """Sub-jobs of ``run`` that are not final, not queued and held by no worker.
+
+    Only the queues the set was published to are read (its record's dispatch), not every
+    queue of the cluster; a set rebuilt without one reads them all.
+    """
     broker = run.executor.broker
-    queues = known_queues(run.executor.redis)
+    queues = sorted(run.dispatch.queues) if run.dispatch else known_queues(run.executor.redis)
 
     def missing(candidates: Sequence[int]) -> list[int]:
         present = present_task_ids(
