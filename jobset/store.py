@@ -81,6 +81,14 @@ class SignedStore:
         blob = self.client.get(signed_key(kind, ref))
         return None if blob is None else _expect(self.decode(kind, ref, blob), expect, kind, ref)
 
+    def get_each(self, *wanted: tuple[Kind, Ref]) -> list[Any]:
+        """The verified values of several ``(kind, ref)`` in one MGET; :class:`DecodeError`
+        for any that is missing, as :meth:`get`."""
+        blobs = self.client.mget([signed_key(kind, ref) for kind, ref in wanted])
+        return [
+            self.decode(kind, ref, blob) for (kind, ref), blob in zip(wanted, blobs, strict=True)
+        ]
+
     def get_many(
         self, kind: Kind, refs: Iterable[Ref], *, expect: type | None = None
     ) -> list[Any | None]:

@@ -14,7 +14,7 @@ from celery.signals import task_postrun, task_revoked
 from qiskit.result import Result
 
 from jobset import tally
-from jobset.codec import SignedBatch, batch_digest
+from jobset.codec import batch_digest
 from jobset.compat import version_mismatch
 from jobset.errors import (
     RedeliveryLimitError,
@@ -211,8 +211,10 @@ def _from_cache(ref: SubJobRef, store: SignedStore, digest: str) -> dict[str, An
 
 
 def _run(ref: SubJobRef, settings: Settings, store: SignedStore) -> dict[str, Any]:
-    backend = store.get(Kind.BACKEND, ref.jobset_id)
-    signed: SignedBatch = store.get(Kind.BATCH, (ref.jobset_id, ref.index))
+    # One round trip for both, as the simulation waits on them.
+    backend, signed = store.get_each(
+        (Kind.BACKEND, ref.jobset_id), (Kind.BATCH, (ref.jobset_id, ref.index))
+    )
     batch = signed.batch
     if batch.index != ref.index or len(batch.experiments) != ref.experiments:
         raise SecurityError(
