@@ -253,7 +253,7 @@ class CeleryExecutor:
 
     def version_skew(self) -> str | None:
         """Why no live worker would run this producer's sub-jobs; None if one would."""
-        return recovery.version_skew(self.redis)
+        return recovery.version_skew(self.heartbeats())
 
     def publish(
         self,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -35,7 +35,6 @@ from .protocol import (
     BASE_QUEUES,
     OWNER_QUEUES_KEY,
     UNACKED_KEY,
-    WORKER_KEY_PREFIX,
     Dispatch,
     Kind,
     backend_key,
@@ -230,18 +229,14 @@ def warn_if_evicting(client: Any, url: str, *, stacklevel: int = 4) -> None:
         )
 
 
-def version_skew(client: Any) -> str | None:
-    """Why no live worker could run this producer's sub-jobs; None if one can (or none is up)."""
+def version_skew(heartbeats: Iterable[Mapping[str, Any]]) -> str | None:
+    """Why no live worker could run this producer's sub-jobs; None if one can (or none is up).
+
+    ``heartbeats`` are the live workers' records (:meth:`CeleryExecutor.heartbeats`).
+    """
     mine = dict(compat.producer_versions())
     seen: list[str] = []
-    for key in client.scan_iter(match=f"{WORKER_KEY_PREFIX}*", count=500):
-        raw = client.get(key)
-        try:
-            record = json.loads(raw) if raw else None
-        except ValueError:
-            continue
-        if not isinstance(record, dict):
-            continue
+    for record in heartbeats:
         versions = record.get("versions")
         if not isinstance(versions, dict):
             versions = {}
@@ -250,7 +245,7 @@ def version_skew(client: Any) -> str | None:
         problem = version_mismatch(mine, versions)
         if problem is None:
             return None
-        seen.append(f"{record.get('hostname', key)}: {problem}")
+        seen.append(f"{str(record.get('hostname', '?'))[:255]}: {problem}")
     if not seen:
         return None
     return (
