@@ -620,20 +620,21 @@ class CeleryRun(Submission):
         wait behind them; only the running sub-jobs are revoked (a revoke of every id
         would make each worker look up every one of them).
         """
-        ttl = self.executor.settings.result_ttl_s
+        redis_client, ttl = self.executor.redis, self.executor.settings.result_ttl_s
         if indices is None:
-            self.executor.redis.set(cancel_key(self.jobset_id), "1", ex=ttl)
+            redis_client.set(cancel_key(self.jobset_id), "1", ex=ttl)
             self._cancelled = True
             targets = list(range(len(self.task_ids)))
-            needle = self.jobset_id
+            needles = [self.jobset_id]
         else:
             targets = list(indices)
-            pipe = self.executor.redis.pipeline(transaction=False)
+            pipe = redis_client.pipeline(transaction=False)
             for i in targets:
                 pipe.set(sub_job_cancel_key(self.jobset_id, i), "1", ex=ttl)
             pipe.execute()
-            needle = ""
-        self._purge(targets, needle)
+            # Each task id as it stands, quoted, in its message's headers.
+            needles = [f'"{self.task_ids[i]}"' for i in targets]
+        self._purge(needles)
         states = self.states()
         running = [self.task_ids[i] for i in targets if states[i].status is JobStatus.RUNNING]
         try:
@@ -644,20 +645,18 @@ class CeleryRun(Submission):
             logger.warning("revoke broadcast for %s failed", self.jobset_id, exc_info=True)
         if indices is not None:
             # A queued sub-job cancelled alone reads CANCELLED at once, like the set's.
-            ttl_s = self.executor.settings.result_ttl_s
-            for i in targets:
-                if states[i].status is JobStatus.QUEUED:
-                    self.executor.app.backend.mark_as_revoked(self.task_ids[i], "cancelled")
-                    tally.move(self.executor.redis, self.jobset_id, i, tally.CANCELLED, ttl_s=ttl_s)
+            queued = [i for i in targets if states[i].status is JobStatus.QUEUED]
+            for i in queued:
+                self.executor.app.backend.mark_as_revoked(self.task_ids[i], "cancelled")
+            pipe = redis_client.pipeline(transaction=False)
+            for i in queued:
+                tally.move(pipe, self.jobset_id, i, tally.CANCELLED, ttl_s=ttl)
+            pipe.execute()
 
-    def _purge(self, targets: Sequence[int], needle: str) -> None:
+    def _purge(self, needles: Sequence[str]) -> None:
         queues = (self.dispatch or Dispatch(DEFAULT_QUEUE)).queues
         try:
-            if needle:
-                recovery.purge_queued(self.executor.broker, queues, needle)
-            else:
-                for i in targets:  # the task id as it stands, quoted, in the message headers
-                    recovery.purge_queued(self.executor.broker, queues, f'"{self.task_ids[i]}"')
+            recovery.purge_queued(self.executor.broker, queues, needles)
         except redis.RedisError:  # workers still skip them by the durable mark
             logger.warning("could not drop the queued messages of %s", self.jobset_id)
 

@@ -88,20 +88,20 @@ def _matching(raws: Iterable[Any], needle: bytes, wanted: set[str]) -> set[str]:
     return found
 
 
-# Removes, atomically, every message of a list that contains ARGV[1] (a set id or a task
-# id in quotes): producers push and workers pop meanwhile, so the list is rewritten in one
-# step.  Redis serves nothing else while it runs: about 0.1 s for 20 000 queued messages.
+# Removes, atomically, every message of a list that contains one of ARGV (a set id, or
+# task ids in quotes): producers push and workers pop meanwhile, so the list is rewritten
+# in one step.  Redis serves nothing else while it runs: about 0.1 s for 20 000 messages.
 _PURGE = """
 local removed = 0
 for _, key in ipairs(KEYS) do
   local items = redis.call('LRANGE', key, 0, -1)
   local keep = {}
   for _, item in ipairs(items) do
-    if string.find(item, ARGV[1], 1, true) then
-      removed = removed + 1
-    else
-      keep[#keep + 1] = item
+    local hit = false
+    for _, needle in ipairs(ARGV) do
+      if string.find(item, needle, 1, true) then hit = true break end
     end
+    if hit then removed = removed + 1 else keep[#keep + 1] = item end
   end
   if #keep < #items then
     redis.call('DEL', key)
@@ -114,14 +114,16 @@ return removed
 """
 
 
-def purge_queued(broker: Any, queues: Iterable[str], needle: str) -> int:
-    """Drop the queued messages that name ``needle`` from ``queues``; returns how many.
+def purge_queued(broker: Any, queues: Iterable[str], needles: Sequence[str]) -> int:
+    """Drop the queued messages that name any of ``needles`` from ``queues``; how many.
 
     A cancelled set's messages would otherwise wait in the queues, and every worker would
     pop them one by one only to skip them, while other sets queue behind.
     """
     keys = [name for queue in queues for name in queue_lists(queue)]
-    return int(broker.eval(_PURGE, len(keys), *keys, needle)) if keys else 0
+    if not keys or not needles:
+        return 0
+    return int(broker.eval(_PURGE, len(keys), *keys, *needles))
 
 
 def known_queues(client: Any) -> list[str]:
@@ -297,9 +299,8 @@ def republish(
             executor.app.backend.get_key_for_task(task_id(jobset_id, i)), result_key(jobset_id, i)
         )
         pipe.hdel(runs_key(jobset_id), started_field(i), ended_field(i))
+        tally.move(pipe, jobset_id, i, tally.RESET, ttl_s=store.ttl_s)
     pipe.execute()
-    for i in indices:
-        tally.move(client, jobset_id, i, tally.RESET, ttl_s=executor.settings.result_ttl_s)
     if backend is None:
         backend = store.get(Kind.BACKEND, jobset_id)
     if dispatch is None:
