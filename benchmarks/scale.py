@@ -18,13 +18,13 @@ import argparse
 import gc
 import pickle
 import secrets
-import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
 
 from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
+from status_bench import timed_ms
 
 from jobset import CeleryExecutor, Settings, run
 from jobset.local import LocalCluster, RedisServer
@@ -39,13 +39,8 @@ def coins(n: int) -> list[QuantumCircuit]:
     return [base.copy(name=f"coin{i}") for i in range(n)]
 
 
-def ms(fn: Callable[[], object], repeat: int = 3) -> float:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+def ms(fn: Callable[[], object]) -> float:
+    return timed_ms(fn, 3)
 
 
 def used(client) -> int:

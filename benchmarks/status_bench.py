@@ -23,7 +23,7 @@ from jobset import CeleryExecutor, run
 from jobset.local import LocalCluster
 
 
-def _timed_ms(fn, repeat: int) -> float:
+def timed_ms(fn, repeat: int) -> float:
     samples = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -67,18 +67,18 @@ def main() -> None:
         job = run(AerSimulator(), circuits, executor=executor, max_job_size=1, shots=10)
         submit_s = time.perf_counter() - start
         floor_s = _write_floor(executor, job.job_id(), args.sub_jobs)
-        rows.append(("queued", _timed_ms(job.status, 20), _timed_ms(job.progress, 20)))
+        rows.append(("queued", timed_ms(job.status, 20), timed_ms(job.progress, 20)))
         cluster.add_worker()
         cluster.add_worker()
         running_status, running_progress = [], []
         while job.progress().get("DONE", 0) < args.sub_jobs // 2:
-            running_status.append(_timed_ms(job.status, 1))
-            running_progress.append(_timed_ms(job.progress, 1))
+            running_status.append(timed_ms(job.status, 1))
+            running_progress.append(timed_ms(job.progress, 1))
         rows.append(
             ("running", statistics.median(running_status), statistics.median(running_progress))
         )
         job.wait_for_final_state(timeout=600, wait=0.5)
-        rows.append(("all stored", _timed_ms(job.status, 20), _timed_ms(job.progress, 20)))
+        rows.append(("all stored", timed_ms(job.status, 20), timed_ms(job.progress, 20)))
         start = time.perf_counter()
         job.result()
         fetch_s = time.perf_counter() - start
