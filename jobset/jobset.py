@@ -293,25 +293,18 @@ class AerJobSet(JobV1):
             while pending:
                 # A poll that the tally shows nothing new for reads no state (Celery only).
                 now_finished = submission.finished_count()
-                if now_finished is not None and now_finished == finished:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise JobSetTimeoutError(
-                            f"job set {self._job_id}: {len(pending)} sub-job(s) not final "
-                            f"after {timeout} s"
-                        )
-                    pause(None if deadline is None else max(0.0, deadline - time.monotonic()))
-                    continue
-                finished = now_finished
-                states = submission.states(pending)
-                still = []
-                for k, state in zip(pending, states, strict=True):
-                    if state.status in FINAL:
-                        yield SubJob(self, k)
-                    else:
-                        still.append(k)
-                pending = still
-                if not pending:
-                    break
+                if now_finished is None or now_finished != finished:
+                    finished = now_finished
+                    states = submission.states(pending)
+                    still = []
+                    for k, state in zip(pending, states, strict=True):
+                        if state.status in FINAL:
+                            yield SubJob(self, k)
+                        else:
+                            still.append(k)
+                    pending = still
+                    if not pending:
+                        break
                 if deadline is not None and time.monotonic() >= deadline:
                     raise JobSetTimeoutError(
                         f"job set {self._job_id}: {len(pending)} sub-job(s) not final after "
