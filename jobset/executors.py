@@ -486,13 +486,14 @@ class CeleryRun(Submission):
             while True:
                 counted = self.tallied()
                 final = aggregate_counts(counted, len(self.task_ids), cancelled=self._cancelled)
+                states = None
                 if final in FINAL or self._tally_stalled(counted):
                     states = self.states()
                     self._watch(states)
                     if all(s.status in FINAL for s in states):
                         return states
                 if deadline is not None and time.monotonic() >= deadline:
-                    states = self.states()
+                    states = self.states() if states is None else states
                     pending = [i for i, s in enumerate(states) if s.status not in FINAL]
                     if not pending:
                         return states
