@@ -101,13 +101,21 @@ def move_quietly(
 
 
 def counts(raw: Mapping[Any, Any]) -> dict[JobStatus, int]:
-    """``HGETALL counts`` as a count per ``JobStatus`` (not-started ones not included)."""
+    """``HGETALL counts`` as a count per ``JobStatus`` (not-started ones not included).
+
+    Whoever can write to Redis can write this hash too: a field that is not a known letter
+    with an integer count is ignored rather than failing the read.
+    """
     out: dict[JobStatus, int] = {}
     for letter, value in raw.items():
-        name = letter.decode() if isinstance(letter, bytes) else str(letter)
+        name = letter.decode(errors="replace") if isinstance(letter, bytes) else str(letter)
         status = _LETTER_STATUS.get(name)
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            continue
         if status is not None:
-            out[status] = out.get(status, 0) + max(0, int(value))
+            out[status] = out.get(status, 0) + max(0, count)
     return out
 
 
