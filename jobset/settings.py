@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
+from . import urls
 from .errors import ConfigurationError
 
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
@@ -28,6 +28,8 @@ ENV_MAX_RESULT_BYTES = "JOBSET_MAX_RESULT_BYTES"
 ENV_MAX_MEMORY_MB = "JOBSET_MAX_MEMORY_MB"
 ENV_WORKER_MEMORY_MB = "JOBSET_WORKER_MEMORY_MB"
 ENV_LARGE_MEMORY_MB = "JOBSET_LARGE_MEMORY_MB"
+ENV_SENTINEL_MASTER = "JOBSET_SENTINEL_MASTER"
+ENV_SENTINEL_PASSWORD = "JOBSET_SENTINEL_PASSWORD"
 
 # HMAC-SHA256 keys shorter than its block of output add nothing to guess but the key.
 MIN_SECRET_KEY_BYTES = 32
@@ -69,6 +71,10 @@ class Settings:
     advertises for one sub-job, ``None`` meaning the machine's (or its cgroup's) memory;
     ``large_memory_mb`` (producers) is the state size from which a sub-job counts as
     large and goes to the large queue, when a live worker consumes it.
+
+    High availability: with ``sentinel://`` URLs (:mod:`jobset.urls`), ``sentinel_master``
+    is the name the sentinels know the primary by, and ``sentinel_password`` the
+    sentinels' own password (the server's is in the URL).
     """
 
     broker_url: str = DEFAULT_BROKER_URL
@@ -84,6 +90,8 @@ class Settings:
     max_memory_mb: int | None = None
     worker_memory_mb: int | None = None
     large_memory_mb: int = 1024
+    sentinel_master: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.secret_key, str):
@@ -105,8 +113,16 @@ class Settings:
                     f"{MIN_SECRET_KEY_BYTES}: {MAKE_KEY_HINT}"
                 )
         for name, url in (("broker_url", self.broker_url), ("result_backend", self.backend_url)):
-            if urlsplit(url).scheme not in ("redis", "rediss", "unix", "valkey", "valkeys"):
-                raise ConfigurationError(f"{name} must be a Redis URL, got {redact_url(url)!r}")
+            try:
+                urls.check(url)
+            except ValueError as e:
+                raise ConfigurationError(
+                    f"{name} must be a Redis URL, got {redact_url(url)!r}: {e}"
+                ) from None
+            if urls.is_sentinel(url) and not self.sentinel_master:
+                raise ConfigurationError(
+                    f"{name} is a Sentinel URL: set {ENV_SENTINEL_MASTER} to the primary's name"
+                )
         if self.result_ttl_s < 1 or self.visibility_timeout_s < 1:
             raise ConfigurationError("result_ttl_s and visibility_timeout_s must be positive")
         if self.aer_threads is not None and self.aer_threads < 1:
@@ -130,7 +146,9 @@ class Settings:
             f"aer_threads={self.aer_threads}, connect_timeout_s={self.connect_timeout_s}, "
             f"max_worker_losses={self.max_worker_losses}, "
             f"max_result_bytes={self.max_result_bytes}, max_memory_mb={self.max_memory_mb}, "
-            f"worker_memory_mb={self.worker_memory_mb}, large_memory_mb={self.large_memory_mb})"
+            f"worker_memory_mb={self.worker_memory_mb}, large_memory_mb={self.large_memory_mb}, "
+            f"sentinel_master={self.sentinel_master!r}, "
+            f"sentinel_password={'***' if self.sentinel_password else None})"
         )
 
     @property
@@ -153,6 +171,8 @@ class Settings:
             "previous_secret_keys": tuple(
                 k.strip() for k in env.get(ENV_PREVIOUS_SECRET_KEYS, "").split(",") if k.strip()
             ),
+            "sentinel_master": env.get(ENV_SENTINEL_MASTER) or None,
+            "sentinel_password": env.get(ENV_SENTINEL_PASSWORD) or None,
         }
         for name, var in (
             ("result_ttl_s", ENV_RESULT_TTL_S),
@@ -194,14 +214,13 @@ class Settings:
             env[ENV_MAX_MEMORY_MB] = str(self.max_memory_mb)
         if self.worker_memory_mb is not None:
             env[ENV_WORKER_MEMORY_MB] = str(self.worker_memory_mb)
+        if self.sentinel_master is not None:
+            env[ENV_SENTINEL_MASTER] = self.sentinel_master
+        if self.sentinel_password is not None:
+            env[ENV_SENTINEL_PASSWORD] = self.sentinel_password
         return env
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, fit for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """The URL with any password replaced (each part of a Sentinel URL), fit for logs."""
+    return urls.redact(url)
