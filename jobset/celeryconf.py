@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import urls
+from .connect import celery_sentinel_options, celery_ssl_options
 from .protocol import DEFAULT_QUEUE
 from .settings import Settings
 
@@ -18,7 +20,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     bounds how long a dead worker's sub-job waits; kombu's sweep for such sub-jobs runs
     every :func:`restore_interval_s` (its default, 10 s x a throttle of 10, would add
     100 s).  Connecting and publishing give up after bounded tries, so an unreachable
-    broker is an error within seconds, not a hang.
+    broker is an error within seconds, not a hang.  Sentinel URLs get the master name,
+    the sentinels' password and TLS (:mod:`jobset.connect`) on both sides.
     """
     transport = {
         "visibility_timeout": settings.visibility_timeout_s,
@@ -27,10 +30,24 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # The sweep's lock; a worker killed while holding it would stall sweeps this long.
         "unacked_mutex_expire": 60,
         "socket_connect_timeout": settings.connect_timeout_s,
+        **celery_sentinel_options(settings.broker_url, settings),
+    }
+    backend_transport = {
+        "retry_policy": {"timeout": 5.0},
+        **celery_sentinel_options(settings.backend_url, settings),
+    }
+    tls = {
+        name: options
+        for name, options in (
+            ("broker_use_ssl", celery_ssl_options(settings.broker_url)),
+            ("redis_backend_use_ssl", celery_ssl_options(settings.backend_url)),
+        )
+        if options is not None
     }
     return {
-        "broker_url": settings.broker_url,
-        "result_backend": settings.backend_url,
+        "broker_url": urls.celery_url(settings.broker_url),
+        "result_backend": urls.celery_url(settings.backend_url),
+        **tls,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -43,7 +60,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_expires": settings.result_ttl_s,
         "result_extended": False,
         "broker_transport_options": transport,
-        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
+        "result_backend_transport_options": backend_transport,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": settings.connect_timeout_s,
         "task_publish_retry_policy": {

@@ -28,6 +28,7 @@ from redis.retry import Retry
 
 from . import recovery, registry, tally
 from .celeryconf import celery_config
+from .connect import redis_client, wait_for_replica
 from .cost import WorkerCapacity
 from .errors import JobSetTimeoutError, SubJobsLostError, timeout_message
 from .execute import portable_backend
@@ -184,22 +185,20 @@ class CeleryExecutor:
         self.app.config_from_object(celery_config(settings))
         _private_broker_pools(self.app)
         # Retries ride out a broker that restarts; each wait still ends at its deadline.
-        self.redis = redis.Redis.from_url(
+        self.redis = redis_client(
             settings.backend_url,
+            settings,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             health_check_interval=30,
-            socket_connect_timeout=settings.connect_timeout_s,
         )
         # The queues live on the broker, which may be another server than the results.
         self.broker = (
             self.redis
             if settings.broker_url == settings.backend_url
-            else redis.Redis.from_url(
+            else redis_client(
                 settings.broker_url,
+                settings,
                 retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
-                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-                socket_connect_timeout=settings.connect_timeout_s,
             )
         )
         self.store = SignedStore(self.redis, settings)
@@ -291,6 +290,7 @@ class CeleryExecutor:
         if owned:
             pipe.zadd(OWNER_QUEUES_KEY, dict.fromkeys(owned, time.time()))
             pipe.expire(OWNER_QUEUES_KEY, ttl)
+        wait_for_replica(pipe, self.settings)
         pipe.execute()
 
         with self.app.producer_or_acquire() as producer:
@@ -300,6 +300,8 @@ class CeleryExecutor:
                 for batch in chunk:
                     ref = (jobset_id, batch.index)
                     store.put(Kind.BATCH, ref, batch, pipe=pipe, cache_ttl_s=cache_ttl_s or 0)
+                # A payload that outlives a failover can be published again by anyone.
+                wait_for_replica(pipe, self.settings)
                 pipe.execute()
                 # Messages (and their task-sent events) go in one pipeline per chunk.
                 with producer.batch(max_size=PUBLISH_BATCH_OPS):

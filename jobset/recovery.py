@@ -23,6 +23,7 @@ from redis.retry import Retry
 
 from . import compat, tally
 from .compat import version_mismatch
+from .connect import redis_client, wait_for_replica
 from .errors import (
     BrokerUnavailableError,
     ConfigurationError,
@@ -191,11 +192,8 @@ def check_reachable(settings: Settings) -> None:
     if settings.broker_url == settings.backend_url:
         urls = [(settings.broker_url, "broker (and result backend)")]
     for url, what in urls:
-        client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=settings.connect_timeout_s,
-            socket_timeout=settings.connect_timeout_s,
-            retry=Retry(NoBackoff(), 0),
+        client = redis_client(
+            url, settings, socket_timeout=settings.connect_timeout_s, retry=Retry(NoBackoff(), 0)
         )
         try:
             client.ping()
@@ -300,6 +298,7 @@ def republish(
         )
         pipe.hdel(runs_key(jobset_id), started_field(i), ended_field(i))
         tally.move(pipe, jobset_id, i, tally.RESET, ttl_s=store.ttl_s)
+    wait_for_replica(pipe, executor.settings)
     pipe.execute()
     if backend is None:
         backend = store.get(Kind.BACKEND, jobset_id)

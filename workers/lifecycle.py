@@ -28,6 +28,7 @@ from celery.signals import celeryd_after_setup, worker_process_init
 from celery.worker import state as worker_state
 
 from jobset.compat import runtime_versions
+from jobset.connect import redis_client
 from jobset.cost import calibrate
 from jobset.execute import available_cores, machine_memory_bytes
 from jobset.protocol import (
@@ -154,10 +155,8 @@ class Heartbeat(bootsteps.StartStopStep):
             CALIBRATION_CHECK_S, self._beat_once_measured, (worker,)
         )
         settings = worker.app.conf.jobset_settings
-        self.broker = redis.Redis.from_url(
-            settings.broker_url,
-            socket_connect_timeout=settings.connect_timeout_s,
-            socket_timeout=settings.connect_timeout_s,
+        self.broker = redis_client(
+            settings.broker_url, settings, socket_timeout=settings.connect_timeout_s
         )
         self.lease_tref = worker.timer.call_repeatedly(
             lease_renewal_s(settings.visibility_timeout_s), self._renew_leases

@@ -249,8 +249,9 @@ def _run(ref: SubJobRef, settings: Settings, store: SignedStore) -> dict[str, An
             f"({human_bytes(settings.max_result_bytes)}); split the set into smaller "
             "sub-jobs (max_job_size) or save less data per experiment"
         )
+    # Replicated before Celery's record says done (see SignedStore.write_replicated).
     retry_io(
-        lambda: store.write(rkey, blob),
+        lambda: store.write_replicated(rkey, blob),
         f"storing the result of sub-job {ref.index} of {ref.jobset_id}",
     )
 

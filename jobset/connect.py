@@ -1,0 +1,127 @@
+"""The project's Redis clients, all built by :func:`redis_client` from a URL and the settings.
+
+A plain URL (``redis://``, ``rediss://``, ``unix://``, ``valkey://``) gives a client of that
+server.  A Sentinel URL (:mod:`jobset.urls`) gives a client of whichever server the
+sentinels call the primary of ``settings.sentinel_master``: each new connection asks them,
+and a connection to a server that was demoted (it answers READONLY) is dropped and asked
+again, so a retrying client follows a failover.  Celery's transport and result backend get
+the same sentinels, master name and password through :func:`celery_sentinel_options`.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import redis
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from . import urls
+from .settings import Settings
+
+# How long a write that must outlive a failover waits for a replica to confirm it.  The
+# primary replicates asynchronously: without the wait, a result it acknowledged in its last
+# moment is gone after the failover while the producer may already have read "done".
+REPLICA_WAIT_MS = 1000
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def redis_client(
+    url: str,
+    settings: Settings,
+    *,
+    retry: Retry | None = None,
+    socket_timeout: float | None = None,
+    health_check_interval: int = 0,
+) -> redis.Redis:
+    """A client of the server ``url`` names, directly or through its sentinels.
+
+    ``retry`` (with ``retry_on_error`` for connection and timeout errors) is how long a
+    call rides out a lost server; None keeps redis-py's default.  Connecting is bounded by
+    ``settings.connect_timeout_s``.
+    """
+    options: dict[str, Any] = {
+        "socket_connect_timeout": settings.connect_timeout_s,
+        "socket_timeout": socket_timeout,
+        "health_check_interval": health_check_interval,
+    }
+    if retry is not None:
+        options.update(retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+    if not urls.is_sentinel(url):
+        return redis.Redis.from_url(url, **options)
+    parsed = urls.parse_sentinel(url)
+    sentinel = Sentinel(
+        list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs(settings, parsed, socket_timeout)
+    )
+    master = sentinel.master_for(
+        settings.sentinel_master or "",
+        db=parsed.db,
+        username=parsed.username,
+        password=parsed.password,
+        **tls_options(parsed.tls),
+        **options,
+    )
+    return master
+
+
+def replicated(settings: Settings) -> bool:
+    """Whether the project's keys live on a replicated Redis (behind sentinels)."""
+    return urls.is_sentinel(settings.backend_url)
+
+
+def wait_for_replica(pipe: Any, settings: Settings) -> None:
+    """End ``pipe`` (a pipeline: its writes share one connection, which WAIT is about) with
+    a WAIT for one replica, bounded by :data:`REPLICA_WAIT_MS`, on a replicated Redis."""
+    if replicated(settings):
+        pipe.wait(1, REPLICA_WAIT_MS)
+
+
+def sentinel_kwargs(
+    settings: Settings, parsed: urls.SentinelUrl, socket_timeout: float | None = None
+) -> dict[str, Any]:
+    """How to talk to the sentinels themselves: their password, timeouts, TLS."""
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": settings.connect_timeout_s,
+        # A sentinel that stopped answering must not hold a client past its deadline.
+        "socket_timeout": socket_timeout or settings.connect_timeout_s,
+        **tls_options(parsed.tls),
+    }
+    if settings.sentinel_password:
+        kwargs["password"] = settings.sentinel_password
+    return kwargs
+
+
+def tls_options(tls: dict[str, str]) -> dict[str, Any]:
+    """redis-py's TLS options from a URL's ``ssl_*`` query options (none: no TLS)."""
+    if not tls:
+        return {}
+    options: dict[str, Any] = {"ssl": True, **tls}
+    if "ssl_cert_reqs" in tls:
+        options["ssl_cert_reqs"] = _CERT_REQS.get(tls["ssl_cert_reqs"].lower(), ssl.CERT_REQUIRED)
+    return options
+
+
+def celery_sentinel_options(url: str, settings: Settings) -> dict[str, Any]:
+    """Transport options that point kombu or Celery's ``SentinelBackend`` at the sentinels
+    of ``url``; empty for a plain URL."""
+    if not urls.is_sentinel(url):
+        return {}
+    parsed = urls.parse_sentinel(url)
+    return {
+        "master_name": settings.sentinel_master,
+        "sentinel_kwargs": sentinel_kwargs(settings, parsed),
+    }
+
+
+def celery_ssl_options(url: str) -> dict[str, Any] | None:
+    """Celery's ``broker_use_ssl`` / ``redis_backend_use_ssl`` for a Sentinel URL with TLS."""
+    if not urls.is_sentinel(url):
+        return None
+    tls = urls.parse_sentinel(url).tls
+    if not tls:
+        return None
+    options = tls_options(tls)
+    options.pop("ssl")
+    return options
