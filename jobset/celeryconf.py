@@ -61,6 +61,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_extended": False,
         "broker_transport_options": transport,
         "result_backend_transport_options": backend_transport,
+        # A worker's record of a finished sub-job rides out a Redis that restarts or fails
+        # over (about 30 s of growing pauses): without it the sub-job would end in ERROR
+        # with the connection error, though its result is stored.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 12,
+        "result_backend_base_sleep_between_retries_ms": 100,
+        "result_backend_max_sleep_between_retries_ms": 4000,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": settings.connect_timeout_s,
         "task_publish_retry_policy": {

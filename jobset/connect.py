@@ -10,7 +10,9 @@ the same sentinels, master name and password through :func:`celery_sentinel_opti
 
 from __future__ import annotations
 
+import logging
 import ssl
+import time
 from typing import Any
 
 import redis
@@ -24,6 +26,11 @@ from .settings import Settings
 # primary replicates asynchronously: without the wait, a result it acknowledged in its last
 # moment is gone after the failover while the producer may already have read "done".
 REPLICA_WAIT_MS = 1000
+NO_REPLICA_RECHECK_S = 10.0
+# Per process: until when not to wait, after a WAIT found no replica.
+_replica_missing_until = [0.0]
+
+logger = logging.getLogger(__name__)
 
 _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
@@ -71,11 +78,29 @@ def replicated(settings: Settings) -> bool:
     return urls.is_sentinel(settings.backend_url)
 
 
-def wait_for_replica(pipe: Any, settings: Settings) -> None:
-    """End ``pipe`` (a pipeline: its writes share one connection, which WAIT is about) with
-    a WAIT for one replica, bounded by :data:`REPLICA_WAIT_MS`, on a replicated Redis."""
-    if replicated(settings):
+def execute_replicated(pipe: Any, settings: Settings) -> list[Any]:
+    """Execute ``pipe`` and, on a replicated Redis, return once a replica has its writes.
+
+    The pipeline ends with a WAIT for one replica (its writes share one connection, which
+    is what WAIT is about), bounded by :data:`REPLICA_WAIT_MS`.  A WAIT that no replica
+    answered (the replica was promoted and no other is online yet) is logged, and for
+    :data:`NO_REPLICA_RECHECK_S` this process writes without waiting.  Returns the replies
+    of the caller's commands.
+    """
+    waits = replicated(settings) and time.monotonic() >= _replica_missing_until[0]
+    if waits:
         pipe.wait(1, REPLICA_WAIT_MS)
+    replies: list[Any] = pipe.execute()
+    if not waits:
+        return replies
+    if replies[-1] < 1:
+        _replica_missing_until[0] = time.monotonic() + NO_REPLICA_RECHECK_S
+        logger.warning(
+            "no replica confirmed a write within %d ms; not waiting for one for %.0f s",
+            REPLICA_WAIT_MS,
+            NO_REPLICA_RECHECK_S,
+        )
+    return replies[:-1]
 
 
 def sentinel_kwargs(

@@ -28,7 +28,7 @@ from redis.retry import Retry
 
 from . import recovery, registry, tally
 from .celeryconf import celery_config
-from .connect import redis_client, wait_for_replica
+from .connect import execute_replicated, redis_client
 from .cost import WorkerCapacity
 from .errors import JobSetTimeoutError, SubJobsLostError, timeout_message
 from .execute import portable_backend
@@ -290,8 +290,7 @@ class CeleryExecutor:
         if owned:
             pipe.zadd(OWNER_QUEUES_KEY, dict.fromkeys(owned, time.time()))
             pipe.expire(OWNER_QUEUES_KEY, ttl)
-        wait_for_replica(pipe, self.settings)
-        pipe.execute()
+        execute_replicated(pipe, self.settings)
 
         with self.app.producer_or_acquire() as producer:
             publisher = Publisher(self.app, producer)
@@ -301,8 +300,7 @@ class CeleryExecutor:
                     ref = (jobset_id, batch.index)
                     store.put(Kind.BATCH, ref, batch, pipe=pipe, cache_ttl_s=cache_ttl_s or 0)
                 # A payload that outlives a failover can be published again by anyone.
-                wait_for_replica(pipe, self.settings)
-                pipe.execute()
+                execute_replicated(pipe, self.settings)
                 # Messages (and their task-sent events) go in one pipeline per chunk.
                 with producer.batch(max_size=PUBLISH_BATCH_OPS):
                     for batch in chunk:

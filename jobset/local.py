@@ -42,6 +42,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .connect import redis_client
 from .errors import ConfigurationError, JobSetStateError
 from .execute import available_cores
 from .protocol import WORKER_KEY_PREFIX
@@ -180,10 +181,14 @@ class RedisServer(StartStop):
         data_dir: str | os.PathLike[str] | None = None,
         startup_timeout_s: float = 10.0,
         tls: TlsFiles | None = None,
+        config: Sequence[str] = (),
+        bind: Sequence[str] = ("127.0.0.1",),
     ) -> None:
         self.appendonly = appendonly
         self.requirepass = requirepass
         self.tls = tls
+        self.config = tuple(config)  # more configuration lines (replicaof, masterauth, ...)
+        self.bind = tuple(bind)
         self.startup_timeout_s = startup_timeout_s
         self._owns_dir = data_dir is None
         self.data_dir = (
@@ -257,7 +262,7 @@ class RedisServer(StartStop):
         args = [
             binary,
             *listen,
-            "--bind", "127.0.0.1",
+            "--bind", *self.bind,
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
             "--dir", str(self.data_dir),
@@ -268,6 +273,7 @@ class RedisServer(StartStop):
         if self.requirepass:
             quoted = self.requirepass.replace("\\", "\\\\").replace('"', '\\"')
             stdin_config = f'requirepass "{quoted}"\n'.encode()
+        stdin_config += "".join(f"{line}\n" for line in self.config).encode()
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 args,
@@ -367,6 +373,8 @@ class LocalCluster(StartStop):
         loglevel: str = "WARNING",
         startup_timeout_s: float = 60.0,
         metrics: bool = False,
+        sentinel_master: str | None = None,
+        sentinel_password: str | None = None,
     ) -> None:
         if workers < 0 or concurrency < 1:
             raise ConfigurationError("workers must be >= 0 and concurrency >= 1")
@@ -382,6 +390,7 @@ class LocalCluster(StartStop):
         self._loglevel = loglevel
         self.startup_timeout_s = startup_timeout_s
         self._metrics = metrics
+        self._sentinel = (sentinel_master, sentinel_password)  # with a sentinel:// redis_url
         self._id = uuid.uuid4().hex[:8]  # keeps node names apart on a shared Redis
         self._server: RedisServer | None = None
         self._settings: Settings | None = None
@@ -441,6 +450,8 @@ class LocalCluster(StartStop):
                 broker_url=url,
                 secret_key=(self._secret_key or secrets.token_hex(32)).encode(),
                 aer_threads=aer_threads,
+                sentinel_master=self._sentinel[0],
+                sentinel_password=self._sentinel[1],
             )
             started = [self._spawn() for _ in range(self._count)]
             self._wait_ready(started, time.monotonic() + self.startup_timeout_s)
@@ -565,7 +576,7 @@ class LocalCluster(StartStop):
     def _wait_ready(self, handles: Sequence[WorkerHandle], deadline: float) -> None:
         """Poll Redis until each worker's heartbeat key appears; fail fast if one dies."""
         pending = {h.nodename.split("@", 1)[0] + "@": h for h in handles}
-        client = redis.Redis.from_url(self.settings.backend_url, socket_timeout=2.0)
+        client = redis_client(self.settings.backend_url, self.settings, socket_timeout=2.0)
         try:
             while pending:
                 for key in client.scan_iter(match=f"{WORKER_KEY_PREFIX}local*-{self._id}@*"):

@@ -23,7 +23,7 @@ from redis.retry import Retry
 
 from . import compat, tally
 from .compat import version_mismatch
-from .connect import redis_client, wait_for_replica
+from .connect import execute_replicated, redis_client
 from .errors import (
     BrokerUnavailableError,
     ConfigurationError,
@@ -298,8 +298,7 @@ def republish(
         )
         pipe.hdel(runs_key(jobset_id), started_field(i), ended_field(i))
         tally.move(pipe, jobset_id, i, tally.RESET, ttl_s=store.ttl_s)
-    wait_for_replica(pipe, executor.settings)
-    pipe.execute()
+    execute_replicated(pipe, executor.settings)
     if backend is None:
         backend = store.get(Kind.BACKEND, jobset_id)
     if dispatch is None:

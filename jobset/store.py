@@ -10,17 +10,14 @@ under the key, it was written for.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from . import codec
-from .connect import REPLICA_WAIT_MS, replicated
+from .connect import execute_replicated
 from .errors import DecodeError
 from .protocol import Kind, Ref, signed_key
 from .settings import Settings
-
-logger = logging.getLogger(__name__)
 
 
 class SignedStore:
@@ -35,7 +32,7 @@ class SignedStore:
         self._sign_key = settings.secret_key
         self._verify_keys = settings.verify_keys
         self.ttl_s = settings.result_ttl_s
-        self.replicated = replicated(settings)
+        self.settings = settings
 
     @staticmethod
     def key(kind: Kind, ref: Ref) -> str:
@@ -56,17 +53,11 @@ class SignedStore:
 
     def write_replicated(self, key: str, blob: bytes) -> None:
         """Write what :meth:`encode` made and, on a replicated Redis, return once a replica
-        has it (at most :data:`~jobset.connect.REPLICA_WAIT_MS` later): a value written
-        before anything that announces it (a result before its "done") then survives the
-        loss of the primary."""
-        if not self.replicated:
-            self.write(key, blob)
-            return
+        has it (:func:`~jobset.connect.execute_replicated`): a value written before what
+        announces it (a result before its "done") then survives the loss of the primary."""
         pipe = self.client.pipeline(transaction=False)
         self.write(key, blob, pipe=pipe)
-        pipe.wait(1, REPLICA_WAIT_MS)
-        if pipe.execute()[-1] < 1:
-            logger.warning("no replica confirmed %s within %d ms", key, REPLICA_WAIT_MS)
+        execute_replicated(pipe, self.settings)
 
     def put(
         self,

@@ -8,8 +8,8 @@ kombu and Celery take the credentials and the database from the first ``sentinel
 only, and each part's host and port as one sentinel.  Written as users often do
 (the database on the last part only), both would read database 0 while the user meant
 another; so :func:`parse_sentinel` takes the database from whichever part names it (parts
-that disagree are refused), and :func:`celery_url` writes it back on every part, with the
-credentials on the first: the project's own client, kombu's transport and Celery's result
+that disagree are refused), and :func:`celery_url` writes it and the credentials back on
+every part: the project's own client, kombu's transport and Celery's result
 backend then reach the same database.  ``ssl_*`` query options mean TLS to the servers and
 the sentinels; Celery gets them as ``broker_use_ssl`` and ``redis_backend_use_ssl``.
 
@@ -90,15 +90,16 @@ def parse_sentinel(url: str) -> SentinelUrl:
 
 
 def celery_url(url: str) -> str:
-    """``url`` as kombu and Celery read it: for Sentinel, the database on every part and
-    the credentials on the first, TLS options left to Celery's ``*_use_ssl`` settings."""
+    """``url`` as kombu and Celery read it: for Sentinel, the database and the credentials
+    on every part (kombu's failover to the next part takes that part's credentials), TLS
+    options left to Celery's ``*_use_ssl`` settings."""
     if not is_sentinel(url):
         return url
     parsed = parse_sentinel(url)
     parts = []
-    for i, (host, port) in enumerate(parsed.sentinels):
+    for host, port in parsed.sentinels:
         userinfo = ""
-        if i == 0 and (parsed.username or parsed.password is not None):
+        if parsed.username or parsed.password is not None:
             userinfo = f"{url_quote(parsed.username or '')}"
             if parsed.password is not None:
                 userinfo += f":{url_quote(parsed.password)}"

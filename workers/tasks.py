@@ -118,7 +118,10 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
         )
     settings: Settings = self.app.conf.jobset_settings
     client = self.app.backend.client
-    if client.exists(cancel_key(ref.jobset_id), sub_job_cancel_key(ref.jobset_id, ref.index)):
+    # Reads before the simulation ride out a lost Redis here: Celery's own retry would need
+    # the broker to publish the retry, and a failed publish drops the message.
+    marks = (cancel_key(ref.jobset_id), sub_job_cancel_key(ref.jobset_id, ref.index))
+    if retry_io(lambda: client.exists(*marks), f"reading the cancel marks of {ref.task_id}"):
         logger.info("sub-job %d of %s skipped: cancelled", ref.index, ref.jobset_id)
         self.backend.mark_as_revoked(self.request.id, "job set cancelled", request=self.request)
         tally_move(client, ref, tally.CANCELLED, settings)
@@ -131,7 +134,7 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
             f"({mismatch}); run workers with the producer's versions"
         )
 
-    lost = _record_start(client, ref, settings)
+    lost = retry_io(lambda: _record_start(client, ref, settings), f"counting {ref.task_id}")
     if lost >= settings.max_worker_losses:
         raise RedeliveryLimitError(
             f"sub-job {ref.index} of {ref.jobset_id} was started {lost + 1} times and its "
@@ -212,8 +215,11 @@ def _from_cache(ref: SubJobRef, store: SignedStore, digest: str) -> dict[str, An
 
 def _run(ref: SubJobRef, settings: Settings, store: SignedStore) -> dict[str, Any]:
     # One round trip for both, as the simulation waits on them.
-    backend, signed = store.get_each(
-        (Kind.BACKEND, ref.jobset_id), (Kind.BATCH, (ref.jobset_id, ref.index))
+    backend, signed = retry_io(
+        lambda: store.get_each(
+            (Kind.BACKEND, ref.jobset_id), (Kind.BATCH, (ref.jobset_id, ref.index))
+        ),
+        f"reading the payload of {ref.task_id}",
     )
     batch = signed.batch
     if batch.index != ref.index or len(batch.experiments) != ref.experiments:
