@@ -65,6 +65,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # over (about 30 s of growing pauses): without it the sub-job would end in ERROR
         # with the connection error, though its result is stored.
         "result_backend_always_retry": True,
+        # Celery's default waits 120 s on a server that stopped answering (a partition).
+        "redis_socket_timeout": max(10, 2 * settings.connect_timeout_s),
+        "redis_socket_connect_timeout": settings.connect_timeout_s,
         "result_backend_max_retries": 12,
         "result_backend_base_sleep_between_retries_ms": 100,
         "result_backend_max_sleep_between_retries_ms": 4000,

@@ -63,6 +63,11 @@ _LOST_CHECK_START_S = 10.0
 _LOST_CHECK_MAX_S = 300.0
 # A tally that has not moved for this long is checked against Celery's own states.
 _TALLY_FALLBACK_S = 5.0
+# Between two tries to reach a Redis that a wait found unreachable.
+_UNREACHABLE_PAUSE_S = 0.5
+# A read that gets no answer for this long gives up (and is retried): a partitioned
+# server would otherwise hold a call until TCP itself gives up, many minutes later.
+_SOCKET_TIMEOUT_S = 10.0
 # Results read per MGET.
 _RESULT_CHUNK = 500
 
@@ -189,6 +194,7 @@ class CeleryExecutor:
             settings.backend_url,
             settings,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
+            socket_timeout=_SOCKET_TIMEOUT_S,
             health_check_interval=30,
         )
         # The queues live on the broker, which may be another server than the results.
@@ -199,6 +205,7 @@ class CeleryExecutor:
                 settings.broker_url,
                 settings,
                 retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
+                socket_timeout=_SOCKET_TIMEOUT_S,
             )
         )
         self.store = SignedStore(self.redis, settings)
@@ -479,7 +486,20 @@ class CeleryRun(Submission):
     def wait(self, indices: Sequence[int], deadline: float | None) -> list[SubJobState]:
         """Like :meth:`Submission.wait`, but a wait for the whole set polls the tally and
         reads every sub-job's state only when the tally says the set is final (or has not
-        moved for a while), so a long wait on a big set costs O(1) a poll."""
+        moved for a while), so a long wait on a big set costs O(1) a poll.
+
+        Redis away for longer than the client's own retries (a partition, a slow failover)
+        is waited for too, until the deadline."""
+        while True:
+            try:
+                return self._wait(indices, deadline)
+            except (redis.ConnectionError, redis.TimeoutError) as e:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise JobSetTimeoutError(f"timed out while Redis was unreachable: {e}") from e
+                logger.warning("Redis unreachable while waiting for %s: %s", self.jobset_id, e)
+                time.sleep(_UNREACHABLE_PAUSE_S)
+
+    def _wait(self, indices: Sequence[int], deadline: float | None) -> list[SubJobState]:
         if len(indices) != len(self.task_ids):
             return super().wait(indices, deadline)
         with self.pauses() as pause:
