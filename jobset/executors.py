@@ -42,6 +42,7 @@ from .protocol import (
     Kind,
     cancel_key,
     glob_escape,
+    result_key,
     sub_job_cancel_key,
     task_id,
 )
@@ -110,6 +111,11 @@ class Submission(abc.ABC):
     def lost(self) -> list[int]:
         """Sub-jobs that will never run: neither queued, nor running, nor finished."""
         return []
+
+    def without_result(self, indices: Sequence[int]) -> list[int]:
+        """Those of ``indices`` that have no stored result."""
+        found = self.results(indices)
+        return [i for i in indices if i not in found]
 
     def finished_count(self) -> int | None:
         """How many sub-jobs are final, where that is cheaper than their states (else None)."""
@@ -577,6 +583,13 @@ class CeleryRun(Submission):
     def lost(self) -> list[int]:
         """Sub-jobs neither queued nor held by a worker nor final: Redis lost them."""
         return recovery.find_lost(self)
+
+    def without_result(self, indices: Sequence[int]) -> list[int]:
+        """One pipelined EXISTS per sub-job: no result is read."""
+        pipe = self.executor.redis.pipeline(transaction=False)
+        for i in indices:
+            pipe.exists(result_key(self.jobset_id, i))
+        return [i for i, found in zip(indices, pipe.execute(), strict=True) if not found]
 
     def rerun(self, indices: Sequence[int], batches: Sequence[SubBatch], *, backend: Any) -> None:
         recovery.republish(

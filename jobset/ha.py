@@ -90,6 +90,10 @@ class SentinelCluster(StartStop):
         )
         return f"{hosts}/0"
 
+    @property
+    def sentinel_pids(self) -> list[int]:
+        return [p.pid for p in self._sentinels]
+
     def sentinel_client(self, index: int = 0) -> redis.Redis:
         return redis.Redis(
             host="127.0.0.1",
@@ -176,7 +180,7 @@ class SentinelCluster(StartStop):
                     pass
                 finally:
                     client.close()
-            if ready == len(self.sentinel_ports):
+            if ready == len(self.sentinel_ports) and self._replicas_in_sync():
                 return
             if time.monotonic() >= deadline:
                 logs = "\n".join(
@@ -187,6 +191,28 @@ class SentinelCluster(StartStop):
                     f"the sentinels did not agree within {timeout_s} s\n{logs}"
                 )
             time.sleep(0.1)
+
+    def _replicas_in_sync(self) -> bool:
+        """Every server but the primary streams from it (its first full sync is over)."""
+        primary = self.primary_port()
+        for server in self.servers:
+            if server.port == primary or server.pid is None:
+                continue
+            client = redis.Redis(
+                port=server.port,
+                password=self.password,
+                socket_timeout=2.0,
+                retry=Retry(NoBackoff(), 0),
+            )
+            try:
+                info = client.info("replication")
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+            if info.get("master_link_status") != "up" or info.get("master_sync_in_progress"):
+                return False
+        return True
 
     def kill_primary(self) -> RedisServer:
         """SIGKILL the current primary, as a crashed machine; returns its server."""

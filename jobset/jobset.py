@@ -467,7 +467,9 @@ class AerJobSet(JobV1):
         return lost
 
     def retry_failed(self) -> list[int]:
-        """Run the sub-jobs that ended in ERROR again; returns their indices.
+        """Run the sub-jobs that ended in ERROR again, and those done whose result is gone
+        from Redis (a failover can lose a result its primary acknowledged); returns their
+        indices.
 
         Finished sub-jobs keep their results, so once the retried ones are done
         ``result()`` covers every experiment.  A deterministic failure (a bad circuit,
@@ -477,7 +479,10 @@ class AerJobSet(JobV1):
         submission = self._require_submitted()
         if submission.cancelled:
             raise JobSetStateError(f"job set {self._job_id} was cancelled; it cannot be retried")
-        failed = [i for i, s in enumerate(submission.states()) if s.status is JobStatus.ERROR]
+        states = submission.states()
+        failed = [i for i, s in enumerate(states) if s.status is JobStatus.ERROR]
+        done = [i for i, s in enumerate(states) if s.status is JobStatus.DONE]
+        failed = sorted(failed + submission.without_result(done))
         if failed:
             submission.rerun(failed, self._experiments, backend=self._backend)
             self._finished_at = None
