@@ -10,7 +10,9 @@ listens on loopback.  Once all of it answers, it writes into ``--dir``:
 ``flower-auth``   Flower's ``user:password``
 ``cluster.json``  the URLs and process ids (written last: its presence means ready)
 
-and runs until Ctrl-C or SIGTERM, then stops everything it started and removes those three
+With ``--ha`` the one server is a primary, a replica and three sentinels
+(:class:`jobset.ha.SentinelCluster`) and the URL a ``sentinel://`` one.  It runs until
+Ctrl-C or SIGTERM, then stops everything it started and removes those three
 files; the Redis data (AOF) and Flower's state stay for the next run, like compose's
 volumes.  The files that hold secrets are readable by their owner only.
 """
@@ -28,10 +30,11 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .errors import ConfigurationError
+from .ha import SentinelCluster
 from .local import (
     LocalCluster,
     RedisServer,
@@ -42,7 +45,14 @@ from .local import (
     free_port,
     spawn_logged,
 )
-from .settings import ENV_BROKER_URL, ENV_SECRET_KEY, Settings, redact_url
+from .settings import (
+    ENV_BROKER_URL,
+    ENV_SECRET_KEY,
+    ENV_SENTINEL_MASTER,
+    ENV_SENTINEL_PASSWORD,
+    Settings,
+    redact_url,
+)
 
 FLOWER_PORT = 5555
 # Flower shows these columns on its tasks page: kwargs carries the set id, index and size.
@@ -66,8 +76,10 @@ class FlowerProcess(StartStop):
         log_path: str | os.PathLike[str],
         port: int = FLOWER_PORT,
         startup_timeout_s: float = 60.0,
+        sentinel: Mapping[str, str] | None = None,
     ) -> None:
         self.broker_url = broker_url
+        self.sentinel = dict(sentinel or {})  # JOBSET_SENTINEL_* for a sentinel:// URL
         self.basic_auth = basic_auth
         self.db_path = Path(db_path)
         self.log_path = Path(log_path)
@@ -108,6 +120,7 @@ class FlowerProcess(StartStop):
                 ENV_SECRET_KEY: flower_secret_key(),
                 "FLOWER_BASIC_AUTH": self.basic_auth,
                 "PYTHONUNBUFFERED": "1",
+                **self.sentinel,
             }
         )
         self.process = spawn_logged(self.argv(), log_path=self.log_path, env=env)
@@ -192,6 +205,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="data, logs and connection files (default ./.local-cluster/)",
     )
     parser.add_argument("--loglevel", default="INFO", help="workers' log level (default INFO)")
+    parser.add_argument(
+        "--ha",
+        action="store_true",
+        help="a primary, a replica and three sentinels instead of one Redis (the compose "
+        "HA file's topology); producers get a sentinel:// URL",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1 or args.concurrency < 1:
         parser.error("--workers and --concurrency must be at least 1")
@@ -210,14 +229,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
 
-    server = RedisServer(
-        appendonly=True, requirepass=secrets.token_hex(16), data_dir=directory / "redis"
-    )
-    server.port = args.redis_port
+    server: RedisServer | SentinelCluster
+    if args.ha:
+        server = SentinelCluster(data_dir=directory / "redis")
+    else:
+        server = RedisServer(
+            appendonly=True, requirepass=secrets.token_hex(16), data_dir=directory / "redis"
+        )
+        server.port = args.redis_port
     cluster: LocalCluster | None = None
     flower: FlowerProcess | None = None
     try:
         server.start()
+        sentinel = _sentinel_env(server)
         cluster = LocalCluster(
             workers=args.workers,
             concurrency=args.concurrency,
@@ -226,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_dir=directory / "logs",
             loglevel=args.loglevel,
             metrics=not args.no_metrics,
+            sentinel_master=sentinel.get(ENV_SENTINEL_MASTER),
+            sentinel_password=sentinel.get(ENV_SENTINEL_PASSWORD),
         ).start()
         if not args.no_flower:
             auth = os.environ.get("FLOWER_BASIC_AUTH") or f"admin:{secrets.token_urlsafe(12)}"
@@ -235,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 db_path=directory / "flower.db",
                 log_path=directory / "logs" / "flower.log",
                 port=args.flower_port,
+                sentinel=sentinel,
             ).start()
             _write_private(directory / "flower-auth", auth + "\n")
         _write_private(directory / "jobset.env", _env_file(cluster.settings))
@@ -263,12 +290,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _info(
-    cluster: LocalCluster, server: RedisServer, flower: FlowerProcess | None
-) -> dict[str, object]:
+def _sentinel_env(server: RedisServer | SentinelCluster) -> dict[str, str]:
+    if not isinstance(server, SentinelCluster):
+        return {}
     return {
-        "redis_url": server.url,
-        "redis_pid": server.pid,
+        ENV_SENTINEL_MASTER: server.master_name,
+        ENV_SENTINEL_PASSWORD: server.sentinel_password,
+    }
+
+
+def _info(
+    cluster: LocalCluster, server: RedisServer | SentinelCluster, flower: FlowerProcess | None
+) -> dict[str, object]:
+    redis: dict[str, object] = {"redis_url": server.url}
+    if isinstance(server, SentinelCluster):
+        redis["redis_pids"] = [s.pid for s in server.servers]
+        redis["sentinel_ports"] = list(server.sentinel_ports)
+        redis["sentinel_pids"] = server.sentinel_pids
+    else:
+        redis["redis_pid"] = server.pid
+    return {
+        **redis,
         "workers": [
             {
                 "hostname": w.hostname,
@@ -286,11 +328,17 @@ def _info(
 
 
 def _print_summary(
-    directory: Path, cluster: LocalCluster, server: RedisServer, flower: FlowerProcess | None
+    directory: Path,
+    cluster: LocalCluster,
+    server: RedisServer | SentinelCluster,
+    flower: FlowerProcess | None,
 ) -> None:
     settings = cluster.settings
     print(f"Local cluster ready (Ctrl-C stops it). Files in {directory}:")
     print(f"  Redis     {redact_url(server.url)}  (AOF in {server.data_dir})")
+    if isinstance(server, SentinelCluster):
+        ports = ", ".join(str(s.port) for s in server.servers)
+        print(f"  servers   127.0.0.1 ports {ports}, master name {server.master_name!r}")
     for w in cluster.workers:
         metrics = f"  metrics http://127.0.0.1:{w.metrics_port}/metrics" if w.metrics_port else ""
         print(f"  worker    {w.hostname}  pid {w.pid}{metrics}")

@@ -128,3 +128,66 @@ def test_the_cluster_command_serves_a_set_with_flower_and_metrics_and_stops_on_c
                 os.killpg(command.pid, signal.SIGKILL)
                 command.wait()
         log.close()
+
+
+def test_the_cluster_command_with_ha_serves_a_set_through_sentinels_and_stops_them_all(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBSET_", "FLOWER_"))}
+    args = ["--ha", "--workers", "1", "--no-metrics", "--flower-port", "0", "--dir", str(tmp_path)]
+    log = (tmp_path / "command.log").open("wb")
+    command = subprocess.Popen(
+        [sys.executable, "-m", "jobset.cluster", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        ready = tmp_path / "cluster.json"
+
+        def started() -> bool:
+            assert command.poll() is None, (tmp_path / "command.log").read_text()
+            return ready.exists()
+
+        _wait(started, 90, "the cluster to be ready")
+        info = json.loads(ready.read_text())
+        producer_env = dict(
+            line.split("=", 1)
+            for line in (tmp_path / "jobset.env").read_text().splitlines()
+            if line and not line.startswith("#")
+        )
+        assert producer_env["JOBSET_BROKER_URL"].startswith("sentinel://")
+        assert producer_env["JOBSET_SENTINEL_MASTER"] and producer_env["JOBSET_SENTINEL_PASSWORD"]
+        assert len(info["sentinel_ports"]) == 3 and len(info["redis_pids"]) == 2
+        circuit = QuantumCircuit(1, name="coin")
+        circuit.h(0)
+        circuit.measure_all()
+        with CeleryExecutor(Settings.from_env(producer_env)) as executor:
+            job = run(AerSimulator(), [circuit] * 2, executor=executor, max_job_size=1, shots=20)
+            assert sum(job.result(timeout=60).get_counts(0).values()) == 20
+        auth = (tmp_path / "flower-auth").read_text().strip()
+
+        def listed() -> bool:
+            tasks = _get(f"{info['flower_url']}/api/tasks?search={job.job_id()}", auth)
+            return sum(t["state"] == "SUCCESS" for t in tasks.values()) == 2
+
+        _wait(listed, 30, "Flower, on the sentinels too, to list the set")
+        text = (tmp_path / "command.log").read_text()
+        assert producer_env["JOBSET_SENTINEL_PASSWORD"] not in text
+
+        command.send_signal(signal.SIGINT)
+        assert command.wait(timeout=60) == 0
+        pids = [*info["redis_pids"], *info["sentinel_pids"], info["flower_pid"]]
+        pids += [w["pid"] for w in info["workers"]]
+        _wait(lambda: not any(_alive(p) for p in pids), 10, "every process to exit")
+    finally:
+        if command.poll() is None:
+            command.send_signal(signal.SIGTERM)
+            try:
+                command.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(command.pid, signal.SIGKILL)
+                command.wait()
+        log.close()
