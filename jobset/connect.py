@@ -26,7 +26,7 @@ from .settings import Settings
 # primary replicates asynchronously: without the wait, a result it acknowledged in its last
 # moment is gone after the failover while the producer may already have read "done".
 REPLICA_WAIT_MS = 1000
-NO_REPLICA_RECHECK_S = 10.0
+NO_REPLICA_RECHECK_S = 2.0
 # Per process: until when not to wait, after a WAIT found no replica.
 _replica_missing_until = [0.0]
 
