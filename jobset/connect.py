@@ -62,15 +62,26 @@ def redis_client(
     sentinel = Sentinel(
         list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs(settings, parsed, socket_timeout)
     )
-    master = sentinel.master_for(
+    return sentinel.master_for(
         settings.sentinel_master or "",
+        redis_class=_PrimaryClient,
         db=parsed.db,
         username=parsed.username,
         password=parsed.password,
         **tls_options(parsed.tls),
         **options,
     )
-    return master
+
+
+class _PrimaryClient(redis.Redis):
+    """A client of the sentinels' primary whose ``close()`` also closes its connections to
+    the sentinels (each client has a ``Sentinel`` of its own)."""
+
+    def close(self) -> None:
+        super().close()
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        if manager is not None:
+            manager.close()
 
 
 def replicated(settings: Settings) -> bool:

@@ -100,16 +100,16 @@ def celery_url(url: str) -> str:
     for host, port in parsed.sentinels:
         userinfo = ""
         if parsed.username or parsed.password is not None:
-            userinfo = f"{url_quote(parsed.username or '')}"
+            userinfo = f"{_quote(parsed.username or '')}"
             if parsed.password is not None:
-                userinfo += f":{url_quote(parsed.password)}"
+                userinfo += f":{_quote(parsed.password)}"
             userinfo += "@"
         address = f"[{host}]" if ":" in host else host
         parts.append(f"{SENTINEL_SCHEME}://{userinfo}{address}:{port}/{parsed.db}")
     return _PART_SEP.join(parts)
 
 
-def url_quote(value: str) -> str:
+def _quote(value: str) -> str:
     return quote(value, safe="")
 
 

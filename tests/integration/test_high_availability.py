@@ -116,6 +116,7 @@ def test_a_set_survives_the_loss_of_the_redis_primary_and_counts_exactly(sentine
             sentinel_password=sentinels.sentinel_password,
             secret_key=SECRET,
             extra_env=WORKER_ENV,
+            loglevel="INFO",
         ) as cluster,
         CeleryExecutor(cluster.settings) as executor,
     ):
@@ -145,6 +146,9 @@ def test_a_set_survives_the_loss_of_the_redis_primary_and_counts_exactly(sentine
             len(republished),
         )
         assert failover_s < 15
+        logs = "".join(p.read_text(errors="replace") for p in cluster.log_dir.glob("*.log"))
+        assert "Connected to sentinel://" in logs
+        assert sentinels.password not in logs and sentinels.sentinel_password not in logs
         # The workers serve on, on the new primary: a second set needs no help.
         again = submit_exact(executor, circuits[:6], shots=SHOTS, seed=SEED)
         assert_same_counts_and_memory(
