@@ -26,11 +26,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
+from .deadline import Deadline, growing_sleep, poll
 from .errors import ConfigurationError
 from .local import (
     LocalCluster,
@@ -112,15 +113,15 @@ class FlowerProcess(StartStop):
         )
         self.process = spawn_logged(self.argv(), log_path=self.log_path, env=env)
         try:
-            self._wait_ready(time.monotonic() + self.startup_timeout_s)
+            self._wait_ready(Deadline(self.startup_timeout_s))
         except BaseException:
             self.stop(timeout_s=1.0)
             raise
         return self
 
-    def _wait_ready(self, deadline: float) -> None:
+    def _wait_ready(self, deadline: Deadline) -> None:
         # /healthcheck answers without the login once Flower serves HTTP.
-        while True:
+        def serving() -> bool | None:
             if self.process is None or self.process.poll() is not None:
                 raise ConfigurationError(f"Flower exited:\n{_tail(self.log_path)}")
             with (
@@ -128,13 +129,15 @@ class FlowerProcess(StartStop):
                 urllib.request.urlopen(f"{self.url}/healthcheck", timeout=2) as response,
             ):
                 if response.status == 200:
-                    return
-            if time.monotonic() >= deadline:
-                raise ConfigurationError(
-                    f"Flower did not answer within {self.startup_timeout_s} s:\n"
-                    f"{_tail(self.log_path)}"
-                )
-            time.sleep(0.1)
+                    return True
+            return None
+
+        def timed_out() -> NoReturn:
+            raise ConfigurationError(
+                f"Flower did not answer within {self.startup_timeout_s} s:\n{_tail(self.log_path)}"
+            )
+
+        poll(serving, deadline, timed_out, pause=growing_sleep(0.1, 0.1))
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM (Flower saves its state), then SIGKILL its group after ``timeout_s``."""
@@ -143,7 +146,7 @@ class FlowerProcess(StartStop):
             return
         if process.poll() is None:
             process.terminate()
-            if not _wait_exit(process, time.monotonic() + timeout_s):
+            if not _wait_exit(process, Deadline(timeout_s)):
                 _kill_group(process.pid)
                 process.wait()
         _kill_group(process.pid)

@@ -16,7 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 import redis
 from celery import Celery
@@ -29,6 +29,7 @@ from redis.retry import Retry
 from . import recovery, registry, tally
 from .celeryconf import celery_config
 from .cost import WorkerCapacity
+from .deadline import Deadline, growing_sleep, poll
 from .errors import JobSetTimeoutError, SubJobsLostError, timeout_message
 from .execute import portable_backend
 from .plan import Plan, SubBatch
@@ -52,8 +53,6 @@ from .store import SignedStore
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_POLL_START_S = 0.01
-_POLL_MAX_S = 0.25
 # Longest pause between status reads while subscribed: a safety net for a lost notice.
 _NOTICE_WAIT_S = 1.0
 # A wait that sees no sub-job finish for this long checks whether any were lost, then
@@ -131,29 +130,29 @@ class Submission(abc.ABC):
         Yields ``pause(remaining)``, which returns within ``remaining`` seconds (None: no
         bound); :meth:`AerJobSet.wait_for_final_state` and ``as_completed`` use it too.
         """
-        delay = _POLL_START_S
+        yield growing_sleep()
 
-        def pause(remaining: float | None) -> None:
-            nonlocal delay
-            time.sleep(max(0.0, delay if remaining is None else min(delay, remaining)))
-            delay = min(delay * 1.5, _POLL_MAX_S)
+    def wait(self, indices: Sequence[int], deadline: Deadline) -> list[SubJobState]:
+        """Block until the given sub-jobs are final; raise once ``deadline`` has passed."""
+        states: list[SubJobState] = []
 
-        yield pause
+        def ready() -> list[SubJobState] | None:
+            nonlocal states
+            states = self.states()
+            self._watch(states)
+            return states if all(states[i].status in FINAL for i in indices) else None
 
-    def wait(self, indices: Sequence[int], deadline: float | None) -> list[SubJobState]:
-        """Block until the given sub-jobs are final; raise at ``deadline`` (monotonic)."""
+        def timed_out() -> NoReturn:
+            raise not_final_error([i for i in indices if states[i].status not in FINAL])
+
         with self.pauses() as pause:
-            while True:
-                states = self.states()
-                self._watch(states)
-                if all(states[i].status in FINAL for i in indices):
-                    return states
-                if deadline is not None and time.monotonic() >= deadline:
-                    pending = [i for i in indices if states[i].status not in FINAL]
-                    raise JobSetTimeoutError(
-                        f"timed out with {len(pending)} sub-job(s) not final (first: {pending[:5]})"
-                    )
-                pause(None if deadline is None else deadline - time.monotonic())
+            return poll(ready, deadline, timed_out, pause=pause)
+
+
+def not_final_error(pending: Sequence[int]) -> JobSetTimeoutError:
+    return JobSetTimeoutError(
+        f"timed out with {len(pending)} sub-job(s) not final (first: {list(pending[:5])})"
+    )
 
 
 # --------------------------------------------------------------------------- Celery
@@ -476,31 +475,33 @@ class CeleryRun(Submission):
         self._tally_seen = (counted, now)
         return True
 
-    def wait(self, indices: Sequence[int], deadline: float | None) -> list[SubJobState]:
+    def wait(self, indices: Sequence[int], deadline: Deadline) -> list[SubJobState]:
         """Like :meth:`Submission.wait`, but a wait for the whole set polls the tally and
         reads every sub-job's state only when the tally says the set is final (or has not
         moved for a while), so a long wait on a big set costs O(1) a poll."""
         if len(indices) != len(self.task_ids):
             return super().wait(indices, deadline)
+        states: list[SubJobState] | None = None
+
+        def ready() -> list[SubJobState] | None:
+            nonlocal states
+            counted = self.tallied()
+            final = aggregate_counts(counted, len(self.task_ids), cancelled=self._cancelled)
+            states = None
+            # At the deadline every state is read once more: the tally may lag behind.
+            if final in FINAL or self._tally_stalled(counted) or deadline.passed():
+                states = self.states()
+                self._watch(states)
+                if all(s.status in FINAL for s in states):
+                    return states
+            return None
+
+        def timed_out() -> NoReturn:
+            last = self.states() if states is None else states
+            raise not_final_error([i for i, s in enumerate(last) if s.status not in FINAL])
+
         with self.pauses() as pause:
-            while True:
-                counted = self.tallied()
-                final = aggregate_counts(counted, len(self.task_ids), cancelled=self._cancelled)
-                states = None
-                if final in FINAL or self._tally_stalled(counted):
-                    states = self.states()
-                    self._watch(states)
-                    if all(s.status in FINAL for s in states):
-                        return states
-                if deadline is not None and time.monotonic() >= deadline:
-                    states = self.states() if states is None else states
-                    pending = [i for i, s in enumerate(states) if s.status not in FINAL]
-                    if not pending:
-                        return states
-                    raise JobSetTimeoutError(
-                        f"timed out with {len(pending)} sub-job(s) not final (first: {pending[:5]})"
-                    )
-                pause(None if deadline is None else deadline - time.monotonic())
+            return poll(ready, deadline, timed_out, pause=pause)
 
     def states(self, indices: Sequence[int] | None = None) -> list[SubJobState]:
         """States of every sub-job, or of ``indices`` only: one round trip either way."""
@@ -715,9 +716,8 @@ class FuturesRun(Submission):
                 out[i] = f.result()
         return out
 
-    def wait(self, indices: Sequence[int], deadline: float | None) -> list[SubJobState]:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        _, not_done = cf.wait([self.futures[i] for i in indices], timeout=timeout)
+    def wait(self, indices: Sequence[int], deadline: Deadline) -> list[SubJobState]:
+        _, not_done = cf.wait([self.futures[i] for i in indices], timeout=deadline.remaining())
         if not_done:
             raise JobSetTimeoutError(f"timed out with {len(not_done)} sub-job(s) not final")
         return self.states()

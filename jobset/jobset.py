@@ -13,13 +13,14 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from qiskit.circuit import QuantumCircuit
 from qiskit.providers import JobStatus, JobV1
 from qiskit.result import Result
 
 from . import registry
+from .deadline import Deadline, poll
 from .errors import (
     DecodeError,
     InvalidInputError,
@@ -60,8 +61,8 @@ class JobSetInfo:
     status: JobStatus
 
 
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
+def _least(seconds: float, remaining: float | None) -> float:
+    return seconds if remaining is None else min(seconds, remaining)
 
 
 class AerJobSet(JobV1):
@@ -193,20 +194,20 @@ class AerJobSet(JobV1):
         :class:`~jobset.errors.JobSetTimeoutError` (a ``JobTimeoutError``) past ``timeout``.
         """
         submission = self._require_submitted()
-        deadline = _deadline(timeout)
+
+        def final() -> JobStatus | None:
+            status = self.status()
+            if callback is not None:
+                callback(self._job_id, status, self)
+            return status if status in FINAL else None
+
+        def timed_out() -> NoReturn:
+            raise JobSetTimeoutError(f"job set {self._job_id} not final after {timeout} s")
+
         # Woken by the result backend's notices (Celery), so the wait ends when the last
         # sub-job does, not up to a poll interval later.
         with submission.pauses() as pause:
-            while True:
-                status = self.status()
-                if callback is not None:
-                    callback(self._job_id, status, self)
-                if status in FINAL:
-                    return
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise JobSetTimeoutError(f"job set {self._job_id} not final after {timeout} s")
-                bound = wait if deadline is None else min(wait, deadline - time.monotonic())
-                pause(max(0.0, bound))
+            poll(final, Deadline(timeout), timed_out, pause=lambda left: pause(_least(wait, left)))
 
     def cancel(self) -> bool:
         """Cancel the set; returns at once, False when it was already final.
@@ -241,7 +242,7 @@ class AerJobSet(JobV1):
         """
         submission = self._require_submitted()
         everything = range(len(self._experiments))
-        states = self._observe(submission.wait(everything, _deadline(timeout)))
+        states = self._observe(submission.wait(everything, Deadline(timeout)))
         results = submission.results(
             i for i, s in enumerate(states) if s.status is not JobStatus.CANCELLED
         )
@@ -286,31 +287,31 @@ class AerJobSet(JobV1):
         returns at once (or raises for a failed or cancelled one).
         """
         submission = self._require_submitted()
-        deadline = _deadline(timeout)
+        deadline = Deadline(timeout)
         pending = list(range(len(self._experiments)))
         finished: int | None = None
+
+        def newly_final() -> list[int] | None:
+            nonlocal pending, finished
+            # A poll that the tally shows nothing new for reads no state (Celery only).
+            now_finished = submission.finished_count()
+            if now_finished is not None and now_finished == finished:
+                return None
+            finished = now_finished
+            states = submission.states(pending)
+            done = [k for k, s in zip(pending, states, strict=True) if s.status in FINAL]
+            pending = [k for k, s in zip(pending, states, strict=True) if s.status not in FINAL]
+            return done or None
+
+        def timed_out() -> NoReturn:
+            raise JobSetTimeoutError(
+                f"job set {self._job_id}: {len(pending)} sub-job(s) not final after {timeout} s"
+            )
+
         with submission.pauses() as pause:
             while pending:
-                # A poll that the tally shows nothing new for reads no state (Celery only).
-                now_finished = submission.finished_count()
-                if now_finished is None or now_finished != finished:
-                    finished = now_finished
-                    states = submission.states(pending)
-                    still = []
-                    for k, state in zip(pending, states, strict=True):
-                        if state.status in FINAL:
-                            yield SubJob(self, k)
-                        else:
-                            still.append(k)
-                    pending = still
-                    if not pending:
-                        break
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise JobSetTimeoutError(
-                        f"job set {self._job_id}: {len(pending)} sub-job(s) not final after "
-                        f"{timeout} s"
-                    )
-                pause(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                for k in poll(newly_final, deadline, timed_out, pause=pause):
+                    yield SubJob(self, k)
 
     # ------------------------------------------------------------------ by id
 
@@ -416,7 +417,7 @@ class AerJobSet(JobV1):
             else [self._sub_job_index(worker)]
         )
         submission = self._require_submitted()
-        states = submission.wait(indices, _deadline(timeout))
+        states = submission.wait(indices, Deadline(timeout))
         failures = [f for f in self._failures(states) if f.index in indices]
         if failures:
             raise JobSetFailedError(self._job_id, failures)

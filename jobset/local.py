@@ -29,19 +29,19 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 from urllib.parse import quote, urlencode
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .deadline import Deadline, growing_sleep, poll
 from .errors import ConfigurationError, JobSetStateError
 from .execute import available_cores
 from .protocol import WORKER_KEY_PREFIX
@@ -110,9 +110,9 @@ def spawn_logged(
         )
 
 
-def _wait_exit(process: subprocess.Popen[bytes], deadline: float) -> bool:
+def _wait_exit(process: subprocess.Popen[bytes], deadline: Deadline) -> bool:
     try:
-        process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        process.wait(timeout=deadline.remaining())
         return True
     except subprocess.TimeoutExpired:
         return False
@@ -282,7 +282,7 @@ class RedisServer(StartStop):
         with contextlib.suppress(BrokenPipeError):  # it exited at once: handled below
             self._process.stdin.write(stdin_config)
         self._process.stdin.close()
-        deadline = time.monotonic() + self.startup_timeout_s
+        deadline = Deadline(self.startup_timeout_s)
         # No retry: redis-py 8 otherwise backs off for seconds on each refused connect.
         tls: dict[str, object] = {}
         if self.tls is not None:
@@ -295,29 +295,37 @@ class RedisServer(StartStop):
             retry=Retry(NoBackoff(), 0),
             **tls,  # type: ignore[arg-type]
         )
+        process = self._process
+
+        def answered() -> bool | None:
+            if process.poll() is not None:
+                return False  # most likely the port was taken; the caller retries
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                if client.ping():
+                    return True
+            return None
+
+        def timed_out() -> NoReturn:
+            self._terminate(1.0)
+            raise ConfigurationError(
+                f"the Redis server did not answer PING within {self.startup_timeout_s} s:\n"
+                f"{_tail(self.log_path)}"
+            )
+
         try:
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    self._process = None
-                    return False  # most likely the port was taken; the caller retries
-                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
-                    if client.ping():
-                        return True
-                time.sleep(0.05)
+            started = poll(answered, deadline, timed_out, pause=growing_sleep(0.05, 0.05))
         finally:
             client.close()
-        self._terminate(1.0)
-        raise ConfigurationError(
-            f"the Redis server did not answer PING within {self.startup_timeout_s} s:\n"
-            f"{_tail(self.log_path)}"
-        )
+        if not started:
+            self._process = None
+        return started
 
     def _terminate(self, timeout_s: float) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
         process.terminate()
-        if not _wait_exit(process, time.monotonic() + timeout_s):
+        if not _wait_exit(process, Deadline(timeout_s)):
             process.kill()
             process.wait()
 
@@ -443,7 +451,7 @@ class LocalCluster(StartStop):
                 aer_threads=aer_threads,
             )
             started = [self._spawn() for _ in range(self._count)]
-            self._wait_ready(started, time.monotonic() + self.startup_timeout_s)
+            self._wait_ready(started, Deadline(self.startup_timeout_s))
         except BaseException:
             self._stop(keep_logs=True)  # the error names the log files
             raise
@@ -461,7 +469,7 @@ class LocalCluster(StartStop):
         handle = self._spawn(concurrency=concurrency, queues=queues, extra_env=extra_env)
         if wait:
             try:
-                self._wait_ready([handle], time.monotonic() + self.startup_timeout_s)
+                self._wait_ready([handle], Deadline(self.startup_timeout_s))
             except BaseException:
                 self.stop_worker(handle, signal.SIGKILL)
                 raise
@@ -475,7 +483,7 @@ class LocalCluster(StartStop):
         if handle.running():
             with contextlib.suppress(ProcessLookupError):
                 handle.process.send_signal(sig)
-        self._reap([handle], time.monotonic() + timeout_s)
+        self._reap([handle], Deadline(timeout_s))
 
     def kill_worker(self, index: int) -> None:
         """SIGKILL worker ``index`` and its pool children at once, like a crashed machine.
@@ -483,7 +491,7 @@ class LocalCluster(StartStop):
         Its heartbeat key stays in Redis until its TTL runs out.
         """
         handle = self.workers[index]
-        self._reap([handle], time.monotonic())
+        self._reap([handle], Deadline(0))
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Warm-shut-down every worker, SIGKILL what is left, stop the server. Idempotent."""
@@ -495,7 +503,7 @@ class LocalCluster(StartStop):
         for w in running:
             with contextlib.suppress(ProcessLookupError):
                 w.process.send_signal(signal.SIGTERM)
-        self._reap(self.workers, time.monotonic() + timeout_s)
+        self._reap(self.workers, Deadline(timeout_s))
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -504,7 +512,7 @@ class LocalCluster(StartStop):
         self._settings = None
         self._log_dir = None
 
-    def _reap(self, handles: Sequence[WorkerHandle], deadline: float) -> None:
+    def _reap(self, handles: Sequence[WorkerHandle], deadline: Deadline) -> None:
         for h in handles:
             if h.swept:
                 continue  # once its group is empty, the id may belong to someone else
@@ -562,29 +570,33 @@ class LocalCluster(StartStop):
         self.workers.append(handle)
         return handle
 
-    def _wait_ready(self, handles: Sequence[WorkerHandle], deadline: float) -> None:
+    def _wait_ready(self, handles: Sequence[WorkerHandle], deadline: Deadline) -> None:
         """Poll Redis until each worker's heartbeat key appears; fail fast if one dies."""
         pending = {h.nodename.split("@", 1)[0] + "@": h for h in handles}
         client = redis.Redis.from_url(self.settings.backend_url, socket_timeout=2.0)
+
+        def all_beating() -> bool | None:
+            for key in client.scan_iter(match=f"{WORKER_KEY_PREFIX}local*-{self._id}@*"):
+                hostname = key.decode()[len(WORKER_KEY_PREFIX) :]
+                handle = pending.pop(hostname.split("@", 1)[0] + "@", None)
+                if handle is not None:
+                    handle.hostname = _heartbeat_hostname(client.get(key)) or hostname
+            dead = [h for h in pending.values() if not h.running()]
+            if dead:
+                failed("exited", dead)
+            return None if pending else True
+
+        def failed(why: str, handles: Iterable[WorkerHandle]) -> NoReturn:
+            tails = "\n".join(
+                f"--- worker {h.index} ({h.log_path}):\n{_tail(h.log_path)}" for h in handles
+            )
+            raise ConfigurationError(f"local cluster: worker(s) {why}\n{tails}")
+
+        def timed_out() -> NoReturn:
+            failed(f"sent no heartbeat within {self.startup_timeout_s} s", pending.values())
+
         try:
-            while pending:
-                for key in client.scan_iter(match=f"{WORKER_KEY_PREFIX}local*-{self._id}@*"):
-                    hostname = key.decode()[len(WORKER_KEY_PREFIX) :]
-                    handle = pending.pop(hostname.split("@", 1)[0] + "@", None)
-                    if handle is not None:
-                        handle.hostname = _heartbeat_hostname(client.get(key)) or hostname
-                dead = [h for h in pending.values() if not h.running()]
-                if dead or (pending and time.monotonic() >= deadline):
-                    why = (
-                        "exited" if dead else f"sent no heartbeat within {self.startup_timeout_s} s"
-                    )
-                    tails = "\n".join(
-                        f"--- worker {h.index} ({h.log_path}):\n{_tail(h.log_path)}"
-                        for h in (dead or pending.values())
-                    )
-                    raise ConfigurationError(f"local cluster: worker(s) {why}\n{tails}")
-                if pending:
-                    time.sleep(0.1)
+            poll(all_beating, deadline, timed_out, pause=growing_sleep(0.1, 0.1))
         finally:
             client.close()
 

@@ -13,6 +13,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from jobset.deadline import wait_for
 from jobset.errors import ConfigurationError
 from jobset.local import RESERVED_PORT, LocalCluster, RedisServer
 from jobset.protocol import GPU_QUEUE, worker_key
@@ -21,12 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return wait_for(predicate, timeout_s, "the processes", error=AssertionError)
 
 
 def _stat(pid: int) -> list[str] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
 from jobset import CeleryExecutor, JobSetFailedError, SecurityError, Settings, run
+from jobset.deadline import wait_for
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import DEFAULT_QUEUE, RUN_SUB_JOB_TASK, batch_key, result_key
 
@@ -92,9 +92,12 @@ def test_a_pickle_message_on_the_queue_executes_nothing_and_the_worker_serves_on
             headers={"lang": "py", "task": RUN_SUB_JOB_TASK, "id": task_id},
         )
     # Any job after it on the same queue completing shows the pickle message was consumed.
-    deadline = time.monotonic() + 60
-    while executor.redis.llen(DEFAULT_QUEUE) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(
+        lambda: not executor.redis.llen(DEFAULT_QUEUE),
+        60,
+        "the queue to drain",
+        error=AssertionError,
+    )
     job = run(AerSimulator(), qv_circuits(2), executor=executor, max_job_size=1, shots=10)
     assert job.result(timeout=60).success
     assert not marker.exists()
