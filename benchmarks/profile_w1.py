@@ -18,11 +18,11 @@ from circuits import ghz
 from qiskit_aer import AerSimulator
 
 from jobset import CeleryExecutor, codec, run
-from jobset.execute import run_sub_batch
 from jobset.local import LocalCluster
 from jobset.merge import merge_results
 from jobset.plan import make_plan
 from jobset.protocol import Kind
+from jobset.simulate import run_sub_batch
 
 KEY = b"profile-signing-key-of-32-bytes!"
 

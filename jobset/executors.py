@@ -31,7 +31,6 @@ from .celeryconf import celery_config
 from .cost import WorkerCapacity
 from .deadline import Deadline, growing_sleep, poll
 from .errors import JobSetTimeoutError, SubJobsLostError, timeout_message
-from .execute import portable_backend
 from .plan import Plan, SubBatch
 from .protocol import (
     DEFAULT_QUEUE,
@@ -47,6 +46,7 @@ from .protocol import (
 )
 from .publish import PUBLISH_BATCH_OPS, Publisher, queue_for
 from .settings import Settings, redact_url
+from .simulate import portable_backend
 from .status import FINAL, aggregate_counts, aggregate_status, celery_to_job_status
 from .store import SignedStore
 

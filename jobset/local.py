@@ -43,7 +43,7 @@ from redis.retry import Retry
 
 from .deadline import Deadline, growing_sleep, poll
 from .errors import ConfigurationError, JobSetStateError
-from .execute import available_cores
+from .machine import available_cores
 from .protocol import WORKER_KEY_PREFIX
 from .settings import Settings
 

@@ -15,8 +15,8 @@ import threading
 from typing import Any
 
 from .errors import InvalidInputError
-from .execute import available_cores
 from .executors import CeleryExecutor
+from .machine import available_cores
 
 _default_pool: cf.ThreadPoolExecutor | None = None
 _default_pool_lock = threading.Lock()

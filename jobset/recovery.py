@@ -29,7 +29,6 @@ from .errors import (
     EvictionPolicyWarning,
     JobSetStateError,
 )
-from .execute import portable_backend
 from .plan import SubBatch
 from .protocol import (
     BASE_QUEUES,
@@ -48,6 +47,7 @@ from .protocol import (
 )
 from .publish import PUBLISH_BATCH_OPS, Publisher, queue_for
 from .settings import Settings, redact_url
+from .simulate import portable_backend
 from .status import FINAL
 
 if TYPE_CHECKING:

@@ -13,13 +13,13 @@ from qiskit_aer import AerSimulator
 from . import admission
 from .cost import balance_weights, circuit_costs
 from .errors import InvalidInputError, VersionSkewWarning
-from .execute import local_runner
 from .executors import CeleryExecutor
 from .jobset import AerJobSet
 from .plan import make_plan
 from .pools import check_executor, local_slots
 from .protocol import Dispatch, owner_queue
 from .publish import queue_for
+from .simulate import local_runner
 from .validate import check_submission
 
 

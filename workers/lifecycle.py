@@ -29,7 +29,7 @@ from celery.worker import state as worker_state
 
 from jobset.compat import runtime_versions
 from jobset.cost import calibrate
-from jobset.execute import available_cores, machine_memory_bytes
+from jobset.machine import available_cores, machine_memory_bytes
 from jobset.protocol import (
     DEFAULT_QUEUE,
     OWNER_QUEUES_KEY,

@@ -24,13 +24,13 @@ from ..errors import (
     PrimitiveJobFailedError,
     PrimitiveJobNotFoundError,
 )
-from ..execute import local_runner
 from ..executors import CeleryExecutor
 from ..jobset import AerJobSet
 from ..plan import Plan
 from ..pools import local_slots
 from ..protocol import Dispatch, Kind, check_jobset_id, owner_queue
 from ..publish import queue_for
+from ..simulate import local_runner
 from ..simulator import preflight
 from ..status import FINAL
 from .layout import PrimitiveRecord, pub_results
