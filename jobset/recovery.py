@@ -51,7 +51,8 @@ from .simulate import portable_backend
 from .status import FINAL
 
 if TYPE_CHECKING:
-    from .executors import CeleryExecutor, CeleryRun
+    from .celery_executor import CeleryExecutor
+    from .celery_run import CeleryRun
 
 # A sub-job in neither place must stay so this long to count as lost (a worker takes a
 # message off its list and records it as unacked in two steps, milliseconds apart).

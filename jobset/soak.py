@@ -31,7 +31,7 @@ import numpy as np
 from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 
-from .executors import CeleryExecutor
+from .celery_executor import CeleryExecutor
 from .local import LocalCluster
 from .protocol import runs_key, started_field
 from .simulator import run

@@ -243,3 +243,37 @@ def test_a_resubmitted_set_reuses_cached_results_with_the_same_counts(executor):
     assert not any(s.get("cached") for s in fresh)
     keys = list(executor.redis.scan_iter(match="jobset:cache:*", count=1000))
     assert len(keys) == 6 and all(0 < executor.redis.ttl(k) <= 60 for k in keys)
+
+
+def test_the_primitives_share_run_s_submit_path_admission_routing_and_cache_included(
+    cluster, executor
+):
+    from jobset.primitives import SamplerV2
+
+    statevector = {"backend_options": {"method": "statevector"}}
+    too_big = SamplerV2(executor=executor, admit="wait", options=statevector)
+    with pytest.raises(AdmissionError, match=r"needs 256\.0 MiB"):
+        too_big.run([_wide(24)], shots=10)
+
+    sampler = SamplerV2(
+        executor=executor, seed=5, max_job_size=1, cache_ttl_s=60, options=statevector
+    )
+    pubs = [_wide(4), _wide(17)]  # 256 B and 2 MiB of state: the second one is large
+    first = sampler.run(pubs, shots=20)
+    want = first.result(timeout=60)
+    summaries = [
+        executor.app.AsyncResult(first.job_set.worker_job(k).job_id()).result for k in range(2)
+    ]
+    records = _records(executor.redis, cluster)
+    large = next(r["hostname"] for r in records if LARGE_QUEUE in r["queues"])
+    assert [s["worker"] == large for s in summaries] == [False, True]
+
+    again = sampler.run(pubs, shots=20)
+    got = again.result(timeout=60)
+    cached = [
+        executor.app.AsyncResult(again.job_set.worker_job(k).job_id()).result for k in range(2)
+    ]
+    assert all(s["cached"] for s in cached)
+    assert [got[i].data.meas.get_counts() for i in range(2)] == [
+        want[i].data.meas.get_counts() for i in range(2)
+    ]
