@@ -240,3 +240,10 @@ def test_the_repr_names_every_field_and_redacts_urls_and_keys():
     assert all(f"{f.name}=" in text for f in dataclasses.fields(Settings))
     assert "hunter2" not in text and SECRET not in text and "p" * 32 not in text
     assert "broker_url='redis://:***@host:6379/0'" in text
+
+
+def test_a_local_cluster_takes_settings_not_their_variables():
+    from jobset.local import LocalCluster
+
+    with pytest.raises(ConfigurationError, match="JOBSET_VISIBILITY_TIMEOUT_S: pass settings="):
+        LocalCluster(workers=1, extra_env={"JOBSET_VISIBILITY_TIMEOUT_S": "3"})
