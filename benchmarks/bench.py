@@ -143,7 +143,7 @@ def main() -> None:
     chosen = [workloads()[name] for name in args.workloads.split(",")]
     times: dict[tuple[str, str], list[float]] = {}
     with (
-        LocalCluster(workers=cores, concurrency=1, aer_threads=1) as cluster,
+        LocalCluster(workers=cores, concurrency=1) as cluster,  # one Aer thread each
         CeleryExecutor(cluster.settings) as executor,
         DaskCluster(
             n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=None

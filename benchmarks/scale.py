@@ -102,7 +102,9 @@ def one_size(n: int, *, run_it: bool) -> None:
             start = time.perf_counter()
             job.cancel()
             cancel_s = time.perf_counter() - start
-            with LocalCluster(workers=2, concurrency=1, redis_url=server.url, secret_key=key):
+            with LocalCluster(
+                workers=2, concurrency=1, settings=Settings(broker_url=server.url, secret_key=key)
+            ):
                 start = time.perf_counter()
                 after = run(AerSimulator(), coins(4), executor=ex, max_job_size=1, shots=4)
                 after.result(timeout=120)

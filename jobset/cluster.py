@@ -33,16 +33,8 @@ from typing import NoReturn
 
 from .deadline import Deadline, growing_sleep, poll
 from .errors import ConfigurationError
-from .local import (
-    LocalCluster,
-    RedisServer,
-    StartStop,
-    _kill_group,
-    _tail,
-    _wait_exit,
-    free_port,
-    spawn_logged,
-)
+from .local import LocalCluster, RedisServer, StartStop, free_port
+from .local.processes import kill_group, log_tail, spawn_logged, wait_exit
 from .settings import ENV_BROKER_URL, ENV_SECRET_KEY, Settings, redact_url
 
 FLOWER_PORT = 5555
@@ -123,7 +115,7 @@ class FlowerProcess(StartStop):
         # /healthcheck answers without the login once Flower serves HTTP.
         def serving() -> bool | None:
             if self.process is None or self.process.poll() is not None:
-                raise ConfigurationError(f"Flower exited:\n{_tail(self.log_path)}")
+                raise ConfigurationError(f"Flower exited:\n{log_tail(self.log_path)}")
             with (
                 contextlib.suppress(OSError),
                 urllib.request.urlopen(f"{self.url}/healthcheck", timeout=2) as response,
@@ -134,7 +126,8 @@ class FlowerProcess(StartStop):
 
         def timed_out() -> NoReturn:
             raise ConfigurationError(
-                f"Flower did not answer within {self.startup_timeout_s} s:\n{_tail(self.log_path)}"
+                f"Flower did not answer within {self.startup_timeout_s} s:\n"
+                f"{log_tail(self.log_path)}"
             )
 
         poll(serving, deadline, timed_out, pause=growing_sleep(0.1, 0.1))
@@ -146,10 +139,10 @@ class FlowerProcess(StartStop):
             return
         if process.poll() is None:
             process.terminate()
-            if not _wait_exit(process, Deadline(timeout_s)):
-                _kill_group(process.pid)
+            if not wait_exit(process, Deadline(timeout_s)):
+                kill_group(process.pid)
                 process.wait()
-        _kill_group(process.pid)
+        kill_group(process.pid)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -225,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             concurrency=args.concurrency,
             queues=args.queues.split(",") if args.queues else None,
-            redis_url=server.url,
+            settings=Settings(broker_url=server.url, secret_key=secrets.token_hex(32).encode()),
             log_dir=directory / "logs",
             loglevel=args.loglevel,
             metrics=not args.no_metrics,

@@ -34,6 +34,7 @@ from .workloads import qv_circuits
 
 pytestmark = pytest.mark.integration
 
+KEY = "a" * 32
 SMALL_WORKER_MB = 64
 LARGE_WORKER_MB = 128
 
@@ -49,11 +50,10 @@ def _wide(qubits: int) -> QuantumCircuit:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     """One default worker (no -Q) and one that serves only the large queue."""
-    env = {"JOBSET_WORKER_MEMORY_MB": str(SMALL_WORKER_MB)}
-    with LocalCluster(workers=1, extra_env=env, loglevel="INFO") as local:
-        local.add_worker(
-            queues=[LARGE_QUEUE], extra_env={"JOBSET_WORKER_MEMORY_MB": str(LARGE_WORKER_MB)}
-        )
+    small = Settings(secret_key=KEY, worker_memory_mb=SMALL_WORKER_MB)
+    with LocalCluster(workers=1, settings=small, private_server=True, loglevel="INFO") as local:
+        large = dataclasses.replace(local.settings, worker_memory_mb=LARGE_WORKER_MB)
+        local.add_worker(queues=[LARGE_QUEUE], settings=large)
         yield local
 
 
@@ -222,7 +222,7 @@ def test_lost_sub_jobs_are_published_again_to_their_owner_queue_at_their_priorit
         again = AerJobSet.retrieve(job.job_id(), ex)
         assert again.resubmit_lost() == [0, 1]
         assert {n: k for n, k in lengths().items() if k} == {low: 2}
-        with LocalCluster(workers=1, redis_url=server.url, secret_key="s" * 32):
+        with LocalCluster(workers=1, settings=Settings(broker_url=server.url, secret_key="s" * 32)):
             result = again.result(timeout=60)
         assert [sum(result.get_counts(i).values()) for i in range(2)] == [10, 10]
 

@@ -43,7 +43,9 @@ def test_a_queued_payload_tampered_in_redis_fails_its_sub_job_and_the_worker_ser
         with CeleryExecutor(settings) as ex:
             job = run(AerSimulator(), qv_circuits(3), executor=ex, max_job_size=1, shots=20)
             _flip_last_byte(server.client(), batch_key(job.job_id(), 1))
-            with LocalCluster(workers=1, redis_url=server.url, secret_key="s" * 32):
+            with LocalCluster(
+                workers=1, settings=Settings(broker_url=server.url, secret_key="s" * 32)
+            ):
                 job.wait_for_final_state(timeout=60, wait=0.1)
                 assert job.status() is JobStatus.ERROR
                 assert job.status([0, 2]) == [JobStatus.DONE, JobStatus.DONE]
