@@ -32,10 +32,11 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, depolarizing_error
 
 from jobset import CeleryExecutor, run
-from jobset.execute import available_cores, run_sub_batch
 from jobset.local import LocalCluster
+from jobset.machine import available_cores
 from jobset.merge import merge_results
 from jobset.plan import make_plan
+from jobset.simulate import run_sub_batch
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SYSTEMS = ("aer", "jobset", "dask")
@@ -142,7 +143,7 @@ def main() -> None:
     chosen = [workloads()[name] for name in args.workloads.split(",")]
     times: dict[tuple[str, str], list[float]] = {}
     with (
-        LocalCluster(workers=cores, concurrency=1, aer_threads=1) as cluster,
+        LocalCluster(workers=cores, concurrency=1) as cluster,  # one Aer thread each
         CeleryExecutor(cluster.settings) as executor,
         DaskCluster(
             n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=None

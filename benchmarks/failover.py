@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/failover.py [--rounds 10] [--sub-jobs 40]``.
 
-On a primary, a replica and three sentinels (``jobset.ha``, down-after 1 s) with two
+On a primary, a replica and three sentinels (``jobset.local.ha``, down-after 1 s) with two
 workers (visibility timeout 3 s), each round submits a set of one-circuit sub-jobs, lets a
 few finish, SIGKILLs the primary, starts it again as a replica once the sentinels promoted
 the other, and finishes the set (publishing again what the wait reports lost).  Per round:
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import statistics
 import threading
 import time
@@ -30,9 +31,9 @@ from qiskit import QuantumCircuit
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
-from jobset import CeleryExecutor, JobSetFailedError, SubJobsLostError, run
-from jobset.ha import SentinelCluster
+from jobset import CeleryExecutor, JobSetFailedError, Settings, SubJobsLostError, run
 from jobset.local import LocalCluster
+from jobset.local.ha import SentinelCluster
 from jobset.protocol import Kind, runs_key, started_field
 
 SEED, SHOTS = 23, 64
@@ -173,10 +174,14 @@ def main() -> None:
         SentinelCluster(down_after_ms=1000, failover_timeout_ms=3000) as ha,
         LocalCluster(
             workers=2,
-            redis_url=ha.url,
-            sentinel_master=ha.master_name,
-            sentinel_password=ha.sentinel_password,
-            extra_env={"JOBSET_VISIBILITY_TIMEOUT_S": "3", "JOBSET_CONNECT_TIMEOUT_S": "2"},
+            settings=Settings(
+                broker_url=ha.url,
+                secret_key=secrets.token_hex(32),
+                sentinel_master=ha.master_name,
+                sentinel_password=ha.sentinel_password,
+                visibility_timeout_s=3,
+                connect_timeout_s=2,
+            ),
         ) as cluster,
         CeleryExecutor(cluster.settings) as executor,
     ):

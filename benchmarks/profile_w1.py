@@ -9,6 +9,7 @@ The end-to-end figure is measured on a local cluster of 2 workers.
 
 from __future__ import annotations
 
+import secrets
 import statistics
 import time
 from collections.abc import Callable
@@ -17,12 +18,12 @@ from typing import Any
 from circuits import ghz
 from qiskit_aer import AerSimulator
 
-from jobset import CeleryExecutor, codec, run
-from jobset.execute import run_sub_batch
+from jobset import CeleryExecutor, Settings, codec, run
 from jobset.local import LocalCluster
 from jobset.merge import merge_results
 from jobset.plan import make_plan
 from jobset.protocol import Kind
+from jobset.simulate import run_sub_batch
 
 KEY = b"profile-signing-key-of-32-bytes!"
 
@@ -98,7 +99,11 @@ def main() -> None:
             ),
         ),
     ]
-    with LocalCluster(workers=2, aer_threads=1) as cluster, CeleryExecutor(cluster.settings) as ex:
+    one_thread = Settings(secret_key=secrets.token_hex(32), aer_threads=1)
+    with (
+        LocalCluster(workers=2, settings=one_thread, private_server=True) as cluster,
+        CeleryExecutor(cluster.settings) as ex,
+    ):
         run(sim, circuits[:10], executor=ex, shots=10).result()
         e2e = []
         for _ in range(5):

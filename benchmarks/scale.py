@@ -27,6 +27,7 @@ from qiskit_aer import AerSimulator
 from status_bench import timed_ms
 
 from jobset import CeleryExecutor, Settings, run
+from jobset.deadline import wait_for
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import DEFAULT_QUEUE, batch_key, runs_key
 from jobset.tally import counts_key
@@ -64,13 +65,12 @@ def floor_per_sub_job_ms(client, payload: bytes, message: bytes, n: int) -> floa
 
 
 def wait_fraction(job, total: int, fraction: float, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        done = job.progress().get("DONE", 0)
-        if done >= fraction * total:
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{fraction:.0%} of {total} not done in {timeout_s} s")
+    wait_for(
+        lambda: job.progress().get("DONE", 0) >= fraction * total,
+        timeout_s,
+        f"{fraction:.0%} of {total} sub-jobs done",
+        pause_s=0.2,
+    )
 
 
 def one_size(n: int, *, run_it: bool) -> None:
@@ -102,7 +102,9 @@ def one_size(n: int, *, run_it: bool) -> None:
             start = time.perf_counter()
             job.cancel()
             cancel_s = time.perf_counter() - start
-            with LocalCluster(workers=2, concurrency=1, redis_url=server.url, secret_key=key):
+            with LocalCluster(
+                workers=2, concurrency=1, settings=Settings(broker_url=server.url, secret_key=key)
+            ):
                 start = time.perf_counter()
                 after = run(AerSimulator(), coins(4), executor=ex, max_job_size=1, shots=4)
                 after.result(timeout=120)

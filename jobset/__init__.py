@@ -10,6 +10,7 @@
     job.status(); job.result(); job.cancel()
 """
 
+from .celery_executor import CeleryExecutor
 from .errors import (
     AdmissionError,
     BrokerUnavailableError,
@@ -35,10 +36,11 @@ from .errors import (
     VersionMismatchError,
     VersionSkewWarning,
 )
-from .executors import CeleryExecutor
-from .jobset import AerJobSet, JobSetInfo, SubJob
+from .jobset import AerJobSet
+from .registry import JobSetInfo
 from .settings import Settings
 from .simulator import DistributedAerSimulator, run
+from .subjob import SubJob
 
 __all__ = [
     "AdmissionError",

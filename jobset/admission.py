@@ -19,9 +19,20 @@ highest; ``"low"`` and ``"lowest"`` let a big sweep step back behind everything 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from .cost import SIZE_LARGE, ExperimentCost, WorkerCapacity, largest_memory, size_class
+from qiskit.circuit import QuantumCircuit
+
+from .cost import (
+    SIZE_LARGE,
+    ExperimentCost,
+    WorkerCapacity,
+    circuit_costs,
+    largest_memory,
+    size_class,
+)
 from .errors import AdmissionError, InvalidInputError
 from .limits import human_bytes
 from .plan import Plan
@@ -36,6 +47,32 @@ from .protocol import (
 )
 
 ADMIT_MODES = ("require", "wait")
+
+
+@dataclass(frozen=True)
+class PlanCosts:
+    """Each circuit's estimated cost, and which circuit each experiment of a plan runs."""
+
+    circuits: Sequence[ExperimentCost]
+    circuit_of_experiment: Sequence[int]
+
+    @classmethod
+    def of(cls, plan: Plan, options: Mapping[str, Any]) -> PlanCosts:
+        """Estimated from the plan's own sub-batches, each distinct circuit once."""
+        index: dict[int, int] = {}
+        circuits: list[QuantumCircuit] = []
+        of_experiment = [0] * len(plan.experiments)
+        for batch in plan.sub_batches:
+            first = 0
+            for circuit, count in zip(batch.circuits, batch.experiment_counts(), strict=True):
+                k = index.setdefault(id(circuit), len(circuits))
+                if k == len(circuits):
+                    circuits.append(circuit)
+                for e in batch.experiments[first : first + count]:
+                    of_experiment[e] = k
+                first += count
+        costs = circuit_costs(circuits, shots=plan.shots, options=options)
+        return cls(costs, of_experiment)
 
 
 def check_admit_mode(admit: object) -> str | None:

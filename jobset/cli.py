@@ -23,8 +23,8 @@ from qiskit import QuantumCircuit, qpy
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
+from .celery_executor import CeleryExecutor
 from .errors import JobSetError
-from .executors import CeleryExecutor
 from .jobset import AerJobSet
 from .settings import Settings, redact_url
 from .simulator import run

@@ -11,7 +11,7 @@ listens on loopback.  Once all of it answers, it writes into ``--dir``:
 ``cluster.json``  the URLs and process ids (written last: its presence means ready)
 
 With ``--ha`` the one server is a primary, a replica and three sentinels
-(:class:`jobset.ha.SentinelCluster`) and the URL a ``sentinel://`` one.  It runs until
+(:class:`jobset.local.ha.SentinelCluster`) and the URL a ``sentinel://`` one.  It runs until
 Ctrl-C or SIGTERM, then stops everything it started and removes those three
 files; the Redis data (AOF) and Flower's state stay for the next run, like compose's
 volumes.  The files that hold secrets are readable by their owner only.
@@ -28,23 +28,16 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
+from .deadline import Deadline, growing_sleep, poll
 from .errors import ConfigurationError
-from .ha import SentinelCluster
-from .local import (
-    LocalCluster,
-    RedisServer,
-    StartStop,
-    _kill_group,
-    _tail,
-    _wait_exit,
-    free_port,
-    spawn_logged,
-)
+from .local import LocalCluster, RedisServer, StartStop, free_port
+from .local.ha import SentinelCluster
+from .local.processes import kill_group, log_tail, spawn_logged, wait_exit
 from .settings import (
     ENV_BROKER_URL,
     ENV_SECRET_KEY,
@@ -125,29 +118,32 @@ class FlowerProcess(StartStop):
         )
         self.process = spawn_logged(self.argv(), log_path=self.log_path, env=env)
         try:
-            self._wait_ready(time.monotonic() + self.startup_timeout_s)
+            self._wait_ready(Deadline(self.startup_timeout_s))
         except BaseException:
             self.stop(timeout_s=1.0)
             raise
         return self
 
-    def _wait_ready(self, deadline: float) -> None:
+    def _wait_ready(self, deadline: Deadline) -> None:
         # /healthcheck answers without the login once Flower serves HTTP.
-        while True:
+        def serving() -> bool | None:
             if self.process is None or self.process.poll() is not None:
-                raise ConfigurationError(f"Flower exited:\n{_tail(self.log_path)}")
+                raise ConfigurationError(f"Flower exited:\n{log_tail(self.log_path)}")
             with (
                 contextlib.suppress(OSError),
                 urllib.request.urlopen(f"{self.url}/healthcheck", timeout=2) as response,
             ):
                 if response.status == 200:
-                    return
-            if time.monotonic() >= deadline:
-                raise ConfigurationError(
-                    f"Flower did not answer within {self.startup_timeout_s} s:\n"
-                    f"{_tail(self.log_path)}"
-                )
-            time.sleep(0.1)
+                    return True
+            return None
+
+        def timed_out() -> NoReturn:
+            raise ConfigurationError(
+                f"Flower did not answer within {self.startup_timeout_s} s:\n"
+                f"{log_tail(self.log_path)}"
+            )
+
+        poll(serving, deadline, timed_out, pause=growing_sleep(0.1, 0.1))
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM (Flower saves its state), then SIGKILL its group after ``timeout_s``."""
@@ -156,10 +152,10 @@ class FlowerProcess(StartStop):
             return
         if process.poll() is None:
             process.terminate()
-            if not _wait_exit(process, time.monotonic() + timeout_s):
-                _kill_group(process.pid)
+            if not wait_exit(process, Deadline(timeout_s)):
+                kill_group(process.pid)
                 process.wait()
-        _kill_group(process.pid)
+        kill_group(process.pid)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -246,12 +242,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             concurrency=args.concurrency,
             queues=args.queues.split(",") if args.queues else None,
-            redis_url=server.url,
+            settings=Settings(
+                broker_url=server.url,
+                secret_key=secrets.token_hex(32).encode(),
+                sentinel_master=sentinel.get(ENV_SENTINEL_MASTER),
+                sentinel_password=sentinel.get(ENV_SENTINEL_PASSWORD),
+            ),
             log_dir=directory / "logs",
             loglevel=args.loglevel,
             metrics=not args.no_metrics,
-            sentinel_master=sentinel.get(ENV_SENTINEL_MASTER),
-            sentinel_password=sentinel.get(ENV_SENTINEL_PASSWORD),
         ).start()
         if not args.no_flower:
             auth = os.environ.get("FLOWER_BASIC_AUTH") or f"admin:{secrets.token_urlsafe(12)}"

@@ -12,56 +12,33 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
-from qiskit.circuit import QuantumCircuit
 from qiskit.providers import JobStatus, JobV1
 from qiskit.result import Result
 
 from . import registry
+from .deadline import Deadline, poll
 from .errors import (
-    DecodeError,
     InvalidInputError,
     JobSetError,
     JobSetFailedError,
-    JobSetNotFoundError,
     JobSetStateError,
     JobSetTimeoutError,
-    SecurityError,
-    SubJobFailure,
 )
-from .executors import CeleryExecutor, CeleryRun, FuturesRun, SubJobState, Submission
+from .executors import SetRequest, SubJobState, Submission, SubmitOptions
 from .merge import merge_results
 from .plan import Plan, SubBatch, plan_from_sub_batches
-from .pools import default_executor, local_executor
-from .protocol import Dispatch, Kind
+from .pools import as_executor, default_executor
+from .registry import JobSetInfo
 from .status import FINAL
+from .subjob import SubJob
 
 logger = logging.getLogger(__name__)
 
-# What a sub-job that Celery reports done, but whose result Redis no longer has, reads as.
-RESULT_GONE = (
-    "its result is gone from Redis (expired, evicted or deleted); run it again with "
-    "retry_failed() from the process that submitted the set"
-)
 
-
-@dataclass(frozen=True)
-class JobSetInfo:
-    """One line of ``AerJobSet.list_sets``: a known set and its aggregate status."""
-
-    job_id: str
-    created_at: float
-    tags: tuple[str, ...]
-    backend_name: str
-    sub_jobs: int
-    experiments: int
-    status: JobStatus
-
-
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
+def _least(seconds: float, remaining: float | None) -> float:
+    return seconds if remaining is None else min(seconds, remaining)
 
 
 class AerJobSet(JobV1):
@@ -87,21 +64,16 @@ class AerJobSet(JobV1):
         executor: Any = None,
         *,
         plan: Plan | None = None,
-        tags: Sequence[str] = (),
-        timeout_s: float | None = None,
-        dispatch: Dispatch | None = None,
-        cache_ttl_s: int | None = None,
+        options: SubmitOptions | None = None,
     ) -> None:
         super().__init__(backend, job_id)
-        self._tags = tuple(tags)
-        self._timeout_s = timeout_s
-        self._dispatch = dispatch
-        self._cache_ttl_s = cache_ttl_s
+        self._options = SubmitOptions() if options is None else options
         self._fn = fn
-        self._experiments = list(experiments)
+        self._sub_batches = list(experiments)
         # As in qiskit-aer 0.14: without an executor the set runs on a one-thread pool.
         self._executor = default_executor() if executor is None else executor
-        self._plan = plan if plan is not None else plan_from_sub_batches(self._experiments)
+        self._target = as_executor(self._executor)
+        self._plan = plan if plan is not None else plan_from_sub_batches(self._sub_batches)
         self._submission: Submission | None = None
         self._submitted_at: float | None = None
         self._finished_at: float | None = None
@@ -109,32 +81,21 @@ class AerJobSet(JobV1):
 
     # ------------------------------------------------------------------ submission
 
+    @property
+    def fn(self) -> Callable[[SubBatch], Result] | None:
+        """What a local executor runs for each sub-batch (Celery workers run their task)."""
+        return self._fn
+
     def submit(self) -> None:
         """Publish every sub-job; a set is submitted once."""
+        self.start(SetRequest(self._job_id, self._backend, self._plan, self._fn, self._options))
+
+    def start(self, request: SetRequest) -> None:
+        """Hand ``request`` (this set, planned, with its options) to the executor, once."""
         if self._submission is not None:
             raise JobSetStateError(f"job set {self._job_id} was already submitted")
-        executor = self._executor
         self._submitted_at = time.monotonic()
-        if isinstance(executor, CeleryExecutor):
-            self._submission = executor.publish(
-                self._job_id,
-                self._backend,
-                self._plan,
-                tags=self._tags,
-                timeout_s=self._timeout_s,
-                dispatch=self._dispatch,
-                cache_ttl_s=self._cache_ttl_s,
-            )
-        else:
-            pool = local_executor(executor)
-            if self._fn is None:
-                raise InvalidInputError("a concurrent.futures executor needs fn")
-            if self._timeout_s is not None:
-                raise InvalidInputError(
-                    "timeout_s needs a CeleryExecutor: a concurrent.futures pool cannot stop "
-                    "a function that is running"
-                )
-            self._submission = FuturesRun(pool, self._fn, self._experiments)
+        self._submission = self._target.submit(request)
 
     def _require_submitted(self) -> Submission:
         if self._submission is None:
@@ -148,7 +109,7 @@ class AerJobSet(JobV1):
     @property
     def timeout_s(self) -> float | None:
         """Each sub-job's time limit (Celery only), also on a set retrieved by id."""
-        return self._timeout_s
+        return self._options.timeout_s
 
     @property
     def plan(self) -> Plan:
@@ -193,20 +154,20 @@ class AerJobSet(JobV1):
         :class:`~jobset.errors.JobSetTimeoutError` (a ``JobTimeoutError``) past ``timeout``.
         """
         submission = self._require_submitted()
-        deadline = _deadline(timeout)
+
+        def final() -> JobStatus | None:
+            status = self.status()
+            if callback is not None:
+                callback(self._job_id, status, self)
+            return status if status in FINAL else None
+
+        def timed_out() -> NoReturn:
+            raise JobSetTimeoutError(f"job set {self._job_id} not final after {timeout} s")
+
         # Woken by the result backend's notices (Celery), so the wait ends when the last
         # sub-job does, not up to a poll interval later.
         with submission.pauses() as pause:
-            while True:
-                status = self.status()
-                if callback is not None:
-                    callback(self._job_id, status, self)
-                if status in FINAL:
-                    return
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise JobSetTimeoutError(f"job set {self._job_id} not final after {timeout} s")
-                bound = wait if deadline is None else min(wait, deadline - time.monotonic())
-                pause(max(0.0, bound))
+            poll(final, Deadline(timeout), timed_out, pause=lambda left: pause(_least(wait, left)))
 
     def cancel(self) -> bool:
         """Cancel the set; returns at once, False when it was already final.
@@ -223,14 +184,6 @@ class AerJobSet(JobV1):
 
     # ------------------------------------------------------------------ results
 
-    def _failures(self, states: Sequence[SubJobState]) -> list[SubJobFailure]:
-        task_ids = self._require_submitted().task_ids
-        return [
-            SubJobFailure(i, task_ids[i], s.status.name, s.message, s.error_type)
-            for i, s in enumerate(states)
-            if s.status is not JobStatus.DONE
-        ]
-
     def result(self, timeout: float | None = None, *, partial: bool = False) -> Result:
         """The merged ``Result`` of every sub-job, experiments in input order.
 
@@ -240,14 +193,12 @@ class AerJobSet(JobV1):
         ``success=False`` with the error in their ``status``.
         """
         submission = self._require_submitted()
-        everything = range(len(self._experiments))
-        states = self._observe(submission.wait(everything, _deadline(timeout)))
+        everything = range(len(self._sub_batches))
+        states = self._observe(submission.wait(everything, Deadline(timeout)))
         results = submission.results(
             i for i, s in enumerate(states) if s.status is not JobStatus.CANCELLED
         )
-        failures = sorted(
-            [*self._failures(states), *self._gone(states, results)], key=lambda f: f.index
-        )
+        failures = submission.failures(states, results)
         if failures and not partial:
             raise JobSetFailedError(self._job_id, failures)
         return merge_results(
@@ -257,17 +208,6 @@ class AerJobSet(JobV1):
             time_taken=self._time_taken(submission),
             failures={f.index: f"{f.status}: {f.message}" for f in failures},
         )
-
-    def _gone(
-        self, states: Sequence[SubJobState], results: dict[int, Result]
-    ) -> list[SubJobFailure]:
-        """Sub-jobs that finished but whose result is missing: failures, never quiet gaps."""
-        task_ids = self._require_submitted().task_ids
-        return [
-            SubJobFailure(i, task_ids[i], JobStatus.ERROR.name, RESULT_GONE, "ResultGone")
-            for i, s in enumerate(states)
-            if s.status is JobStatus.DONE and i not in results
-        ]
 
     def _time_taken(self, submission: Submission) -> float:
         """Submit to last sub-result: measured here, or from the workers' records when retrieved."""
@@ -286,36 +226,36 @@ class AerJobSet(JobV1):
         returns at once (or raises for a failed or cancelled one).
         """
         submission = self._require_submitted()
-        deadline = _deadline(timeout)
-        pending = list(range(len(self._experiments)))
+        deadline = Deadline(timeout)
+        pending = list(range(len(self._sub_batches)))
         finished: int | None = None
+
+        def newly_final() -> list[int] | None:
+            nonlocal pending, finished
+            # A poll that the tally shows nothing new for reads no state (Celery only).
+            now_finished = submission.finished_count()
+            if now_finished is not None and now_finished == finished:
+                return None
+            finished = now_finished
+            states = submission.states(pending)
+            done = [k for k, s in zip(pending, states, strict=True) if s.status in FINAL]
+            pending = [k for k, s in zip(pending, states, strict=True) if s.status not in FINAL]
+            return done or None
+
+        def timed_out() -> NoReturn:
+            raise JobSetTimeoutError(
+                f"job set {self._job_id}: {len(pending)} sub-job(s) not final after {timeout} s"
+            )
+
         with submission.pauses() as pause:
             while pending:
-                # A poll that the tally shows nothing new for reads no state (Celery only).
-                now_finished = submission.finished_count()
-                if now_finished is None or now_finished != finished:
-                    finished = now_finished
-                    states = submission.states(pending)
-                    still = []
-                    for k, state in zip(pending, states, strict=True):
-                        if state.status in FINAL:
-                            yield SubJob(self, k)
-                        else:
-                            still.append(k)
-                    pending = still
-                    if not pending:
-                        break
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise JobSetTimeoutError(
-                        f"job set {self._job_id}: {len(pending)} sub-job(s) not final after "
-                        f"{timeout} s"
-                    )
-                pause(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                for k in poll(newly_final, deadline, timed_out, pause=pause):
+                    yield SubJob(self, k)
 
     # ------------------------------------------------------------------ by id
 
     @classmethod
-    def retrieve(cls, job_id: str, executor: CeleryExecutor) -> AerJobSet:
+    def retrieve(cls, job_id: str, executor: Any) -> AerJobSet:
         """Rebuild a submitted set from its record in Redis, in any process.
 
         Everything works on the result (``status``, ``worker``, ``worker_job``,
@@ -323,33 +263,21 @@ class AerJobSet(JobV1):
         and ``job`` find experiments by index or name.  Raises
         :class:`~jobset.errors.JobSetNotFoundError` for an unknown or expired id.
         """
-        record = registry.load(executor.store, job_id)
-        backend = executor.store.get(Kind.BACKEND, job_id)
+        stored = as_executor(executor).stored_set(job_id)
+        record = stored.record
+        options = SubmitOptions(tags=record.tags, timeout_s=record.timeout_s)
+        plan = record.plan
         job = cls(
-            backend,
-            job_id,
-            None,
-            record.plan.sub_batches,
-            executor,
-            plan=record.plan,
-            tags=record.tags,
-            timeout_s=record.timeout_s,
-            dispatch=record.dispatch,
+            stored.backend, job_id, None, plan.sub_batches, executor, plan=plan, options=options
         )
-        job._submission = CeleryRun(
-            executor,
-            job_id,
-            record.task_ids,
-            timeout_s=record.timeout_s,
-            dispatch=record.dispatch,
-        )
+        job._submission = stored.submission
         job._created_at = record.created_at
         return job
 
     @classmethod
     def list_sets(
         cls,
-        executor: CeleryExecutor,
+        executor: Any,
         *,
         on_skip: Callable[[str, JobSetError], None] | None = None,
     ) -> list[JobSetInfo]:
@@ -359,46 +287,11 @@ class AerJobSet(JobV1):
         ``on_skip(job_id, error)`` is called for each, and without it one warning is logged
         for all of them.
         """
-        infos, skipped = [], []
-        for job_id in registry.list_ids(executor.redis, ttl_s=executor.settings.result_ttl_s):
-            try:
-                record = registry.load(executor.store, job_id)
-            except JobSetNotFoundError:
-                continue
-            except (SecurityError, DecodeError) as e:
-                skipped.append(job_id)
-                if on_skip is not None:
-                    on_skip(job_id, e)
-                continue
-            run = CeleryRun(executor, job_id, record.task_ids)
-            infos.append(
-                JobSetInfo(
-                    job_id=job_id,
-                    created_at=record.created_at,
-                    tags=record.tags,
-                    backend_name=record.backend_name,
-                    sub_jobs=len(record.task_ids),
-                    experiments=record.experiments,
-                    status=run.aggregate(),
-                )
-            )
-        if skipped and on_skip is None:
-            logger.warning(
-                "skipped %d job set record(s) that failed verification: %s",
-                len(skipped),
-                ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""),
-            )
-        return infos
+        return registry.list_sets(as_executor(executor), on_skip=on_skip)
 
     def delete(self) -> None:
         """Remove the set's record, payloads and results from Redis (cancelling it first)."""
-        submission = self._require_submitted()
-        if not isinstance(submission, CeleryRun):
-            raise JobSetStateError("only a set on a CeleryExecutor is stored in Redis")
-        if self.status() not in FINAL:
-            submission.cancel()
-        record = registry.load(submission.executor.store, self._job_id)
-        registry.delete(submission.executor.redis, record, submission.meta_keys)
+        self._require_submitted().delete()
 
     def worker_results(
         self, worker: int | Iterable[int] | None = None, timeout: float | None = None
@@ -416,12 +309,12 @@ class AerJobSet(JobV1):
             else [self._sub_job_index(worker)]
         )
         submission = self._require_submitted()
-        states = submission.wait(indices, _deadline(timeout))
-        failures = [f for f in self._failures(states) if f.index in indices]
+        states = submission.wait(indices, Deadline(timeout))
+        failures = [f for f in submission.failures(states) if f.index in indices]
         if failures:
             raise JobSetFailedError(self._job_id, failures)
         results = submission.results(indices)
-        gone = [f for f in self._gone(states, results) if f.index in indices]
+        gone = [f for f in submission.failures(states, results) if f.index in indices]
         if gone:
             raise JobSetFailedError(self._job_id, gone)
         if len(indices) == 1:
@@ -462,7 +355,7 @@ class AerJobSet(JobV1):
         submission = self._require_submitted()
         lost = submission.lost()
         if lost:
-            submission.rerun(lost, self._experiments, backend=self._backend)
+            submission.rerun(lost, self._sub_batches, backend=self._backend)
             self._finished_at = None
         return lost
 
@@ -484,37 +377,24 @@ class AerJobSet(JobV1):
         done = [i for i, s in enumerate(states) if s.status is JobStatus.DONE]
         failed = sorted(failed + submission.without_result(done))
         if failed:
-            submission.rerun(failed, self._experiments, backend=self._backend)
+            submission.rerun(failed, self._sub_batches, backend=self._backend)
             self._finished_at = None
         return failed
 
     # ------------------------------------------------------------------ lookup
 
     def _sub_job_index(self, k: Any) -> int:
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(self._experiments):
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(self._sub_batches):
             raise InvalidInputError(
-                f"no sub-job {k!r}: this set has sub-jobs 0..{len(self._experiments) - 1}"
+                f"no sub-job {k!r}: this set has sub-jobs 0..{len(self._sub_batches) - 1}"
             )
         return k
 
     def _experiment_index(self, experiment: Any) -> int:
-        """An experiment given by index, by name, or by the circuit object itself."""
-        refs = self._plan.experiments
-        if isinstance(experiment, int) and not isinstance(experiment, bool):
-            if 0 <= experiment < len(refs):
-                return experiment
-        elif isinstance(experiment, QuantumCircuit):
-            for batch in self._experiments:
-                for pos, circuit in enumerate(batch.circuits):
-                    if circuit is experiment:
-                        offset = sum(batch.experiment_counts()[:pos])
-                        return batch.experiments[offset]
-            return self._experiment_index(experiment.name)
-        elif isinstance(experiment, str):
-            for ref in refs:
-                if ref.name == experiment:
-                    return ref.index
-        raise InvalidInputError(f"no experiment {experiment!r} in job set {self._job_id}")
+        index = self._plan.find_experiment(experiment)
+        if index is None:
+            raise InvalidInputError(f"no experiment {experiment!r} in job set {self._job_id}")
+        return index
 
     def worker(self, experiment: Any) -> int | list[int]:
         """Index of the sub-job that holds ``experiment``; a list when its shots were split."""
@@ -533,41 +413,7 @@ class AerJobSet(JobV1):
         ``None`` (or no argument) gives every sub-job, in index order, as in qiskit-aer 0.14.
         """
         if worker is None:
-            return [SubJob(self, k) for k in range(len(self._experiments))]
+            return [SubJob(self, k) for k in range(len(self._sub_batches))]
         if isinstance(worker, Iterable):
             return [SubJob(self, self._sub_job_index(k)) for k in worker]
         return SubJob(self, self._sub_job_index(worker))
-
-
-class SubJob(JobV1):
-    """One sub-job of a set, as a ``JobV1``; its ``job_id()`` is its Celery task id."""
-
-    version = 1
-
-    def __init__(self, jobset: AerJobSet, index: int) -> None:
-        super().__init__(jobset.backend(), jobset._require_submitted().task_ids[index])
-        self._jobset = jobset
-        self.index = index
-
-    def submit(self) -> None:
-        raise JobSetStateError("a sub-job is submitted by its job set")
-
-    def executor(self) -> Any:
-        """The executor the sub-job runs on: its set's, as for qiskit-aer 0.14's sub-jobs."""
-        return self._jobset.executor()
-
-    def circuits(self) -> list[QuantumCircuit]:
-        """The circuits of this sub-job (none for a set retrieved by id: they stay in Redis)."""
-        return list(self._jobset._experiments[self.index].circuits)
-
-    def status(self) -> JobStatus:
-        return self._jobset.status(self.index)
-
-    def result(self, timeout: float | None = None) -> Result:
-        return self._jobset.worker_results(self.index, timeout)
-
-    def cancel(self) -> bool:
-        if self.status() in FINAL:
-            return False
-        self._jobset._require_submitted().cancel([self.index])
-        return True

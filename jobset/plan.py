@@ -122,6 +122,20 @@ class Plan:
                 pairs[exp].append((batch.index, pos))
         return pairs
 
+    def find_experiment(self, experiment: Any) -> int | None:
+        """The index of an experiment given by index, by name, or by its circuit object."""
+        if isinstance(experiment, int) and not isinstance(experiment, bool):
+            return experiment if 0 <= experiment < len(self.experiments) else None
+        if isinstance(experiment, QuantumCircuit):
+            for batch in self.sub_batches:
+                for pos, circuit in enumerate(batch.circuits):
+                    if circuit is experiment:
+                        return batch.experiments[sum(batch.experiment_counts()[:pos])]
+            return self.find_experiment(experiment.name)
+        if isinstance(experiment, str):
+            return next((ref.index for ref in self.experiments if ref.name == experiment), None)
+        return None
+
 
 def auto_job_size(n_experiments: int, slots: int, n_chunks: int = 1) -> int:
     """Experiments per sub-job when the caller gave none.

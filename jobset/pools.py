@@ -1,22 +1,38 @@
-"""Executors on this machine: any ``concurrent.futures.Executor``, and a Dask client as one.
+"""The executor adapter over ``concurrent.futures``, and the one place that tells executors apart.
 
 qiskit-aer 0.14 took a thread pool or a ``dask.distributed.Client`` as its ``executor``
 (its docstrings, its parallel howto and its tests pass the client itself).  A client is
-not a ``concurrent.futures.Executor``, but ``client.get_executor()`` is one; this module is
-the one place that knows it, so a job set only ever submits to a ``concurrent.futures``
-executor, or publishes to Celery.  Dask is never imported here: a client is recognised by
-its shape (a ``get_executor()`` method, defined in the ``distributed`` package).
+not a ``concurrent.futures.Executor``, but ``client.get_executor()`` is one; so
+:func:`as_executor` turns either into a :class:`FuturesExecutor`, and takes a
+:class:`~jobset.celery_executor.CeleryExecutor` (or any other
+:class:`~jobset.executors.Executor`) as it is.  Dask is never imported here: a client is
+recognised by its shape (a ``get_executor()`` method, defined in the ``distributed``
+package).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from qiskit.providers import JobStatus
+from qiskit.result import Result
+
+from .deadline import Deadline
 from .errors import InvalidInputError
-from .execute import available_cores
-from .executors import CeleryExecutor
+from .executors import (
+    Executor,
+    SetRequest,
+    SubJobState,
+    Submission,
+    SubmitOptions,
+    not_final_error,
+)
+from .machine import available_cores
+from .plan import SubBatch
 
 _default_pool: cf.ThreadPoolExecutor | None = None
 _default_pool_lock = threading.Lock()
@@ -57,19 +73,14 @@ def futures_executor(executor: Any) -> cf.Executor | None:
     return None
 
 
-def check_executor(executor: Any) -> Any:
-    """``executor`` if a job set can run on it; :class:`InvalidInputError` otherwise."""
-    if isinstance(executor, CeleryExecutor) or futures_executor(executor) is not None:
+def as_executor(executor: Any) -> Executor:
+    """``executor`` as the interface a job set talks to; :class:`InvalidInputError` if none."""
+    if isinstance(executor, Executor):
         return executor
-    raise _refused(executor)
-
-
-def local_executor(executor: Any) -> cf.Executor:
-    """The ``concurrent.futures`` executor to submit to; :class:`InvalidInputError` if none."""
     pool = futures_executor(executor)
     if pool is None:
         raise _refused(executor)
-    return pool
+    return FuturesExecutor(pool, slots=local_slots(executor))
 
 
 def _refused(executor: Any) -> InvalidInputError:
@@ -91,3 +102,107 @@ def local_slots(executor: Any) -> int:
             threads = 0
         return threads or available_cores()
     return int(getattr(executor, "_max_workers", 0) or available_cores())
+
+
+class FuturesExecutor(Executor):
+    """Runs each sub-batch as ``fn(sub_batch)`` on a ``concurrent.futures`` executor.
+
+    What a pool cannot do is refused before anything is planned: a per-sub-job
+    ``timeout_s`` (a pool cannot stop a function that is running) and the options that
+    act on Celery's queues and workers.
+    """
+
+    def __init__(self, pool: cf.Executor, *, slots: int) -> None:
+        self.pool = pool
+        self._slots = slots
+
+    def __repr__(self) -> str:
+        return f"FuturesExecutor({self.pool!r}, slots={self._slots})"
+
+    def check_options(self, options: SubmitOptions) -> None:
+        queue_options = options.queue_options()
+        if queue_options:
+            raise InvalidInputError(
+                f"the option(s) {', '.join(queue_options)} need a CeleryExecutor"
+            )
+        if options.timeout_s is not None:
+            raise InvalidInputError(
+                "timeout_s needs a CeleryExecutor: a concurrent.futures pool cannot stop "
+                "a function that is running"
+            )
+
+    def slots(self) -> int:
+        return self._slots
+
+    def submit(self, request: SetRequest) -> FuturesRun:
+        if request.fn is None:
+            raise InvalidInputError("a concurrent.futures executor needs fn")
+        self.check_options(request.options)
+        return FuturesRun(self.pool, request.fn, request.plan.sub_batches)
+
+
+class FuturesRun(Submission):
+    """A set on a ``concurrent.futures`` executor, as in qiskit-aer 0.14.
+
+    Only sub-jobs still queued can be cancelled: a thread or process pool cannot stop
+    a function that is running.
+    """
+
+    def __init__(
+        self, executor: cf.Executor, fn: Callable[[SubBatch], Result], batches: Sequence[SubBatch]
+    ) -> None:
+        self.futures = [executor.submit(fn, b) for b in batches]
+        # A uuid per sub-job, as qiskit-aer 0.14 gave: unique across sets, like Celery's ids.
+        self.task_ids = tuple(str(uuid.uuid4()) for _ in batches)
+        self._cancelled = False
+        self._pool = executor
+        self._fn = fn
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def states(self, indices: Sequence[int] | None = None) -> list[SubJobState]:
+        chosen = self.futures if indices is None else [self.futures[i] for i in indices]
+        return [self._state(f) for f in chosen]
+
+    @staticmethod
+    def _state(future: cf.Future[Result]) -> SubJobState:
+        if future.cancelled():
+            return SubJobState(JobStatus.CANCELLED, "cancelled")
+        if not future.done():
+            return SubJobState(JobStatus.RUNNING if future.running() else JobStatus.QUEUED)
+        error = future.exception()
+        if error is not None:
+            name = type(error).__name__
+            return SubJobState(JobStatus.ERROR, f"{name}: {error}", name)
+        result = future.result()
+        if not result.success:
+            failed = [str(e.status) for e in result.results if not e.success]
+            message = "; ".join(failed) or str(result.status)
+            return SubJobState(JobStatus.ERROR, message, "SimulationFailedError")
+        return SubJobState(JobStatus.DONE)
+
+    def results(self, indices: Iterable[int]) -> dict[int, Result]:
+        out = {}
+        for i in indices:
+            f = self.futures[i]
+            if f.done() and not f.cancelled() and f.exception() is None:
+                out[i] = f.result()
+        return out
+
+    def wait(self, indices: Sequence[int], deadline: Deadline) -> list[SubJobState]:
+        _, not_done = cf.wait([self.futures[i] for i in indices], timeout=deadline.remaining())
+        if not_done:
+            raise not_final_error([i for i in indices if not self.futures[i].done()])
+        return self.states()
+
+    def cancel(self, indices: Sequence[int] | None = None) -> None:
+        if indices is None:
+            self._cancelled = True
+        for i in range(len(self.futures)) if indices is None else indices:
+            self.futures[i].cancel()
+
+    def rerun(self, indices: Sequence[int], batches: Sequence[SubBatch], *, backend: Any) -> None:
+        for i in indices:
+            self.futures[i] = self._pool.submit(self._fn, batches[i])

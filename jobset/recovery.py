@@ -30,7 +30,6 @@ from .errors import (
     EvictionPolicyWarning,
     JobSetStateError,
 )
-from .execute import portable_backend
 from .plan import SubBatch
 from .protocol import (
     BASE_QUEUES,
@@ -49,10 +48,12 @@ from .protocol import (
 )
 from .publish import PUBLISH_BATCH_OPS, Publisher, queue_for
 from .settings import Settings, redact_url
+from .simulate import portable_backend
 from .status import FINAL
 
 if TYPE_CHECKING:
-    from .executors import CeleryExecutor, CeleryRun
+    from .celery_executor import CeleryExecutor
+    from .celery_run import CeleryRun
 
 # A sub-job in neither place must stay so this long to count as lost (a worker takes a
 # message off its list and records it as unacked in two steps, milliseconds apart).

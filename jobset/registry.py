@@ -10,12 +10,21 @@ creation time so ``ls`` needs no key scan.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidInputError, JobSetNotFoundError, SecurityError
+from qiskit.providers import JobStatus
+
+from .errors import (
+    DecodeError,
+    InvalidInputError,
+    JobSetError,
+    JobSetNotFoundError,
+    SecurityError,
+)
 from .plan import Plan
 from .protocol import (
     INDEX_KEY,
@@ -27,6 +36,8 @@ from .protocol import (
     glob_escape,
 )
 from .store import SignedStore
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -131,3 +142,56 @@ def delete(redis: Any, record: JobSetRecord, celery_meta_keys: Sequence[Any]) ->
         pipe.delete(*keys[start : start + 1000])
     pipe.zrem(INDEX_KEY, record.jobset_id)
     pipe.execute()
+
+
+@dataclass(frozen=True)
+class JobSetInfo:
+    """One line of ``AerJobSet.list_sets``: a known set and its aggregate status."""
+
+    job_id: str
+    created_at: float
+    tags: tuple[str, ...]
+    backend_name: str
+    sub_jobs: int
+    experiments: int
+    status: JobStatus
+
+
+def list_sets(
+    target: Any, *, on_skip: Callable[[str, JobSetError], None] | None = None
+) -> list[JobSetInfo]:
+    """Every set ``target`` (an executor that stores sets) knows of, oldest first.
+
+    A record that fails verification is skipped: ``on_skip(job_id, error)`` is called for
+    each, and without it one warning is logged for all of them.
+    """
+    infos, skipped = [], []
+    for job_id in target.stored_ids():
+        try:
+            stored = target.stored_set(job_id)
+        except JobSetNotFoundError:
+            continue
+        except (SecurityError, DecodeError) as e:
+            skipped.append(job_id)
+            if on_skip is not None:
+                on_skip(job_id, e)
+            continue
+        record = stored.record
+        infos.append(
+            JobSetInfo(
+                job_id=job_id,
+                created_at=record.created_at,
+                tags=record.tags,
+                backend_name=record.backend_name,
+                sub_jobs=len(record.task_ids),
+                experiments=record.experiments,
+                status=stored.submission.aggregate(),
+            )
+        )
+    if skipped and on_skip is None:
+        logger.warning(
+            "skipped %d job set record(s) that failed verification: %s",
+            len(skipped),
+            ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""),
+        )
+    return infos

@@ -1,14 +1,24 @@
 """Settings, built once at the edge and passed to library code as a parameter.
 
-Only :meth:`Settings.from_env` reads the environment; every other module takes a
-``Settings``.  Durations carry their unit in the name.
+Only ``from_env`` reads the environment; every other module takes a ``Settings``.
+Durations carry their unit in the name.
+
+Every variable the project reads is one row of this module: a dataclass field declared
+with :func:`setting`, which names its variable, how to parse it, who reads it and how the
+README describes it.  ``from_env``, ``to_env``, the ``repr`` (secrets hidden, URLs
+redacted) and the README's variable table (:func:`variables_table`, kept in step by a
+test) are all built from those rows, so adding a setting is adding one field.
+:class:`Settings` holds what producers and workers share; :class:`MetricsSettings` what
+each worker serves its metrics with (per worker: a port and a directory of its own).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast
 
 from . import urls
 from .errors import ConfigurationError
@@ -30,6 +40,10 @@ ENV_WORKER_MEMORY_MB = "JOBSET_WORKER_MEMORY_MB"
 ENV_LARGE_MEMORY_MB = "JOBSET_LARGE_MEMORY_MB"
 ENV_SENTINEL_MASTER = "JOBSET_SENTINEL_MASTER"
 ENV_SENTINEL_PASSWORD = "JOBSET_SENTINEL_PASSWORD"
+ENV_METRICS_PORT = "JOBSET_METRICS_PORT"
+ENV_METRICS_ADDR = "JOBSET_METRICS_ADDR"
+ENV_METRICS_SET_TTL_S = "JOBSET_METRICS_SET_TTL_S"
+ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
 
 # HMAC-SHA256 keys shorter than its block of output add nothing to guess but the key.
 MIN_SECRET_KEY_BYTES = 32
@@ -44,54 +58,245 @@ DEFAULT_MAX_RESULT_BYTES = 256 * 1024 * 1024
 # 50 to 70 s after it died, while a long sub-job of a live worker is never delivered twice.
 DEFAULT_VISIBILITY_TIMEOUT_S = 60
 
+_T = TypeVar("_T")
+_S = TypeVar("_S", bound="EnvSettings")
+Side = Literal["producers", "workers", "both"]
+
+
+@dataclass(frozen=True)
+class Parser:
+    """Text of a variable to a value; ``expects`` completes "``VAR`` must be ..."."""
+
+    expects: str
+    parse: Callable[[str], object]
+
+
+TEXT = Parser("text", str)
+INTEGER = Parser("an integer", int)
+KEYS = Parser(
+    "comma-separated keys", lambda text: tuple(k.strip() for k in text.split(",") if k.strip())
+)
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: its name, its parser, who reads it, its README row.
+
+    ``default_doc`` is the README's default column; ``{}`` in it stands for the default
+    value in backticks, and without it the column is that value alone.
+    """
+
+    env: str
+    doc: str
+    parse: Parser = TEXT
+    side: Side = "both"
+    secret: bool = False
+    url: bool = False
+    default_doc: str = "{}"
+
+
+_VARIABLE = "jobset.variable"
+
+
+def setting(
+    env: str,
+    default: _T,
+    doc: str,
+    *,
+    parse: Parser = TEXT,
+    side: Side = "both",
+    secret: bool = False,
+    url: bool = False,
+    default_doc: str = "{}",
+) -> _T:
+    """A dataclass field read from ``env`` (an empty value counts as unset)."""
+    variable = Variable(env, doc, parse, side, secret, url, default_doc)
+    return dataclasses.field(default=default, metadata={_VARIABLE: variable})
+
+
+def variables(cls: type[EnvSettings]) -> Iterator[tuple[dataclasses.Field[Any], Variable]]:
+    """The fields of a settings class that are read from the environment, in order."""
+    for f in dataclasses.fields(cast(Any, cls)):
+        if _VARIABLE in f.metadata:
+            yield f, f.metadata[_VARIABLE]
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, tuple):
+        return ",".join(_text(v) for v in value)
+    return str(value)
+
+
+class EnvSettings:
+    """``from_env``, ``to_env`` and a redacted ``repr``, built from the fields' rows."""
+
+    @classmethod
+    def from_env(
+        cls: type[_S], environ: Mapping[str, str] | None = None, **overrides: object
+    ) -> _S:
+        """Build settings from their variables; keyword overrides win when not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f, var in variables(cls):
+            text = env.get(var.env, "")
+            if not text:
+                continue
+            try:
+                values[f.name] = var.parse.parse(text)
+            except ValueError as e:
+                raise ConfigurationError(
+                    f"{var.env} must be {var.parse.expects}, got {text!r}"
+                ) from e
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that rebuild these settings in another process (unset ones left out)."""
+        env = {}
+        for f, var in variables(type(self)):
+            value = getattr(self, f.name)
+            if value is not None and value != ():
+                env[var.env] = _text(value)
+        return env
+
+    def __repr__(self) -> str:
+        shown = []
+        for f, var in variables(type(self)):
+            value = getattr(self, f.name)
+            if var.secret and value:
+                text = "***"
+            elif var.url and value is not None:
+                text = repr(redact_url(value))
+            else:
+                text = repr(value)
+            shown.append(f"{f.name}={text}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
 
 @dataclass(frozen=True, repr=False)
-class Settings:
+class Settings(EnvSettings):
     """Where the broker and results live, the signing key, and how long things are kept.
 
     ``secret_key`` signs every payload that crosses Redis; producers and workers must share
     it (at least 32 bytes).  ``previous_secret_keys`` still verify, but never sign: rotate
     by adding the new key as a previous key everywhere, then making it the signing key
-    everywhere, then dropping the old one.  ``result_ttl_s`` bounds the life of every key
-    the project writes.
-    ``visibility_timeout_s`` is how long a sub-job held by a worker that died stays
-    invisible before Redis delivers it again (60 s: it runs elsewhere within about 70 s);
-    live workers renew the lease of what they hold, so it need not exceed the longest
-    sub-job.  ``aer_threads`` (workers only) is the
-    OpenMP threads per task; ``None`` means cores divided by the worker's concurrency.
-
-    Reliability limits: ``connect_timeout_s`` bounds each attempt to reach Redis, so an
-    unreachable broker is an error within seconds; ``max_worker_losses`` is how many times
-    a sub-job may take its worker down (killed, out of memory, crashed) before it ends in
-    ERROR; ``max_result_bytes`` (workers) is the largest signed result a sub-job may store;
-    ``max_memory_mb`` (producers) refuses at submit any circuit whose simulation would need
-    more memory than that; ``None`` means no limit.
-
-    Admission and routing: ``worker_memory_mb`` (workers) is the memory a worker
-    advertises for one sub-job, ``None`` meaning the machine's (or its cgroup's) memory;
-    ``large_memory_mb`` (producers) is the state size from which a sub-job counts as
-    large and goes to the large queue, when a live worker consumes it.
-
-    High availability: with ``sentinel://`` URLs (:mod:`jobset.urls`), ``sentinel_master``
-    is the name the sentinels know the primary by, and ``sentinel_password`` the
-    sentinels' own password (the server's is in the URL).
+    everywhere, then dropping the old one.  Each field's variable says the rest.
     """
 
-    broker_url: str = DEFAULT_BROKER_URL
-    result_backend: str | None = None
-    secret_key: bytes = field(default=b"", repr=False)
-    previous_secret_keys: tuple[bytes, ...] = field(default=(), repr=False)
-    result_ttl_s: int = 7 * 24 * 3600
-    visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
-    aer_threads: int | None = None
-    connect_timeout_s: int = 5
-    max_worker_losses: int = 3
-    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
-    max_memory_mb: int | None = None
-    worker_memory_mb: int | None = None
-    large_memory_mb: int = 1024
-    sentinel_master: str | None = None
-    sentinel_password: str | None = field(default=None, repr=False)
+    broker_url: str = setting(
+        ENV_BROKER_URL,
+        DEFAULT_BROKER_URL,
+        "Celery broker, a Redis URL (`rediss://` and passwords work), or Celery's "
+        "`sentinel://[USER:PASSWORD@]HOST:PORT;sentinel://HOST:PORT/DB` for a primary behind "
+        "Redis Sentinel",
+        url=True,
+    )
+    result_backend: str | None = setting(
+        ENV_RESULT_BACKEND, None, "where results go", url=True, default_doc="the broker URL"
+    )
+    secret_key: bytes = setting(
+        ENV_SECRET_KEY,
+        b"",
+        "shared secret (at least 32 bytes) that signs every payload between producers and workers",
+        secret=True,
+        default_doc="none: refuse to start without it (the local cluster makes one)",
+    )
+    previous_secret_keys: tuple[bytes, ...] = setting(
+        ENV_PREVIOUS_SECRET_KEYS,
+        (),
+        "comma-separated keys that still verify, never sign: for rotating "
+        "`JOBSET_SECRET_KEY` without downtime",
+        parse=KEYS,
+        secret=True,
+        default_doc="none",
+    )
+    result_ttl_s: int = setting(
+        ENV_RESULT_TTL_S,
+        7 * 24 * 3600,
+        "lifetime of payloads and results in Redis, seconds",
+        parse=INTEGER,
+        default_doc="{} (7 days)",
+    )
+    visibility_timeout_s: int = setting(
+        ENV_VISIBILITY_TIMEOUT_S,
+        DEFAULT_VISIBILITY_TIMEOUT_S,
+        "a sub-job held by a worker that died runs elsewhere after this (live workers renew "
+        "their leases, so it need not exceed the longest sub-job)",
+        parse=INTEGER,
+        default_doc="{} (a dead worker's sub-job runs again within about 70 s)",
+    )
+    aer_threads: int | None = setting(
+        ENV_AER_THREADS,
+        None,
+        "Aer OpenMP threads per task",
+        parse=INTEGER,
+        side="workers",
+        default_doc="cores / worker concurrency (cores: the CPU affinity, capped by a "
+        "container's CPU quota)",
+    )
+    connect_timeout_s: int = setting(
+        ENV_CONNECT_TIMEOUT_S,
+        5,
+        "one attempt to reach Redis gives up after this: an unreachable broker is an error, "
+        "not a hang",
+        parse=INTEGER,
+    )
+    max_worker_losses: int = setting(
+        ENV_MAX_WORKER_LOSSES,
+        3,
+        "a sub-job whose worker died this many times ends in ERROR (`RedeliveryLimitError`)",
+        parse=INTEGER,
+        side="workers",
+    )
+    max_result_bytes: int = setting(
+        ENV_MAX_RESULT_BYTES,
+        DEFAULT_MAX_RESULT_BYTES,
+        "largest signed result a sub-job may store; over it the sub-job fails with the size",
+        parse=INTEGER,
+        side="workers",
+        default_doc="{} (256 MiB)",
+    )
+    max_memory_mb: int | None = setting(
+        ENV_MAX_MEMORY_MB,
+        None,
+        "refuse at submit a circuit whose state needs more memory (statevector 16 B x 2^n, "
+        "density matrix 16 B x 4^n, half in single precision)",
+        parse=INTEGER,
+        side="producers",
+        default_doc="none",
+    )
+    worker_memory_mb: int | None = setting(
+        ENV_WORKER_MEMORY_MB,
+        None,
+        "the memory (MiB) a worker advertises for one sub-job's state, checked by admission "
+        "control (`admit=`)",
+        parse=INTEGER,
+        side="workers",
+        default_doc="the machine's (or cgroup's) memory",
+    )
+    large_memory_mb: int = setting(
+        ENV_LARGE_MEMORY_MB,
+        1024,
+        "a sub-job whose state needs at least this many MiB goes to the large queue "
+        "`jobset.cpu.large`, when a live worker consumes it",
+        parse=INTEGER,
+        side="producers",
+    )
+    sentinel_master: str | None = setting(
+        ENV_SENTINEL_MASTER,
+        None,
+        "with `sentinel://` URLs (required then): the name the sentinels know the primary by",
+        default_doc="none",
+    )
+    sentinel_password: str | None = setting(
+        ENV_SENTINEL_PASSWORD,
+        None,
+        "with `sentinel://` URLs: the sentinels' own password (the server's is in the URL)",
+        secret=True,
+        default_doc="none",
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.secret_key, str):
@@ -138,19 +343,6 @@ class Settings:
         if self.large_memory_mb < 1:
             raise ConfigurationError("large_memory_mb must be at least 1")
 
-    def __repr__(self) -> str:
-        return (
-            f"Settings(broker_url={redact_url(self.broker_url)!r}, "
-            f"result_backend={redact_url(self.backend_url)!r}, secret_key=***, "
-            f"result_ttl_s={self.result_ttl_s}, visibility_timeout_s={self.visibility_timeout_s}, "
-            f"aer_threads={self.aer_threads}, connect_timeout_s={self.connect_timeout_s}, "
-            f"max_worker_losses={self.max_worker_losses}, "
-            f"max_result_bytes={self.max_result_bytes}, max_memory_mb={self.max_memory_mb}, "
-            f"worker_memory_mb={self.worker_memory_mb}, large_memory_mb={self.large_memory_mb}, "
-            f"sentinel_master={self.sentinel_master!r}, "
-            f"sentinel_password={'***' if self.sentinel_password else None})"
-        )
-
     @property
     def backend_url(self) -> str:
         return self.result_backend or self.broker_url
@@ -160,65 +352,66 @@ class Settings:
         """Every key a signature may be made with: the signing key first."""
         return (self.secret_key, *self.previous_secret_keys)
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Build settings from the ``JOBSET_*`` variables; keyword overrides win when not None."""
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {
-            "broker_url": env.get(ENV_BROKER_URL) or DEFAULT_BROKER_URL,
-            "result_backend": env.get(ENV_RESULT_BACKEND) or None,
-            "secret_key": env.get(ENV_SECRET_KEY, ""),
-            "previous_secret_keys": tuple(
-                k.strip() for k in env.get(ENV_PREVIOUS_SECRET_KEYS, "").split(",") if k.strip()
-            ),
-            "sentinel_master": env.get(ENV_SENTINEL_MASTER) or None,
-            "sentinel_password": env.get(ENV_SENTINEL_PASSWORD) or None,
-        }
-        for name, var in (
-            ("result_ttl_s", ENV_RESULT_TTL_S),
-            ("visibility_timeout_s", ENV_VISIBILITY_TIMEOUT_S),
-            ("aer_threads", ENV_AER_THREADS),
-            ("connect_timeout_s", ENV_CONNECT_TIMEOUT_S),
-            ("max_worker_losses", ENV_MAX_WORKER_LOSSES),
-            ("max_result_bytes", ENV_MAX_RESULT_BYTES),
-            ("max_memory_mb", ENV_MAX_MEMORY_MB),
-            ("worker_memory_mb", ENV_WORKER_MEMORY_MB),
-            ("large_memory_mb", ENV_LARGE_MEMORY_MB),
-        ):
-            if env.get(var):
-                try:
-                    values[name] = int(env[var])
-                except ValueError as e:
-                    raise ConfigurationError(f"{var} must be an integer, got {env[var]!r}") from e
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
-
     def to_env(self) -> dict[str, str]:
-        """The ``JOBSET_*`` variables that rebuild these settings in another process."""
-        env = {
-            ENV_BROKER_URL: self.broker_url,
-            ENV_RESULT_BACKEND: self.backend_url,
-            ENV_SECRET_KEY: self.secret_key.decode(),
-            ENV_RESULT_TTL_S: str(self.result_ttl_s),
-            ENV_VISIBILITY_TIMEOUT_S: str(self.visibility_timeout_s),
-            ENV_CONNECT_TIMEOUT_S: str(self.connect_timeout_s),
-            ENV_MAX_WORKER_LOSSES: str(self.max_worker_losses),
-            ENV_MAX_RESULT_BYTES: str(self.max_result_bytes),
-            ENV_LARGE_MEMORY_MB: str(self.large_memory_mb),
-        }
-        if self.previous_secret_keys:
-            env[ENV_PREVIOUS_SECRET_KEYS] = ",".join(k.decode() for k in self.previous_secret_keys)
-        if self.aer_threads is not None:
-            env[ENV_AER_THREADS] = str(self.aer_threads)
-        if self.max_memory_mb is not None:
-            env[ENV_MAX_MEMORY_MB] = str(self.max_memory_mb)
-        if self.worker_memory_mb is not None:
-            env[ENV_WORKER_MEMORY_MB] = str(self.worker_memory_mb)
-        if self.sentinel_master is not None:
-            env[ENV_SENTINEL_MASTER] = self.sentinel_master
-        if self.sentinel_password is not None:
-            env[ENV_SENTINEL_PASSWORD] = self.sentinel_password
+        env = super().to_env()
+        # Written out even when it is the broker, so that these variables laid over an
+        # environment that names another backend still mean these settings.
+        env[ENV_RESULT_BACKEND] = self.backend_url
         return env
+
+
+@dataclass(frozen=True, repr=False)
+class MetricsSettings(EnvSettings):
+    """Where one worker serves its Prometheus metrics; ``port=None`` turns metrics off."""
+
+    port: int | None = setting(
+        ENV_METRICS_PORT,
+        None,
+        "serve Prometheus metrics on this port from the main process (see "
+        "[Metrics](docs/deployment.md#metrics))",
+        parse=INTEGER,
+        side="workers",
+        default_doc="none: no metrics (compose sets `9808`)",
+    )
+    addr: str = setting(
+        ENV_METRICS_ADDR, "0.0.0.0", "address the metrics server binds", side="workers"
+    )
+    set_ttl_s: int = setting(
+        ENV_METRICS_SET_TTL_S,
+        3600,
+        "a job set's series are exported until this long after its last sub-job started or "
+        "ended on the worker, seconds",
+        parse=INTEGER,
+        side="workers",
+    )
+    multiproc_dir: str | None = setting(
+        ENV_MULTIPROC_DIR,
+        None,
+        "where the pool processes keep their metric files; one directory per worker, emptied "
+        "of metric files at start",
+        side="workers",
+        default_doc="a private temporary directory",
+    )
+
+    def __post_init__(self) -> None:
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ConfigurationError(f"{ENV_METRICS_PORT} must be a TCP port, got {self.port}")
+        if self.set_ttl_s < 1:
+            raise ConfigurationError(f"{ENV_METRICS_SET_TTL_S} must be positive")
+
+
+SETTINGS_CLASSES: tuple[type[EnvSettings], ...] = (Settings, MetricsSettings)
+
+
+def variables_table() -> str:
+    """The README's table of every variable the project reads, one row per field."""
+    lines = ["| variable | meaning | default |", "|---|---|---|"]
+    for cls in SETTINGS_CLASSES:
+        for f, var in variables(cls):
+            meaning = var.doc if var.side == "both" else f"{var.side}: {var.doc}"
+            default = var.default_doc.format(f"`{_text(f.default)}`")
+            lines.append(f"| `{var.env}` | {meaning} | {default} |")
+    return "\n".join(lines) + "\n"
 
 
 def redact_url(url: str) -> str:

@@ -4,51 +4,22 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 
-from . import admission
+from .admission import PlanCosts
 from .cost import balance_weights, circuit_costs
 from .errors import InvalidInputError, VersionSkewWarning
-from .execute import local_runner
-from .executors import CeleryExecutor
+from .executors import Executor, SetRequest, SubmitOptions
 from .jobset import AerJobSet
-from .plan import make_plan
-from .pools import check_executor, local_slots
-from .protocol import Dispatch, owner_queue
-from .publish import queue_for
+from .plan import Plan, make_plan
+from .pools import as_executor
+from .protocol import Kind
+from .simulate import local_runner
 from .validate import check_submission
-
-
-def preflight(
-    backend: Any,
-    circuits: Sequence[QuantumCircuit],
-    run_options: Mapping[str, Any],
-    *,
-    executor: Any,
-    stacklevel: int = 3,
-) -> None:
-    """The checks every submission passes before anything is queued.
-
-    Instructions the simulator does not support, unknown run options, the noise model,
-    and (with ``JOBSET_MAX_MEMORY_MB``) the memory each state needs raise
-    :class:`~jobset.errors.InvalidInputError`; a :class:`~jobset.errors.VersionSkewWarning`
-    says that workers are online but none runs this producer's versions.
-    """
-    celery = isinstance(executor, CeleryExecutor)
-    check_submission(
-        backend,
-        circuits,
-        run_options,
-        max_memory_mb=executor.settings.max_memory_mb if celery else None,
-    )
-    if celery:
-        skew = executor.version_skew()
-        if skew is not None:
-            warnings.warn(skew, VersionSkewWarning, stacklevel=stacklevel)
 
 
 def run(
@@ -86,46 +57,44 @@ def run(
     connect timeout.  A :class:`~jobset.errors.VersionSkewWarning` says that workers are
     online but none runs this producer's qiskit and qiskit-aer versions.
 
-    Admission, routing and sharing (Celery only; see the README, "Admission, routing and
-    fair share"): ``admit="wait"`` refuses with :class:`~jobset.errors.AdmissionError` a
-    set whose largest experiment needs more memory than any live worker offers, and
-    queues it when no worker is online; ``admit="require"`` refuses then too; ``None``
-    (the default) checks nothing.  ``owner`` sends the sub-jobs to that owner's queue, so
-    workers take turns between owners.  ``priority`` (``"normal"``, ``"low"`` or
-    ``"lowest"``): workers take a set's sub-jobs only while no set of a higher priority
-    waits in the queues they consume, whatever the owners; ``"normal"`` is the highest, so
-    a big sweep steps back with ``"low"``.  ``cache_ttl_s`` reuses the result of a sub-job
-    with the same circuits, options, seed and shots that ran in the last ``cache_ttl_s``
-    seconds (give ``seed_simulator``: a drawn seed never repeats).  With
-    ``max_job_size=None`` the split evens out the estimated work (:mod:`jobset.cost`)
-    when experiments differ by more than a factor of two.
+    Admission, routing and sharing (Celery only; see docs/admission.md): ``admit="wait"``
+    refuses with :class:`~jobset.errors.AdmissionError` a set whose largest experiment
+    needs more memory than any live worker offers, and queues it when no worker is
+    online; ``admit="require"`` refuses then too; ``None`` (the default) checks nothing.
+    ``owner`` sends the sub-jobs to that owner's queue, so workers take turns between
+    owners.  ``priority`` (``"normal"``, ``"low"`` or ``"lowest"``): workers take a set's
+    sub-jobs only while no set of a higher priority waits in the queues they consume,
+    whatever the owners; ``"normal"`` is the highest, so a big sweep steps back with
+    ``"low"``.  ``cache_ttl_s`` reuses the result of a sub-job with the same circuits,
+    options, seed and shots that ran in the last ``cache_ttl_s`` seconds (give
+    ``seed_simulator``: a drawn seed never repeats).  With ``max_job_size=None`` the split
+    evens out the estimated work (:mod:`jobset.cost`) when experiments differ by more
+    than a factor of two.
     """
-    admit_mode = admission.check_admit_mode(admit)
-    owner = admission.check_owner(owner)
-    priority = admission.check_priority(priority)
-    if cache_ttl_s is not None and (
-        isinstance(cache_ttl_s, bool) or not isinstance(cache_ttl_s, int) or cache_ttl_s < 1
-    ):
-        raise InvalidInputError(f"cache_ttl_s must be a positive integer, got {cache_ttl_s!r}")
-    admission.require_celery(
-        isinstance(executor, CeleryExecutor),
-        admit=admit_mode is not None,
-        owner=owner is not None,
-        priority=priority != "normal",
-        cache_ttl_s=cache_ttl_s is not None,
+    target = as_executor(executor)
+    options = SubmitOptions.check(
+        tags=tags,
+        timeout_s=timeout_s,
+        admit=admit,
+        owner=owner,
+        priority=priority,
+        cache_ttl_s=cache_ttl_s,
     )
-    if timeout_s is not None and (
-        isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0
-    ):
-        raise InvalidInputError(
-            f"timeout_s must be a positive number of seconds, got {timeout_s!r}"
-        )
-    check_executor(executor)
-    if isinstance(executor, CeleryExecutor):
-        executor.check_reachable()
-        slots = executor.slots()
-    else:
-        slots = local_slots(executor)
+    target.check_options(options)
+    target.check_reachable()
+    plan, costs = _plan(backend, circuits, run_options, max_job_size, max_shot_size, target)
+    return submit_plan(backend, plan, executor, options=options, costs=costs)
+
+
+def _plan(
+    backend: Any,
+    circuits: Any,
+    run_options: dict[str, Any],
+    max_job_size: int | None,
+    max_shot_size: int | None,
+    target: Executor,
+) -> tuple[Plan, PlanCosts | None]:
+    """The split of ``circuits``, and their estimated costs when they are circuits."""
     if not hasattr(backend, "options") or not hasattr(backend, "run"):
         raise InvalidInputError(f"backend must be an AerSimulator, got {type(backend).__name__}")
     options = dict(backend.options.items())
@@ -155,35 +124,40 @@ def run(
         seed_simulator=seed,
         parameter_binds=run_options.pop("parameter_binds", None),
         run_options=run_options,
-        slots=slots,
+        slots=target.slots(),
         circuit_weights=balance_weights(costs) if costs and max_job_size is None else None,
     )
-    preflight(
-        backend,
-        [circuits] if isinstance(circuits, QuantumCircuit) else circuits,
-        run_options,
-        executor=executor,
-    )
-    dispatch = None
-    if isinstance(executor, CeleryExecutor):
-        queue = queue_for(backend)
-        routes = {}
-        if costs is not None:
-            workers = executor.workers()
-            if admit_mode is not None:
-                admission.admit(costs, workers, mode=admit_mode, queue=queue)
-            routes = admission.routes(
-                plan,
-                [e.circuit for e in plan.experiments],
-                costs,
-                workers,
-                default_queue=queue,
-                large_memory_bytes=executor.settings.large_memory_mb * 1024 * 1024,
-                owner=owner,
-            )
-        dispatch = Dispatch.from_routes(routes, queue=owner_queue(queue, owner), priority=priority)
-    if isinstance(tags, str):
-        tags = (tags,)
+    if costs is None:
+        return plan, None
+    return plan, PlanCosts(costs, [e.circuit for e in plan.experiments])
+
+
+def submit_plan(
+    backend: Any,
+    plan: Plan,
+    executor: Any,
+    *,
+    options: SubmitOptions,
+    costs: PlanCosts | None = None,
+    records: Sequence[tuple[Kind, Any]] = (),
+    stacklevel: int = 3,
+) -> AerJobSet:
+    """Check a planned set as every submission is checked, then submit it as one job set.
+
+    Shared by :func:`run` and the primitives, so every option works for both.
+    Instructions the simulator does not support, unknown run options, the noise model,
+    and (with ``JOBSET_MAX_MEMORY_MB``) the memory each state needs raise
+    :class:`~jobset.errors.InvalidInputError`; a :class:`~jobset.errors.VersionSkewWarning`
+    says that workers are online but none runs this producer's versions.  ``records``
+    are stored (signed) before the first sub-job is published.
+    """
+    target = as_executor(executor)
+    circuits = list({id(c): c for b in plan.sub_batches for c in b.circuits}.values())
+    run_options = plan.sub_batches[0].run_options if plan.sub_batches else {}
+    check_submission(backend, circuits, run_options, max_memory_mb=target.max_memory_mb())
+    skew = target.version_skew()
+    if skew is not None:
+        warnings.warn(skew, VersionSkewWarning, stacklevel=stacklevel)
     job = AerJobSet(
         backend,
         str(uuid.uuid4()),
@@ -191,12 +165,9 @@ def run(
         plan.sub_batches,
         executor,
         plan=plan,
-        tags=tags,
-        timeout_s=timeout_s,
-        dispatch=dispatch,
-        cache_ttl_s=cache_ttl_s,
+        options=options,
     )
-    job.submit()
+    job.start(SetRequest(job.job_id(), backend, plan, job.fn, options, costs, tuple(records)))
     return job
 
 

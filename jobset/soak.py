@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import threading
 import time
@@ -31,9 +32,10 @@ import numpy as np
 from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 
-from .executors import CeleryExecutor
+from .celery_executor import CeleryExecutor
 from .local import LocalCluster
 from .protocol import runs_key, started_field
+from .settings import Settings
 from .simulator import run
 
 
@@ -123,9 +125,11 @@ def soak(
 ) -> dict[str, Any]:
     work = circuits(sub_jobs, qubits=qubits, depth=depth)
     seed = 20240601
-    env = {"JOBSET_VISIBILITY_TIMEOUT_S": str(visibility_timeout_s)}
+    settings = Settings(
+        secret_key=secrets.token_hex(32).encode(), visibility_timeout_s=visibility_timeout_s
+    )
     with (
-        LocalCluster(workers=workers, extra_env=env) as cluster,
+        LocalCluster(workers=workers, settings=settings, private_server=True) as cluster,
         CeleryExecutor(cluster.settings) as executor,
     ):
         producer_start = rss_mb_self()

@@ -12,10 +12,10 @@ from __future__ import annotations
 from celery import Celery
 
 from jobset.celeryconf import celery_config
-from jobset.settings import Settings
+from jobset.settings import MetricsSettings, Settings
 
 from .lifecycle import Heartbeat, OwnerQueues
-from .metrics import MetricsServer, MetricsSettings
+from .metrics import MetricsServer
 
 settings = Settings.from_env()
 metrics_settings = MetricsSettings.from_env()

@@ -30,7 +30,7 @@ from celery.worker import state as worker_state
 from jobset.compat import runtime_versions
 from jobset.connect import redis_client
 from jobset.cost import calibrate
-from jobset.execute import available_cores, machine_memory_bytes
+from jobset.machine import available_cores, machine_memory_bytes
 from jobset.protocol import (
     DEFAULT_QUEUE,
     OWNER_QUEUES_KEY,

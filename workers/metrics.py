@@ -30,8 +30,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +56,11 @@ from prometheus_client.metrics_core import Metric
 
 from jobset.errors import ConfigurationError, InvalidInputError
 from jobset.protocol import RUN_SUB_JOB_TASK, check_jobset_id
+from jobset.settings import ENV_MULTIPROC_DIR, MetricsSettings
 
 from .lifecycle import runtime
 
 logger = logging.getLogger(__name__)
-
-ENV_METRICS_PORT = "JOBSET_METRICS_PORT"
-ENV_METRICS_ADDR = "JOBSET_METRICS_ADDR"
-ENV_METRICS_SET_TTL_S = "JOBSET_METRICS_SET_TTL_S"
-ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 SET_RUNNING_NAME = "jobset_set_sub_jobs_running"
 SET_LAST_ACTIVITY_NAME = "jobset_set_last_activity_timestamp_seconds"
@@ -84,39 +79,6 @@ _STATES = {
     "IGNORED": "cancelled",  # the task ignores only sub-jobs whose set was cancelled
     "RETRY": "retried",
 }
-
-
-@dataclass(frozen=True)
-class MetricsSettings:
-    """Where the worker serves its metrics; ``port=None`` turns metrics off."""
-
-    port: int | None = None
-    addr: str = "0.0.0.0"
-    set_ttl_s: int = 3600
-    multiproc_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.port is not None and not 0 < self.port < 65536:
-            raise ConfigurationError(f"{ENV_METRICS_PORT} must be a TCP port, got {self.port}")
-        if self.set_ttl_s < 1:
-            raise ConfigurationError(f"{ENV_METRICS_SET_TTL_S} must be positive")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> MetricsSettings:
-        env = os.environ if environ is None else environ
-        ints: dict[str, int] = {}
-        for name, var in (("port", ENV_METRICS_PORT), ("set_ttl_s", ENV_METRICS_SET_TTL_S)):
-            if env.get(var):
-                try:
-                    ints[name] = int(env[var])
-                except ValueError as e:
-                    raise ConfigurationError(f"{var} must be an integer, got {env[var]!r}") from e
-        return cls(
-            port=ints.get("port"),
-            addr=env.get(ENV_METRICS_ADDR) or "0.0.0.0",
-            set_ttl_s=ints.get("set_ttl_s", 3600),
-            multiproc_dir=env.get(ENV_MULTIPROC_DIR) or None,
-        )
 
 
 # Every metric has labels, so its values are made at .labels() time, after the worker

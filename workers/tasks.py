@@ -25,7 +25,6 @@ from jobset.errors import (
     VersionMismatchError,
     timeout_message,
 )
-from jobset.execute import run_sub_batch
 from jobset.limits import human_bytes
 from jobset.protocol import (
     RUN_SUB_JOB_TASK,
@@ -38,6 +37,7 @@ from jobset.protocol import (
     sub_job_cancel_key,
 )
 from jobset.settings import ENV_MAX_RESULT_BYTES, ENV_MAX_WORKER_LOSSES, Settings
+from jobset.simulate import run_sub_batch
 from jobset.store import SignedStore
 
 from .app import app

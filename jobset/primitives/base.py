@@ -14,11 +14,10 @@ from typing import Any, TypeVar
 from qiskit.primitives import PrimitiveJob, PrimitiveResult
 from qiskit_aer import AerSimulator
 
-from .. import admission
 from ..errors import InvalidInputError
-from ..executors import CeleryExecutor
+from ..executors import SubmitOptions
 from ..plan import Plan
-from ..pools import check_executor
+from ..pools import as_executor
 from .job import DistributedPrimitiveJob, submit
 from .layout import PrimitiveRecord, positive_or_none
 
@@ -55,22 +54,28 @@ class DistributedPrimitive:
         tags: Sequence[str],
         owner: str | None = None,
         priority: str = "normal",
+        admit: str | None = None,
+        cache_ttl_s: int | None = None,
     ) -> None:
-        self._executor = None if executor is None else check_executor(executor)
-        # Fair share as for run(): the owner's queue, the set's priority (Celery only).
-        self._owner = admission.check_owner(owner)
-        self._priority = admission.check_priority(priority)
-        admission.require_celery(
-            isinstance(self._executor, CeleryExecutor),
-            owner=self._owner is not None,
-            priority=self._priority != "normal",
+        self._executor = executor
+        self._target = None if executor is None else as_executor(executor)
+        # Every option of run(), checked as run() checks them; the sharing ones need Celery.
+        self._submit_options = SubmitOptions.check(
+            tags=tags, owner=owner, priority=priority, admit=admit, cache_ttl_s=cache_ttl_s
         )
+        if self._target is not None:
+            self._target.check_options(self._submit_options)
+        elif self._submit_options.queue_options():
+            raise InvalidInputError(
+                f"the option(s) {', '.join(self._submit_options.queue_options())} need an "
+                "executor (a CeleryExecutor)"
+            )
         self._max_job_size = positive_or_none("max_job_size", max_job_size)
         self._max_shot_size = positive_or_none("max_shot_size", max_shot_size)
         if self._executor is None and (max_job_size, max_shot_size) != (None, None):
             # Aer's primitive runs everything at once: a split size would change nothing.
             raise InvalidInputError("max_job_size and max_shot_size need an executor")
-        self._tags = (tags,) if isinstance(tags, str) else tuple(tags)
+        self._tags = self._submit_options.tags
         self._backend: Any = AerSimulator(**backend_options)
 
     @classmethod
@@ -96,14 +101,12 @@ class DistributedPrimitive:
         """Aer's primitive with this one's current options, on this one's simulator."""
         return aer_class.from_backend(self._backend, **kwargs)
 
+    def _slots(self) -> int:
+        """Sub-jobs that run at once on the executor (reached first, as ``run()`` does)."""
+        assert self._target is not None
+        self._target.check_reachable()
+        return self._target.slots()
+
     def _submit(self, plan: Plan, record: PrimitiveRecord) -> DistributedPrimitiveJob:
-        """Submit a planned job on this primitive's executor, backend, tags and sharing."""
-        return submit(
-            self._backend,
-            plan,
-            record,
-            executor=self._executor,
-            tags=self._tags,
-            owner=self._owner,
-            priority=self._priority,
-        )
+        """Submit a planned job on this primitive's executor and backend, with its options."""
+        return submit(self._backend, plan, record, self._executor, self._submit_options)

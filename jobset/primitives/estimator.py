@@ -11,7 +11,7 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
 
 from .base import DistributedPrimitive, empty_job, option_fields
-from .job import DistributedPrimitiveJob, executor_slots
+from .job import DistributedPrimitiveJob
 from .layout import clean_run_options, plan_estimator, positive_or_none, resolve_seed
 
 DEFAULT_SHOTS = 1024  # AerSimulator's own default
@@ -37,7 +37,8 @@ class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
     Takes Aer's ``options`` (``default_precision``, ``backend_options``, ``run_options``;
     the seed is ``run_options["seed_simulator"]``, as in Aer; :meth:`from_backend`) plus
     ``executor``, ``max_job_size`` (parameter-value sets per sub-job), ``max_shot_size``,
-    ``tags``, ``owner`` and ``priority``, as :class:`~jobset.primitives.SamplerV2` (without
+    ``tags``, ``owner``, ``priority``, ``admit`` and ``cache_ttl_s``, as
+    :class:`~jobset.primitives.SamplerV2` (without
     an executor it is Aer's own estimator).
 
     Aer runs each PUB as one simulation of its circuit with a ``save_expectation_value``
@@ -69,6 +70,8 @@ class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
         tags: Sequence[str] = (),
         owner: str | None = None,
         priority: str = "normal",
+        admit: str | None = None,
+        cache_ttl_s: int | None = None,
     ) -> None:
         self._options = EstimatorOptions(**options) if options else EstimatorOptions()
         super().__init__(
@@ -79,6 +82,8 @@ class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
             tags=tags,
             owner=owner,
             priority=priority,
+            admit=admit,
+            cache_ttl_s=cache_ttl_s,
         )
 
     @property
@@ -122,6 +127,6 @@ class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
             run_options=clean_run_options(run_options),
             max_job_size=self._max_job_size,
             max_shot_size=self._max_shot_size,
-            slots=executor_slots(self._executor),
+            slots=self._slots(),
         )
         return self._submit(plan, record)

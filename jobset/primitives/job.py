@@ -10,13 +10,12 @@ sub-job is published; so any process with the same settings can
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from qiskit.primitives import BasePrimitiveJob, PrimitiveResult
 from qiskit.providers import JobStatus
 
+from ..admission import PlanCosts
 from ..errors import (
     InvalidInputError,
     JobSetFailedError,
@@ -24,14 +23,12 @@ from ..errors import (
     PrimitiveJobFailedError,
     PrimitiveJobNotFoundError,
 )
-from ..execute import local_runner
-from ..executors import CeleryExecutor
+from ..executors import SubmitOptions
 from ..jobset import AerJobSet
 from ..plan import Plan
-from ..pools import local_slots
-from ..protocol import Dispatch, Kind, check_jobset_id, owner_queue
-from ..publish import queue_for
-from ..simulator import preflight
+from ..pools import as_executor
+from ..protocol import Kind, check_jobset_id
+from ..simulator import submit_plan
 from ..status import FINAL
 from .layout import PrimitiveRecord, pub_results
 
@@ -131,7 +128,7 @@ class DistributedPrimitiveJob(BasePrimitiveJob[PrimitiveResult[Any], JobStatus])
     # ------------------------------------------------------------------ by id
 
     @classmethod
-    def retrieve(cls, job_id: str, executor: CeleryExecutor) -> DistributedPrimitiveJob:
+    def retrieve(cls, job_id: str, executor: Any) -> DistributedPrimitiveJob:
         """Rebuild a submitted primitive job from Redis, in any process with the same settings.
 
         Raises :class:`~jobset.errors.PrimitiveJobNotFoundError` (a ``JobSetNotFoundError``)
@@ -142,7 +139,7 @@ class DistributedPrimitiveJob(BasePrimitiveJob[PrimitiveResult[Any], JobStatus])
             check_jobset_id(job_id)
         except InvalidInputError:
             raise PrimitiveJobNotFoundError(job_id) from None
-        record = executor.store.find(Kind.PRIMITIVE, job_id)
+        record = as_executor(executor).find(Kind.PRIMITIVE, job_id)
         if not isinstance(record, PrimitiveRecord):
             raise PrimitiveJobNotFoundError(job_id)
         try:
@@ -156,47 +153,23 @@ class DistributedPrimitiveJob(BasePrimitiveJob[PrimitiveResult[Any], JobStatus])
         self._job_set.delete()
 
 
-def executor_slots(executor: Any) -> int:
-    """Worker slots to spread a job over: live Celery worker processes, or the pool's size
-    (a Dask cluster's threads)."""
-    if isinstance(executor, CeleryExecutor):
-        return executor.slots()
-    return local_slots(executor)
-
-
 def submit(
-    backend: Any,
-    plan: Plan,
-    record: PrimitiveRecord,
-    *,
-    executor: Any,
-    tags: Sequence[str],
-    owner: str | None = None,
-    priority: str = "normal",
+    backend: Any, plan: Plan, record: PrimitiveRecord, executor: Any, options: SubmitOptions
 ) -> DistributedPrimitiveJob:
-    """Check the plan as ``run()`` checks a set, store the primitive record (Celery only),
-    then submit the plan as one job set, to ``owner``'s queue at ``priority``."""
-    if isinstance(executor, CeleryExecutor):
-        executor.check_reachable()
-    circuits = list({id(c): c for b in plan.sub_batches for c in b.circuits}.values())
-    preflight(backend, circuits, plan.sub_batches[0].run_options, executor=executor, stacklevel=4)
-    job_id = str(uuid.uuid4())
-    dispatch = None
-    if isinstance(executor, CeleryExecutor):
-        dispatch = Dispatch(owner_queue(queue_for(backend), owner), priority=priority)
-    job_set = AerJobSet(
-        backend,
-        job_id,
-        local_runner(backend),
-        plan.sub_batches,
-        executor,
-        plan=plan,
-        tags=tags,
-        dispatch=dispatch,
+    """Submit a planned primitive job as ``run()`` submits a set: the same checks, admission
+    and size-class routing, and every option; the job's layout is stored (signed) with
+    the set, before its first sub-job is published, so a retrieve never finds the set
+    without it."""
+    costs = PlanCosts.of(
+        plan, dict(backend.options.items()) | dict(plan.sub_batches[0].run_options)
     )
-    if isinstance(executor, CeleryExecutor):
-        # Written before any sub-job is published, so a retrieve never finds the set
-        # without its layout.
-        executor.store.put(Kind.PRIMITIVE, job_id, record)
-    job_set.submit()
+    job_set = submit_plan(
+        backend,
+        plan,
+        executor,
+        options=options,
+        costs=costs,
+        records=((Kind.PRIMITIVE, record),),
+        stacklevel=4,
+    )
     return DistributedPrimitiveJob(job_set, record)

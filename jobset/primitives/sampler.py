@@ -12,7 +12,7 @@ from qiskit.primitives.containers.sampler_pub import SamplerPub
 from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
 
 from .base import DistributedPrimitive, empty_job, option_fields
-from .job import DistributedPrimitiveJob, executor_slots
+from .job import DistributedPrimitiveJob
 from .layout import clean_run_options, plan_sampler, resolve_seed
 
 
@@ -36,8 +36,9 @@ class SamplerV2(DistributedPrimitive, BaseSamplerV2):
     executor or a ``dask.distributed.Client``; without one this is Aer's own sampler,
     jobs and all), ``max_job_size`` (parameter-value sets per sub-job; ``None`` spreads the job
     over about two sub-jobs per worker slot), ``max_shot_size`` (shots per sub-job),
-    ``tags`` (stored with the job's record), and on Celery ``owner`` and ``priority``
-    (fair share, as for :func:`jobset.run`).
+    ``tags`` (stored with the job's record), and on Celery ``owner``, ``priority``,
+    ``admit`` and ``cache_ttl_s``, which mean what they mean for :func:`jobset.run`
+    (a job goes through the same submit path, size-class routing included).
 
     With a seed and no shot splitting, ``run(pubs).result()`` equals Aer's
     ``SamplerV2(seed=...)`` result bit for bit, for any ``max_job_size`` and number of
@@ -59,6 +60,8 @@ class SamplerV2(DistributedPrimitive, BaseSamplerV2):
         tags: Sequence[str] = (),
         owner: str | None = None,
         priority: str = "normal",
+        admit: str | None = None,
+        cache_ttl_s: int | None = None,
     ) -> None:
         self._default_shots = default_shots
         self._seed = seed
@@ -71,6 +74,8 @@ class SamplerV2(DistributedPrimitive, BaseSamplerV2):
             tags=tags,
             owner=owner,
             priority=priority,
+            admit=admit,
+            cache_ttl_s=cache_ttl_s,
         )
 
     @property
@@ -132,6 +137,6 @@ class SamplerV2(DistributedPrimitive, BaseSamplerV2):
             run_options=clean_run_options(run_options),
             max_job_size=self._max_job_size,
             max_shot_size=self._max_shot_size,
-            slots=executor_slots(self._executor),
+            slots=self._slots(),
         )
         return self._submit(plan, record)

@@ -32,6 +32,7 @@ from qiskit.circuit.random import random_circuit
 from qiskit_aer import AerSimulator
 
 from jobset import AerJobSet, CeleryExecutor, Settings, run
+from jobset.deadline import wait_for
 from jobset.protocol import WORKER_KEY_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,14 +48,7 @@ def log(message: str) -> None:
 
 def wait_until(probe: Callable[[], T | None], timeout_s: float, what: str) -> T:
     """``probe()``'s first truthy value, polled until ``timeout_s`` has passed."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.2)
+    return wait_for(probe, timeout_s, what, pause_s=0.2)
 
 
 def sh(*argv: str, check: bool = True) -> str:

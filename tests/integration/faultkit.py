@@ -20,6 +20,7 @@ from qiskit.result import Result
 from qiskit_aer import AerSimulator
 
 from jobset import run
+from jobset.deadline import wait_for
 from jobset.protocol import UNACKED_INDEX_KEY, UNACKED_KEY, ended_field, runs_key, started_field
 
 T = TypeVar("T")
@@ -27,14 +28,7 @@ T = TypeVar("T")
 
 def wait_until(predicate: Callable[[], T], timeout_s: float, what: str) -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
+    return wait_for(predicate, timeout_s, what, error=AssertionError, pause_s=0.02)
 
 
 def heavy_circuits(

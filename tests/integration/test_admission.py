@@ -34,6 +34,7 @@ from .workloads import qv_circuits
 
 pytestmark = pytest.mark.integration
 
+KEY = "a" * 32
 SMALL_WORKER_MB = 64
 LARGE_WORKER_MB = 128
 
@@ -49,11 +50,10 @@ def _wide(qubits: int) -> QuantumCircuit:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     """One default worker (no -Q) and one that serves only the large queue."""
-    env = {"JOBSET_WORKER_MEMORY_MB": str(SMALL_WORKER_MB)}
-    with LocalCluster(workers=1, extra_env=env, loglevel="INFO") as local:
-        local.add_worker(
-            queues=[LARGE_QUEUE], extra_env={"JOBSET_WORKER_MEMORY_MB": str(LARGE_WORKER_MB)}
-        )
+    small = Settings(secret_key=KEY, worker_memory_mb=SMALL_WORKER_MB)
+    with LocalCluster(workers=1, settings=small, private_server=True, loglevel="INFO") as local:
+        large = dataclasses.replace(local.settings, worker_memory_mb=LARGE_WORKER_MB)
+        local.add_worker(queues=[LARGE_QUEUE], settings=large)
         yield local
 
 
@@ -222,7 +222,7 @@ def test_lost_sub_jobs_are_published_again_to_their_owner_queue_at_their_priorit
         again = AerJobSet.retrieve(job.job_id(), ex)
         assert again.resubmit_lost() == [0, 1]
         assert {n: k for n, k in lengths().items() if k} == {low: 2}
-        with LocalCluster(workers=1, redis_url=server.url, secret_key="s" * 32):
+        with LocalCluster(workers=1, settings=Settings(broker_url=server.url, secret_key="s" * 32)):
             result = again.result(timeout=60)
         assert [sum(result.get_counts(i).values()) for i in range(2)] == [10, 10]
 
@@ -243,3 +243,37 @@ def test_a_resubmitted_set_reuses_cached_results_with_the_same_counts(executor):
     assert not any(s.get("cached") for s in fresh)
     keys = list(executor.redis.scan_iter(match="jobset:cache:*", count=1000))
     assert len(keys) == 6 and all(0 < executor.redis.ttl(k) <= 60 for k in keys)
+
+
+def test_the_primitives_share_run_s_submit_path_admission_routing_and_cache_included(
+    cluster, executor
+):
+    from jobset.primitives import SamplerV2
+
+    statevector = {"backend_options": {"method": "statevector"}}
+    too_big = SamplerV2(executor=executor, admit="wait", options=statevector)
+    with pytest.raises(AdmissionError, match=r"needs 256\.0 MiB"):
+        too_big.run([_wide(24)], shots=10)
+
+    sampler = SamplerV2(
+        executor=executor, seed=5, max_job_size=1, cache_ttl_s=60, options=statevector
+    )
+    pubs = [_wide(4), _wide(17)]  # 256 B and 2 MiB of state: the second one is large
+    first = sampler.run(pubs, shots=20)
+    want = first.result(timeout=60)
+    summaries = [
+        executor.app.AsyncResult(first.job_set.worker_job(k).job_id()).result for k in range(2)
+    ]
+    records = _records(executor.redis, cluster)
+    large = next(r["hostname"] for r in records if LARGE_QUEUE in r["queues"])
+    assert [s["worker"] == large for s in summaries] == [False, True]
+
+    again = sampler.run(pubs, shots=20)
+    got = again.result(timeout=60)
+    cached = [
+        executor.app.AsyncResult(again.job_set.worker_job(k).job_id()).result for k in range(2)
+    ]
+    assert all(s["cached"] for s in cached)
+    assert [got[i].data.meas.get_counts() for i in range(2)] == [
+        want[i].data.meas.get_counts() for i in range(2)
+    ]

@@ -131,9 +131,7 @@ def test_a_set_stays_queued_while_no_worker_runs_it_and_completes_once_one_start
             assert server.client().llen(DEFAULT_QUEUE) == 3
             with pytest.raises(JobTimeoutError):
                 job.result(timeout=0.3)
-            with LocalCluster(
-                workers=1, redis_url=server.url, secret_key=settings.secret_key.decode()
-            ):
+            with LocalCluster(workers=1, settings=settings):
                 result = job.result(timeout=120)
             assert result.success and job.status() is JobStatus.DONE
 
@@ -145,9 +143,7 @@ def test_cancel_while_no_worker_is_online_holds_when_a_worker_starts_later():
             job = run(AerSimulator(), qv_circuits(4), executor=ex, max_job_size=1, shots=50)
             assert job.cancel() is True
             assert job.status() is JobStatus.CANCELLED
-            with LocalCluster(
-                workers=1, redis_url=server.url, secret_key=settings.secret_key.decode()
-            ) as local:
+            with LocalCluster(workers=1, settings=settings) as local:
                 # Wait for the worker to consume every message, then check none ran.
                 wait_until(
                     lambda: server.client().llen(DEFAULT_QUEUE) == 0,

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 
 from jobset import CeleryExecutor, Settings, run
+from jobset.deadline import wait_for
 from jobset.local import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
@@ -39,12 +39,7 @@ def _get(url: str, auth: str | None = None) -> Any:
 
 
 def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-    return value
+    return wait_for(predicate, timeout_s, what, error=AssertionError, pause_s=0.1)
 
 
 def test_the_cluster_command_serves_a_set_with_flower_and_metrics_and_stops_on_ctrl_c(

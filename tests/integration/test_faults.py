@@ -25,7 +25,7 @@ from jobset import CeleryExecutor, JobSetFailedError, run
 from jobset.celeryconf import restore_interval_s
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import SubJobRef, task_id
-from jobset.settings import DEFAULT_VISIBILITY_TIMEOUT_S
+from jobset.settings import DEFAULT_VISIBILITY_TIMEOUT_S, Settings
 from workers.lifecycle import lease_renewal_s
 
 from .faultkit import (
@@ -46,6 +46,7 @@ pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)
 
 SEED = 11
+KEY = "f" * 32
 SHOTS = 64
 # Short enough for a test to see a dead worker's sub-job come back; the 22-qubit sub-job
 # below runs about twice as long, so a lease that was not renewed would expire under it.
@@ -75,7 +76,9 @@ def test_a_worker_killed_mid_sub_job_is_redelivered_in_bounded_time_and_the_set_
     circuits = heavy_circuits(22, [1]) + qv_circuits(4)
     with (
         LocalCluster(
-            workers=2, extra_env={"JOBSET_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S)}
+            workers=2,
+            settings=Settings(secret_key=KEY, visibility_timeout_s=VISIBILITY_S),
+            private_server=True,
         ) as cluster,
         CeleryExecutor(cluster.settings) as executor,
     ):
@@ -103,9 +106,9 @@ def test_a_worker_killed_mid_sub_job_is_redelivered_in_bounded_time_and_the_set_
 @pytest.fixture(scope="module")
 def one_worker():
     """One worker whose sub-jobs may take it down twice before they end in ERROR."""
-    env = {"JOBSET_MAX_WORKER_LOSSES": str(MAX_WORKER_LOSSES)}
+    settings = Settings(secret_key=KEY, max_worker_losses=MAX_WORKER_LOSSES)
     with (
-        LocalCluster(workers=1, extra_env=env, loglevel="INFO") as cluster,
+        LocalCluster(workers=1, settings=settings, private_server=True, loglevel="INFO") as cluster,
         CeleryExecutor(cluster.settings) as executor,
     ):
         yield cluster, executor
@@ -191,7 +194,9 @@ def test_a_backend_connection_lost_while_storing_a_result_is_retried_inside_the_
     with (
         RedisServer(appendonly=True, requirepass="restart-me") as server,
         LocalCluster(
-            workers=1, redis_url=server.url, secret_key="k" * 32, loglevel="INFO"
+            workers=1,
+            settings=Settings(broker_url=server.url, secret_key="k" * 32),
+            loglevel="INFO",
         ) as cluster,
         CeleryExecutor(cluster.settings) as executor,
     ):

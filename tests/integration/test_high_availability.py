@@ -1,6 +1,6 @@
 """High availability with real servers: a Sentinel failover, a partitioned worker.
 
-The failover runs a primary, a replica and three sentinels (``jobset.ha``) on loopback and
+The failover runs a primary, a replica and three sentinels (``jobset.local.ha``) on loopback and
 SIGKILLs the primary while two workers run a set.  The partition puts one worker in a
 network namespace of its own, joined to this one by a veth pair, and takes the link down
 while that worker simulates.  Every check compares the set with one undisturbed
@@ -10,6 +10,7 @@ while that worker simulates.  Every check compares the set with one undisturbed
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -25,10 +26,11 @@ import pytest
 from qiskit import QuantumCircuit
 from qiskit.providers import JobStatus
 
-from jobset import CeleryExecutor, JobSetFailedError, SubJobsLostError
+from jobset import CeleryExecutor, JobSetFailedError, Settings, SubJobsLostError
 from jobset.errors import ConfigurationError
-from jobset.ha import SentinelCluster
-from jobset.local import LocalCluster, RedisServer, spawn_logged
+from jobset.local import LocalCluster, RedisServer
+from jobset.local.ha import SentinelCluster
+from jobset.local.processes import spawn_logged
 from jobset.protocol import WORKER_KEY_PREFIX, task_id
 
 from .faultkit import (
@@ -48,9 +50,14 @@ logger = logging.getLogger(__name__)
 SEED = 17
 SHOTS = 64
 SECRET = "h" * 32
-# Short enough that a sub-job held by a worker cut off from Redis comes back in seconds.
-VISIBILITY_S = 3
-WORKER_ENV = {"JOBSET_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S), "JOBSET_CONNECT_TIMEOUT_S": "2"}
+
+
+def settings_for(url: str, **more: object) -> Settings:
+    """A short visibility timeout: a sub-job held by a worker cut off from Redis comes back
+    in seconds; a short connect timeout: a worker notices the cut as fast."""
+    return Settings(
+        broker_url=url, secret_key=SECRET, visibility_timeout_s=3, connect_timeout_s=2, **more
+    )
 
 
 def tiny_circuits(n: int) -> list[QuantumCircuit]:
@@ -111,11 +118,11 @@ def test_a_set_survives_the_loss_of_the_redis_primary_and_counts_exactly(sentine
     with (
         LocalCluster(
             workers=2,
-            redis_url=sentinels.url,
-            sentinel_master=sentinels.master_name,
-            sentinel_password=sentinels.sentinel_password,
-            secret_key=SECRET,
-            extra_env=WORKER_ENV,
+            settings=settings_for(
+                sentinels.url,
+                sentinel_master=sentinels.master_name,
+                sentinel_password=sentinels.sentinel_password,
+            ),
             loglevel="INFO",
         ) as cluster,
         CeleryExecutor(cluster.settings) as executor,
@@ -219,9 +226,7 @@ def test_a_partitioned_worker_loses_its_sub_job_to_another_and_its_late_store_do
     with (
         RedisServer(requirepass="part", bind=("127.0.0.1", link.host_ip)) as server,
         # No worker on this side yet: the first sub-job goes to the one behind the link.
-        LocalCluster(
-            workers=0, redis_url=server.url, secret_key=SECRET, extra_env=WORKER_ENV
-        ) as cluster,
+        LocalCluster(workers=0, settings=settings_for(server.url)) as cluster,
         CeleryExecutor(cluster.settings) as executor,
     ):
         inner = _spawn_inner_worker(cluster, link, server.port)
@@ -277,9 +282,8 @@ def inner_log(cluster: LocalCluster) -> str:
 
 def _spawn_inner_worker(cluster: LocalCluster, link: Link, port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSET_")}
-    env.update(cluster.settings.to_env())
     url = f"redis://:part@{link.host_ip}:{port}/0"
-    env.update(JOBSET_BROKER_URL=url, JOBSET_RESULT_BACKEND=url, **WORKER_ENV)
+    env.update(dataclasses.replace(cluster.settings, broker_url=url, result_backend=None).to_env())
     argv = [
         "ip", "netns", "exec", link.namespace,
         sys.executable, "-m", "celery", "-A", "workers.app", "worker",
@@ -301,9 +305,7 @@ def test_a_producer_rides_out_redis_gone_longer_than_its_client_retries_inside_i
     circuits = tiny_circuits(12)
     with (
         RedisServer(appendonly=True, requirepass="away") as server,
-        LocalCluster(
-            workers=1, redis_url=server.url, secret_key=SECRET, extra_env=WORKER_ENV
-        ) as cluster,
+        LocalCluster(workers=1, settings=settings_for(server.url)) as cluster,
         CeleryExecutor(cluster.settings) as executor,
     ):
         job = submit_exact(executor, circuits, shots=SHOTS, seed=SEED)

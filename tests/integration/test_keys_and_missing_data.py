@@ -36,11 +36,13 @@ def test_keys_rotate_while_a_set_runs_and_every_sub_job_is_counted_once():
     want = AerSimulator().run(circuits, shots=32, seed_simulator=8).result()
     with (
         RedisServer() as server,
-        LocalCluster(workers=0, redis_url=server.url, secret_key=old, concurrency=1) as cluster,
+        LocalCluster(
+            workers=0, settings=Settings(broker_url=server.url, secret_key=old), concurrency=1
+        ) as cluster,
     ):
         # Step 1: every process signs with the old key and already accepts the new one.
-        first = cluster.add_worker(extra_env={"JOBSET_PREVIOUS_SECRET_KEYS": new})
         before = Settings(broker_url=server.url, secret_key=old, previous_secret_keys=(new,))
+        first = cluster.add_worker(settings=before)
         with CeleryExecutor(before) as ex:
             job = run(
                 AerSimulator(), circuits, executor=ex, max_job_size=1, shots=32, seed_simulator=8
@@ -50,8 +52,8 @@ def test_keys_rotate_while_a_set_runs_and_every_sub_job_is_counted_once():
         # comes; the producer switches too.
         cluster.stop_worker(first)
         assert job.progress().get("DONE", 0) < 8
-        cluster.add_worker(extra_env={"JOBSET_SECRET_KEY": new, "JOBSET_PREVIOUS_SECRET_KEYS": old})
         after = Settings(broker_url=server.url, secret_key=new, previous_secret_keys=(old,))
+        cluster.add_worker(settings=after)
         with CeleryExecutor(after) as ex:
             again = AerJobSet.retrieve(job.job_id(), ex)
             got = again.result(timeout=180)

@@ -18,6 +18,7 @@ from jobset import compat as compat_module
 from jobset.errors import VersionSkewWarning
 from jobset.local import LocalCluster
 from jobset.protocol import DEFAULT_QUEUE, result_key
+from jobset.settings import Settings
 
 from .faultkit import heavy_circuits, starts
 from .workloads import assert_same_counts_and_memory, qv_circuits
@@ -63,9 +64,9 @@ def test_a_result_over_the_size_limit_fails_its_sub_job_with_the_size_and_stores
     statevector = quantum_volume(16, seed=1)  # a random state: 1 MiB that does not compress
     statevector.save_statevector()
     statevector.name = "big-state"
-    env = {"JOBSET_MAX_RESULT_BYTES": str(256 * 1024)}
+    settings = Settings(secret_key="l" * 32, max_result_bytes=256 * 1024)
     with (
-        LocalCluster(workers=1, extra_env=env) as cluster,
+        LocalCluster(workers=1, settings=settings, private_server=True) as cluster,
         CeleryExecutor(cluster.settings) as ex,
     ):
         circuits = [statevector, *qv_circuits(1)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -13,20 +14,17 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from jobset.deadline import wait_for
 from jobset.errors import ConfigurationError
 from jobset.local import RESERVED_PORT, LocalCluster, RedisServer
 from jobset.protocol import GPU_QUEUE, worker_key
+from jobset.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return wait_for(predicate, timeout_s, "the processes", error=AssertionError)
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -142,11 +140,27 @@ def test_stop_worker_warm_shuts_down_one_worker_and_removes_its_heartbeat() -> N
         assert local.worker_pids == [local.workers[1].pid]
 
 
+def test_every_worker_runs_with_exactly_the_settings_the_cluster_reports() -> None:
+    given = Settings(secret_key="w" * 32, visibility_timeout_s=17, max_worker_losses=5)
+    with LocalCluster(workers=1, settings=given, private_server=True) as local:
+        other = dataclasses.replace(local.settings, worker_memory_mb=64)
+        added = local.add_worker(settings=other)
+        settings = local.settings
+        assert settings.broker_url == local.redis_url != given.broker_url
+        assert dataclasses.replace(settings, broker_url=given.broker_url, aer_threads=None) == given
+        for handle, expected in ((local.workers[0], settings), (added, other)):
+            raw = Path(f"/proc/{handle.pid}/environ").read_bytes().split(b"\0")
+            env = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+            jobset_env = {k: v for k, v in env.items() if k.startswith("JOBSET_")}
+            assert jobset_env == expected.to_env()
+            assert handle.settings == expected
+
+
 def test_a_worker_that_cannot_start_fails_the_cluster_fast_with_its_log(tmp_path: Path) -> None:
     # A failed start keeps its logs (the error names them): put them where pytest cleans up.
-    local = LocalCluster(workers=1, extra_env={"JOBSET_AER_THREADS": "zero"}, log_dir=tmp_path)
+    local = LocalCluster(workers=1, extra_env={"JOBSET_METRICS_PORT": "zero"}, log_dir=tmp_path)
     started = time.monotonic()
-    with pytest.raises(ConfigurationError, match="JOBSET_AER_THREADS must be an integer"):
+    with pytest.raises(ConfigurationError, match="JOBSET_METRICS_PORT must be an integer"):
         local.start()
     assert time.monotonic() - started < local.startup_timeout_s
     assert all(not w.running() for w in local.workers)

@@ -43,9 +43,7 @@ def test_redis_restarted_mid_run_with_aof_loses_nothing_and_the_waiting_producer
         # returns: it comes back after the visibility timeout, kept short here.
         LocalCluster(
             workers=2,
-            redis_url=server.url,
-            secret_key=SECRET,
-            extra_env={"JOBSET_VISIBILITY_TIMEOUT_S": "10"},
+            settings=Settings(broker_url=server.url, secret_key=SECRET, visibility_timeout_s=10),
         ) as cluster,
         CeleryExecutor(cluster.settings) as executor,
     ):
@@ -68,7 +66,9 @@ def test_redis_restarted_without_persistence_reports_lost_sub_jobs_and_resubmit_
     circuits = heavy_circuits(19, range(4))
     with (
         RedisServer(appendonly=False, requirepass="volatile") as server,
-        LocalCluster(workers=1, redis_url=server.url, secret_key=SECRET) as cluster,
+        LocalCluster(
+            workers=1, settings=Settings(broker_url=server.url, secret_key=SECRET)
+        ) as cluster,
         CeleryExecutor(cluster.settings) as executor,
     ):
         job = submit(executor, circuits)
@@ -129,7 +129,7 @@ def test_queued_and_running_sub_jobs_are_never_reported_lost():
     ):
         job = submit(executor, circuits)
         assert job.lost() == []  # all four wait in the queue: no worker is online
-        with LocalCluster(workers=1, redis_url=server.url, secret_key=SECRET):
+        with LocalCluster(workers=1, settings=Settings(broker_url=server.url, secret_key=SECRET)):
             wait_started(executor, job, 0)
             assert job.lost() == []  # one is held by the worker, three are queued
             assert job.result(timeout=120).success

@@ -43,7 +43,7 @@ def test_cancel_of_a_big_queued_set_removes_its_messages_so_the_next_set_runs_at
             assert one.worker_job(4).cancel()
             left = sum(ex.broker.llen(name) for name in queue_lists(DEFAULT_QUEUE))
             assert left == 3 + 4
-            with LocalCluster(workers=1, redis_url=server.url, secret_key=key):
+            with LocalCluster(workers=1, settings=Settings(broker_url=server.url, secret_key=key)):
                 assert other.result(timeout=60).success
                 after = run(AerSimulator(), _coins(4, "after"), executor=ex, max_job_size=1,
                             shots=4)  # fmt: skip

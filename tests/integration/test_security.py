@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
 from jobset import CeleryExecutor, JobSetFailedError, SecurityError, Settings, run
+from jobset.deadline import wait_for
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import DEFAULT_QUEUE, RUN_SUB_JOB_TASK, batch_key, result_key
 
@@ -43,7 +43,9 @@ def test_a_queued_payload_tampered_in_redis_fails_its_sub_job_and_the_worker_ser
         with CeleryExecutor(settings) as ex:
             job = run(AerSimulator(), qv_circuits(3), executor=ex, max_job_size=1, shots=20)
             _flip_last_byte(server.client(), batch_key(job.job_id(), 1))
-            with LocalCluster(workers=1, redis_url=server.url, secret_key="s" * 32):
+            with LocalCluster(
+                workers=1, settings=Settings(broker_url=server.url, secret_key="s" * 32)
+            ):
                 job.wait_for_final_state(timeout=60, wait=0.1)
                 assert job.status() is JobStatus.ERROR
                 assert job.status([0, 2]) == [JobStatus.DONE, JobStatus.DONE]
@@ -92,9 +94,12 @@ def test_a_pickle_message_on_the_queue_executes_nothing_and_the_worker_serves_on
             headers={"lang": "py", "task": RUN_SUB_JOB_TASK, "id": task_id},
         )
     # Any job after it on the same queue completing shows the pickle message was consumed.
-    deadline = time.monotonic() + 60
-    while executor.redis.llen(DEFAULT_QUEUE) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(
+        lambda: not executor.redis.llen(DEFAULT_QUEUE),
+        60,
+        "the queue to drain",
+        error=AssertionError,
+    )
     job = run(AerSimulator(), qv_circuits(2), executor=executor, max_job_size=1, shots=10)
     assert job.result(timeout=60).success
     assert not marker.exists()

@@ -54,7 +54,9 @@ def test_a_rediss_url_with_a_password_runs_a_set_exactly_against_a_tls_only_serv
     circuits = qv_circuits(3)
     with (
         _tls_server(tmp_path, password) as server,
-        LocalCluster(workers=1, redis_url=server.url, secret_key="t" * 32) as cluster,
+        LocalCluster(
+            workers=1, settings=Settings(broker_url=server.url, secret_key="t" * 32)
+        ) as cluster,
         CeleryExecutor(cluster.settings) as executor,
     ):
         assert server.url.startswith("rediss://") and "ssl_cert_reqs=required" in server.url
@@ -106,8 +108,7 @@ def test_no_secret_reaches_worker_logs_command_lines_flower_args_or_error_messag
         RedisServer(requirepass=password) as server,
         LocalCluster(
             workers=1,
-            redis_url=server.url,
-            secret_key=key,
+            settings=Settings(broker_url=server.url, secret_key=key),
             loglevel="DEBUG",
             log_dir=tmp_path / "logs",
         ) as cluster,

@@ -37,7 +37,6 @@ from jobset.celeryconf import celery_config
 from jobset.cluster import FlowerProcess
 from jobset.protocol import DEFAULT_QUEUE, GPU_QUEUE
 from jobset.settings import Settings
-from workers import metrics as worker_metrics
 
 # What an operator writes into .env (the rest keeps its defaults).
 OPERATOR_ENV = {
@@ -166,16 +165,13 @@ def test_workers_get_every_setting_and_flower_gets_no_signing_key(
 ) -> None:
     services = _services(compose)
     raw_services = load_compose()["services"]
-    settings_vars = {
-        value
-        for name, value in vars(jobset_settings).items()
-        if name.startswith("ENV_") and isinstance(value, str)
-    }
-    expected = (settings_vars - {jobset_settings.ENV_RESULT_BACKEND}) | {
-        worker_metrics.ENV_METRICS_PORT,
-        worker_metrics.ENV_METRICS_SET_TTL_S,
-        worker_metrics.ENV_MULTIPROC_DIR,
-    }
+    # Every variable of the table but the result backend (the broker, in compose) and the
+    # metrics address (the default binds every interface of the container).
+    expected = {
+        var.env
+        for cls in jobset_settings.SETTINGS_CLASSES
+        for _, var in jobset_settings.variables(cls)
+    } - {jobset_settings.ENV_RESULT_BACKEND, jobset_settings.ENV_METRICS_ADDR}
     for name in ("worker", "gpu-worker"):
         assert expected <= set(services[name]["environment"]), name
         assert "FLOWER_BASIC_AUTH" not in services[name]["environment"]

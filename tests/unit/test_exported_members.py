@@ -49,7 +49,7 @@ def test_public_names_are_exactly_the_pinned_list():
         assert getattr(jobset, name).__module__.startswith("jobset.")
 
 
-PURE = {"plan", "merge", "status", "codec", "protocol", "errors"}
+PURE = {"plan", "merge", "status", "codec", "protocol", "errors", "deadline"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -134,3 +134,39 @@ def test_a_failure_carries_the_class_of_the_error_it_raised():
     assert issubclass(failure.error_class, jobset.SubJobError)
     assert jobset.SubJobFailure(0, "t", "CANCELLED", "cancelled").error_class is None
     assert jobset.SubJobFailure(0, "t", "ERROR", "x", "ValueError").error_class is None
+
+
+# They talk to executors through jobset.executors only: no module names an implementation.
+INTERFACE_USERS = [
+    "jobset.py",
+    "simulator.py",
+    "subjob.py",
+    "primitives/base.py",
+    "primitives/job.py",
+    "primitives/sampler.py",
+    "primitives/estimator.py",
+]
+EXECUTOR_KINDS = {"CeleryExecutor", "CeleryRun", "FuturesExecutor", "FuturesRun", "Executor"}
+
+
+@pytest.mark.parametrize("module", INTERFACE_USERS)
+def test_job_sets_and_primitives_know_executors_only_by_their_interface(module):
+    imported = _imports(PACKAGE / module)
+    assert not {".celery_executor", ".celery_run", "celery", "redis", "kombu"} & imported
+
+
+def test_the_executor_interface_does_no_io_and_names_no_implementation():
+    imported = _imports(PACKAGE / "executors.py")
+    assert not {"celery", "redis", "kombu", ".celery_executor", ".celery_run", ".pools"} & imported
+
+
+def test_only_as_executor_tells_executors_apart():
+    """An ``isinstance`` on an executor type is written once, in ``jobset.pools``."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance":
+                named = {getattr(n, "id", getattr(n, "attr", None)) for n in ast.walk(node.args[1])}
+                if named & EXECUTOR_KINDS:
+                    found.append(path.relative_to(PACKAGE).as_posix())
+    assert set(found) == {"pools.py"}, found

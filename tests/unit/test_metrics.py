@@ -10,10 +10,10 @@ import pytest
 from prometheus_client.metrics_core import Metric
 
 from jobset.errors import ConfigurationError
+from jobset.settings import MetricsSettings
 from workers.metrics import (
     SET_LAST_ACTIVITY_NAME,
     SET_RUNNING_NAME,
-    MetricsSettings,
     drop_expired_sets,
     mark_dead_processes,
     remove_metric_files,

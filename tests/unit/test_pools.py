@@ -1,4 +1,4 @@
-"""Which objects a job set takes as a local executor; Dask clients are recognised by shape.
+"""Which objects a job set takes as its executor; Dask clients are recognised by shape.
 
 A real ``dask.distributed`` client is exercised in ``tests/integration/test_parity.py``.
 """
@@ -8,15 +8,20 @@ from __future__ import annotations
 import concurrent.futures as cf
 
 import pytest
+from qiskit import QuantumCircuit
+from qiskit_aer import AerSimulator
 
 from jobset import InvalidInputError
+from jobset.executors import Executor, SetRequest, SubmitOptions
+from jobset.plan import make_plan
 from jobset.pools import (
-    check_executor,
+    FuturesExecutor,
+    as_executor,
     futures_executor,
     is_dask_client,
-    local_executor,
     local_slots,
 )
+from jobset.simulate import local_runner
 
 
 class LooksLikeAClient:
@@ -26,19 +31,73 @@ class LooksLikeAClient:
         return cf.ThreadPoolExecutor(1)
 
 
-def test_a_concurrent_futures_executor_is_taken_as_it_is():
+def test_a_concurrent_futures_executor_is_adapted_to_the_executor_interface():
     with cf.ThreadPoolExecutor(3) as pool:
         assert futures_executor(pool) is pool
-        assert check_executor(pool) is pool
-        assert local_executor(pool) is pool
-        assert local_slots(pool) == 3
+        adapted = as_executor(pool)
+        assert isinstance(adapted, FuturesExecutor) and isinstance(adapted, Executor)
+        assert adapted.pool is pool and adapted.slots() == local_slots(pool) == 3
+        assert as_executor(adapted) is adapted
 
 
 @pytest.mark.parametrize("executor", [object(), LooksLikeAClient(), None, "redis://x"])
 def test_anything_else_is_refused_naming_what_would_do(executor):
     assert not is_dask_client(executor)
     assert futures_executor(executor) is None
-    with pytest.raises(InvalidInputError, match=r"CeleryExecutor, a concurrent\.futures"):
-        check_executor(executor)
-    with pytest.raises(InvalidInputError, match=r"dask\.distributed\.Client"):
-        local_executor(executor)
+    with pytest.raises(
+        InvalidInputError, match=r"CeleryExecutor, a concurrent\.futures.*dask\.distributed"
+    ):
+        as_executor(executor)
+
+
+@pytest.mark.parametrize(
+    ("given", "refused"),
+    [
+        ({"owner": "alice"}, "owner"),
+        ({"priority": "low"}, "priority"),
+        ({"admit": "wait"}, "admit"),
+        ({"cache_ttl_s": 60}, "cache_ttl_s"),
+        ({"timeout_s": 5}, "timeout_s"),
+    ],
+)
+def test_a_pool_refuses_what_only_celery_can_do_before_anything_runs(given, refused):
+    with (
+        cf.ThreadPoolExecutor(1) as pool,
+        pytest.raises(InvalidInputError, match=f"{refused}.*CeleryExecutor"),
+    ):
+        as_executor(pool).check_options(SubmitOptions.check(**given))
+
+
+def test_a_pool_runs_a_planned_set_through_the_same_request_celery_gets():
+    circuit = QuantumCircuit(1, 1)
+    circuit.x(0)
+    circuit.measure(0, 0)
+    plan = make_plan([circuit] * 3, shots=10, max_job_size=1, seed_simulator=5)
+    backend = AerSimulator()
+    with cf.ThreadPoolExecutor(2) as pool:
+        run = as_executor(pool).submit(
+            SetRequest("a-set", backend, plan, local_runner(backend), SubmitOptions())
+        )
+        results = [f.result(timeout=60) for f in run.futures]
+    assert [r.get_counts() for r in results] == [{"1": 10}] * 3
+    assert len(set(run.task_ids)) == 3
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"timeout_s": True}, "timeout_s"),
+        ({"cache_ttl_s": 1.5}, "cache_ttl_s"),
+        ({"admit": "maybe"}, "admit"),
+        ({"priority": "urgent"}, "priority"),
+        ({"owner": "a b"}, "owner"),
+    ],
+)
+def test_submit_options_are_checked_once_for_every_executor(bad, match):
+    with pytest.raises(InvalidInputError, match=match):
+        SubmitOptions.check(**bad)
+
+
+def test_tags_given_as_one_string_are_one_tag():
+    assert SubmitOptions.check(tags="sweep").tags == ("sweep",)

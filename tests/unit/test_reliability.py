@@ -327,8 +327,8 @@ def test_retry_failed_on_a_thread_pool_reruns_only_the_failed_sub_jobs():
     from qiskit_aer import AerSimulator
 
     from jobset import AerJobSet
-    from jobset.execute import local_runner
     from jobset.plan import make_plan
+    from jobset.simulate import local_runner
 
     circuits = []
     for i in range(3):

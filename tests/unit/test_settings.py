@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from jobset.errors import ConfigurationError, JobSetError
-from jobset.settings import DEFAULT_BROKER_URL, Settings, redact_url
+from jobset.settings import (
+    DEFAULT_BROKER_URL,
+    SETTINGS_CLASSES,
+    Settings,
+    redact_url,
+    variables,
+    variables_table,
+)
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 SECRET = "s3cret-signing-key-of-32-bytes-at-least"
 
@@ -207,3 +217,33 @@ def test_settings_are_frozen():
 
 def test_configuration_errors_belong_to_the_error_tree():
     assert issubclass(ConfigurationError, JobSetError)
+
+
+@pytest.mark.parametrize("cls", SETTINGS_CLASSES, ids=lambda c: c.__name__)
+def test_every_field_of_the_settings_is_a_row_of_the_variable_table(cls):
+    rows = {f.name for f, _ in variables(cls)}
+    assert rows == {f.name for f in dataclasses.fields(cls)}
+
+
+def test_the_readme_shows_the_variable_table_as_the_settings_render_it():
+    # A field added without updating the README fails here: paste variables_table() there.
+    assert variables_table() in README.read_text()
+
+
+def test_the_repr_names_every_field_and_redacts_urls_and_keys():
+    settings = Settings(
+        broker_url="redis://:hunter2@host:6379/0",
+        secret_key=SECRET,
+        previous_secret_keys=(b"p" * 32,),
+    )
+    text = repr(settings)
+    assert all(f"{f.name}=" in text for f in dataclasses.fields(Settings))
+    assert "hunter2" not in text and SECRET not in text and "p" * 32 not in text
+    assert "broker_url='redis://:***@host:6379/0'" in text
+
+
+def test_a_local_cluster_takes_settings_not_their_variables():
+    from jobset.local import LocalCluster
+
+    with pytest.raises(ConfigurationError, match="JOBSET_VISIBILITY_TIMEOUT_S: pass settings="):
+        LocalCluster(workers=1, extra_env={"JOBSET_VISIBILITY_TIMEOUT_S": "3"})

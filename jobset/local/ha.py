@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,8 +25,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import ConfigurationError
-from .local import RedisServer, StartStop, _tail, _wait_exit, find_server_binary, free_port
+from ..deadline import Deadline, wait_for
+from ..errors import ConfigurationError
+from .processes import StartStop, free_port, log_tail, wait_exit
+from .server import RedisServer, find_server_binary
 
 DEFAULT_MASTER_NAME = "jobset"
 
@@ -157,40 +158,36 @@ class SentinelCluster(StartStop):
         return self
 
     def wait_ready(self, timeout_s: float) -> None:
-        """Until every sentinel knows the primary, its replicas and the other sentinels."""
-        deadline = time.monotonic() + timeout_s
+        """Until every sentinel knows the primary, its replicas and the other sentinels,
+        and every replica streams from the primary."""
+        try:
+            wait_for(self._ready, timeout_s, "the sentinels to agree", error=ConfigurationError)
+        except ConfigurationError as e:
+            logs = "\n".join(
+                f"--- sentinel {i}:\n{log_tail(self.data_dir / f'sentinel-{i}.log')}"
+                for i in range(len(self.sentinel_ports))
+            )
+            raise ConfigurationError(f"{e}\n{logs}") from None
+
+    def _ready(self) -> bool:
         want_sentinels = len(self.sentinel_ports) - 1
-        while True:
-            ready = 0
-            for index in range(len(self.sentinel_ports)):
-                client = self.sentinel_client(index)
-                try:
-                    master: Any = client.sentinel_master(self.master_name)
-                    replicas: Any = client.sentinel_slaves(self.master_name)
-                    online = [
-                        r for r in replicas if not r.get("is_odown") and not r.get("is_sdown")
-                    ]
-                    if (
-                        int(master.get("num-other-sentinels", 0)) >= want_sentinels
-                        and len(online) >= self._replica_count
-                        and not master.get("is_sdown")
-                    ):
-                        ready += 1
-                except redis.RedisError:
-                    pass
-                finally:
-                    client.close()
-            if ready == len(self.sentinel_ports) and self._replicas_in_sync():
-                return
-            if time.monotonic() >= deadline:
-                logs = "\n".join(
-                    f"--- sentinel {i}:\n{_tail(self.data_dir / f'sentinel-{i}.log')}"
-                    for i in range(len(self.sentinel_ports))
-                )
-                raise ConfigurationError(
-                    f"the sentinels did not agree within {timeout_s} s\n{logs}"
-                )
-            time.sleep(0.1)
+        for index in range(len(self.sentinel_ports)):
+            client = self.sentinel_client(index)
+            try:
+                master: Any = client.sentinel_master(self.master_name)
+                replicas: Any = client.sentinel_slaves(self.master_name)
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+            online = [r for r in replicas if not (r.get("is_odown") or r.get("is_sdown"))]
+            if (
+                int(master.get("num-other-sentinels", 0)) < want_sentinels
+                or len(online) < self._replica_count
+                or master.get("is_sdown")
+            ):
+                return False
+        return self._replicas_in_sync()
 
     def _replicas_in_sync(self) -> bool:
         """Every server but the primary streams from it (its first full sync is over)."""
@@ -226,14 +223,13 @@ class SentinelCluster(StartStop):
 
     def wait_failover(self, old_port: int, timeout_s: float) -> int:
         """Until the sentinels name a primary other than ``old_port``; its port."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def promoted() -> int:
             port = self.primary_port()
-            if port is not None and port != old_port:
-                return port
-            if time.monotonic() >= deadline:
-                raise ConfigurationError(f"no failover within {timeout_s} s")
-            time.sleep(0.05)
+            return port if port is not None and port != old_port else 0
+
+        found: int = wait_for(promoted, timeout_s, "a failover", error=ConfigurationError)
+        return found
 
     def rejoin(self, server: RedisServer) -> None:
         """Start a killed server again as a replica of the current primary."""
@@ -245,7 +241,7 @@ class SentinelCluster(StartStop):
         for process in self._sentinels:
             if process.poll() is None:
                 process.terminate()
-                if not _wait_exit(process, time.monotonic() + 5.0):
+                if not wait_exit(process, Deadline(5.0)):
                     process.kill()
                     process.wait()
         self._sentinels = []
@@ -303,10 +299,10 @@ class SentinelCluster(StartStop):
             )
         self._sentinels.append(process)
         self.sentinel_ports.append(port)
-        if _wait_exit(process, time.monotonic() + 0.2):
+        if wait_exit(process, Deadline(0.2)):
             raise ConfigurationError(
                 f"the sentinel exited at start (can {sentinel_binary()} run --sentinel?):\n"
-                f"{_tail(self.data_dir / f'sentinel-{index}.log')}"
+                f"{log_tail(self.data_dir / f'sentinel-{index}.log')}"
             )
 
 

@@ -1,0 +1,312 @@
+"""The Celery executor: sub-jobs published to Redis, run by Celery workers anywhere.
+
+The producer sends by task name (:mod:`jobset.publish`) and never imports the worker
+code; what it reads back is :class:`~jobset.celery_run.CeleryRun`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+from celery import Celery
+from kombu.pools import ProducerPool
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from . import admission, recovery, registry
+from .admission import PlanCosts
+from .celery_run import CeleryRun
+from .celeryconf import celery_config
+from .connect import execute_replicated, redis_client
+from .cost import WorkerCapacity
+from .executors import Executor, SetRequest, StoredSet, SubmitOptions
+from .plan import Plan
+from .protocol import (
+    OWNER_QUEUES_KEY,
+    OWNER_SEP,
+    WORKER_KEY_PREFIX,
+    Dispatch,
+    Kind,
+    owner_queue,
+    task_id,
+)
+from .publish import PUBLISH_BATCH_OPS, Publisher, queue_for
+from .settings import Settings, redact_url
+from .simulate import portable_backend
+from .store import SignedStore
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# A read that gets no answer for this long gives up (and is retried): a partitioned
+# server would otherwise hold a call until TCP itself gives up, many minutes later.
+_SOCKET_TIMEOUT_S = 10.0
+
+
+class CeleryExecutor(Executor):
+    """Runs sub-jobs on Celery workers through Redis.
+
+    ``CeleryExecutor()`` builds its settings from the ``JOBSET_*`` variables, once;
+    keyword arguments override them, or pass a :class:`Settings`.  The executor sends by
+    task name and never imports the worker code.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        broker_url: str | None = None,
+        result_backend: str | None = None,
+        secret_key: str | bytes | None = None,
+    ) -> None:
+        if settings is None:
+            settings = Settings.from_env(
+                broker_url=broker_url, result_backend=result_backend, secret_key=secret_key
+            )
+        self.settings = settings
+        self.app = Celery("jobset-producer", set_as_current=False)
+        self.app.config_from_object(celery_config(settings))
+        _private_broker_pools(self.app)
+        # Retries ride out a broker that restarts; each wait still ends at its deadline.
+        self.redis = redis_client(
+            settings.backend_url,
+            settings,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
+            socket_timeout=_SOCKET_TIMEOUT_S,
+            health_check_interval=30,
+        )
+        # The queues live on the broker, which may be another server than the results.
+        self.broker = (
+            self.redis
+            if settings.broker_url == settings.backend_url
+            else redis_client(
+                settings.broker_url,
+                settings,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
+                socket_timeout=_SOCKET_TIMEOUT_S,
+            )
+        )
+        self.store = SignedStore(self.redis, settings)
+        self._eviction_checked = False
+
+    def __repr__(self) -> str:
+        return f"CeleryExecutor(broker_url={redact_url(self.settings.broker_url)!r})"
+
+    def heartbeats(self) -> list[dict[str, Any]]:
+        """The records live workers keep under ``jobset:worker:*``; unreadable ones skipped."""
+        found = []
+        for key in self.redis.scan_iter(match=f"{WORKER_KEY_PREFIX}*", count=500):
+            raw = self.redis.get(key)
+            try:
+                record = json.loads(raw) if raw else None
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                found.append(record)
+        return found
+
+    def slots(self) -> int:
+        """Worker processes able to take a sub-job now, from the workers' heartbeats."""
+        return sum(w.concurrency for w in self.workers())
+
+    # ---- admission and routing: what the live workers advertise (see jobset.admission)
+    def workers(self) -> list[WorkerCapacity]:
+        """The capacity every live worker advertises in its heartbeat.
+
+        Anyone who can write to Redis can write a heartbeat: one with a field of the wrong
+        type is skipped, so it cannot make every submit fail.
+        """
+        found = []
+        for record in self.heartbeats():
+            try:
+                found.append(WorkerCapacity.from_record(record))
+            except (ValueError, TypeError, OverflowError):
+                logger.debug("skipped an unreadable worker heartbeat: %.200r", record)
+        return found
+
+    # ---- end of admission and routing
+
+    def check_reachable(self) -> None:
+        """Raise :class:`~jobset.errors.BrokerUnavailableError` within the connect timeout
+        if the broker or the result backend does not answer; warn once (an
+        :class:`~jobset.errors.EvictionPolicyWarning`) if Redis may evict keys."""
+        recovery.check_reachable(self.settings)
+        if not self._eviction_checked:
+            self._eviction_checked = True
+            recovery.warn_if_evicting(self.redis, self.settings.backend_url)
+
+    # ---- the rest of the executor interface (jobset.executors.Executor): every option works
+    def max_memory_mb(self) -> int | None:
+        return self.settings.max_memory_mb
+
+    def version_skew(self) -> str | None:
+        """Why no live worker would run this producer's sub-jobs; None if one would."""
+        return recovery.version_skew(self.heartbeats())
+
+    def submit(self, request: SetRequest) -> CeleryRun:
+        """Store the set's record, payloads and ``request.records`` (signed), then publish
+        one task per sub-batch to the queue admission and routing chose."""
+        dispatch = self.dispatch(request.backend, request.plan, request.options, request.costs)
+        return self.publish(request, dispatch)
+
+    def dispatch(
+        self, backend: Any, plan: Plan, options: SubmitOptions, costs: PlanCosts | None
+    ) -> Dispatch:
+        """Which queue each sub-job goes to, at what priority (:mod:`jobset.admission`).
+
+        With ``options.admit`` a set no live worker could hold raises
+        :class:`~jobset.errors.AdmissionError`; with ``costs``, sub-jobs with a large state
+        go to the large queue where a live worker consumes it; ``options.owner`` picks
+        that owner's queue of the class.
+        """
+        queue = queue_for(backend)
+        routes: dict[int, str] = {}
+        if costs is not None:
+            workers = self.workers()
+            if options.admit is not None:
+                admission.admit(costs.circuits, workers, mode=options.admit, queue=queue)
+            routes = admission.routes(
+                plan,
+                costs.circuit_of_experiment,
+                costs.circuits,
+                workers,
+                default_queue=queue,
+                large_memory_bytes=self.settings.large_memory_mb * 1024 * 1024,
+                owner=options.owner,
+            )
+        return Dispatch.from_routes(
+            routes, queue=owner_queue(queue, options.owner), priority=options.priority
+        )
+
+    def publish(self, request: SetRequest, dispatch: Dispatch) -> CeleryRun:
+        """Store, then publish, a planned set on the queues ``dispatch`` names.
+
+        Each sub-batch is encoded and published in turn, so workers start on the first
+        while the producer still encodes the rest.  Owner queues are recorded for workers
+        to consume.  With ``cache_ttl_s`` each signed batch asks the worker to reuse (or
+        store) its result under the digest of its inputs.
+        """
+        jobset_id, plan, options = request.jobset_id, request.plan, request.options
+        ttl, store = self.settings.result_ttl_s, self.store
+        ids = tuple(task_id(jobset_id, b.index) for b in plan.sub_batches)
+        pipe = self.redis.pipeline(transaction=False)
+        for kind, value in request.records:
+            store.put(kind, jobset_id, value, pipe=pipe)
+        store.put(Kind.BACKEND, jobset_id, portable_backend(request.backend), pipe=pipe)
+        record = registry.make_record(
+            jobset_id,
+            request.backend,
+            plan,
+            ids,
+            options.tags,
+            timeout_s=options.timeout_s,
+            dispatch=dispatch,
+        )
+        registry.write(store, pipe, record)
+        owned = {q for q in dispatch.queues if OWNER_SEP in q}
+        if owned:
+            pipe.zadd(OWNER_QUEUES_KEY, dict.fromkeys(owned, time.time()))
+            pipe.expire(OWNER_QUEUES_KEY, ttl)
+        execute_replicated(pipe, self.settings)
+
+        with self.app.producer_or_acquire() as producer:
+            publisher = Publisher(self.app, producer)
+            for chunk in growing_chunks(plan.sub_batches):
+                pipe = self.redis.pipeline(transaction=False)
+                for batch in chunk:
+                    ref = (jobset_id, batch.index)
+                    cache_ttl_s = options.cache_ttl_s or 0
+                    store.put(Kind.BATCH, ref, batch, pipe=pipe, cache_ttl_s=cache_ttl_s)
+                # A payload that outlives a failover can be published again by anyone.
+                execute_replicated(pipe, self.settings)
+                # Messages (and their task-sent events) go in one pipeline per chunk.
+                with producer.batch(max_size=PUBLISH_BATCH_OPS):
+                    for batch in chunk:
+                        publisher.send(
+                            jobset_id,
+                            batch.index,
+                            len(batch.experiments),
+                            queue=dispatch.queue_of(batch.index),
+                            priority=dispatch.broker_priority,
+                            timeout_s=options.timeout_s,
+                        )
+        return CeleryRun(self, jobset_id, ids, timeout_s=options.timeout_s, dispatch=dispatch)
+
+    # ---- stored sets
+    def stored_set(self, job_id: str) -> StoredSet:
+        record = registry.load(self.store, job_id)
+        backend = self.store.get(Kind.BACKEND, job_id)
+        run = CeleryRun(
+            self, job_id, record.task_ids, timeout_s=record.timeout_s, dispatch=record.dispatch
+        )
+        return StoredSet(record, backend, run)
+
+    def stored_ids(self) -> list[str]:
+        return registry.list_ids(self.redis, ttl_s=self.settings.result_ttl_s)
+
+    def find(self, kind: Kind, ref: Any) -> Any:
+        return self.store.find(kind, ref)
+
+    def close(self) -> None:
+        """Release this producer's connections to Redis; see :meth:`shutdown`."""
+        self.redis.close()
+        if self.broker is not self.redis:
+            self.broker.close()
+        # Celery's own close() only forgets its broker pool: close what it holds (it is this
+        # executor's own, see _private_broker_pools), and the result backend's connections.
+        self.app.amqp.producer_pool.force_close_all()
+        self.app.pool.force_close_all()
+        client = getattr(self.app.backend, "client", None)
+        if client is not None:
+            client.connection_pool.disconnect()
+        self.app.close()
+        # Fresh pools open nothing until used: like the Redis clients above, an executor
+        # used again after close() connects again.
+        _private_broker_pools(self.app)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """``concurrent.futures.Executor.shutdown``: release this producer's connections.
+
+        It does not touch the workers, nor the sets already submitted: their sub-jobs run
+        on, and their results stay in Redis for ``AerJobSet.retrieve`` from any executor
+        with the same settings.  ``wait`` is accepted for ``concurrent.futures`` code and
+        changes nothing (there is nothing local to wait for).  Safe to call more than once;
+        unlike a pool, an executor used again afterwards opens new connections.
+        """
+        del wait
+        self.close()
+
+    def __enter__(self) -> CeleryExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _private_broker_pools(app: Celery) -> None:
+    """Give ``app`` broker connection and producer pools of its own.
+
+    Celery takes them from kombu's process-wide registry, shared by every app with the
+    same broker URL: closing them in :meth:`CeleryExecutor.close` would cut the
+    connections of every other executor of the process.
+    """
+    pool = app.connection_for_write().Pool(limit=app.conf.broker_pool_limit)
+    app._pool = pool
+    app.amqp._producer_pool = ProducerPool(pool, limit=pool.limit)
+
+
+def growing_chunks(items: Sequence[T], *, first: int = 1, most: int = 256) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive chunks of 1, 2, 4, ... up to ``most``.
+
+    Publishing a chunk costs two round trips (payloads, then messages) whatever its size:
+    the first sub-jobs reach the workers at once, and a set of thousands is published in
+    a few dozen round trips.
+    """
+    start, size = 0, first
+    while start < len(items):
+        yield items[start : start + size]
+        start, size = start + size, min(size * 2, most)

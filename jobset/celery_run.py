@@ -1,0 +1,374 @@
+"""A set published to Celery, read back: states, tally, results, waits, cancel, reruns.
+
+Every read is one pipelined round trip; a whole-set status reads the workers' tally
+(:mod:`jobset.tally`), not one key per sub-job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import redis
+from qiskit.providers import JobStatus
+from qiskit.result import Result
+
+from . import recovery, registry, tally
+from .deadline import Deadline, Pause, growing_sleep, poll
+from .errors import JobSetTimeoutError, SubJobsLostError, timeout_message
+from .executors import SubJobState, Submission, not_final_error
+from .plan import SubBatch
+from .protocol import (
+    DEFAULT_QUEUE,
+    Dispatch,
+    Kind,
+    cancel_key,
+    glob_escape,
+    result_key,
+    sub_job_cancel_key,
+)
+from .status import FINAL, aggregate_counts, aggregate_status, celery_to_job_status
+
+if TYPE_CHECKING:
+    from .celery_executor import CeleryExecutor
+
+logger = logging.getLogger(__name__)
+
+# Longest pause between status reads while subscribed: a safety net for a lost notice.
+_NOTICE_WAIT_S = 1.0
+# A wait that sees no sub-job finish for this long checks whether any were lost, then
+# waits twice as long before the next check, up to the maximum.
+_LOST_CHECK_START_S = 10.0
+_LOST_CHECK_MAX_S = 300.0
+# A tally that has not moved for this long is checked against Celery's own states.
+_TALLY_FALLBACK_S = 5.0
+# Between two tries to reach a Redis that a wait found unreachable.
+_UNREACHABLE_PAUSE_S = 0.5
+# Results read per MGET.
+_RESULT_CHUNK = 500
+
+
+def _failure(meta: dict[str, Any], index: int, jobset_id: str, timeout_s: Any) -> tuple[str, str]:
+    """The error type and the message of a failed sub-job, from its Celery record."""
+    result = meta.get("result")
+    if isinstance(result, dict) and "exc_type" in result:
+        message = result.get("exc_message")
+        if isinstance(message, (list, tuple)):
+            message = " ".join(str(m) for m in message)
+        error_type = str(result["exc_type"])
+        if error_type == "TimeLimitExceeded":
+            # The worker words it as SubJobTimeoutError too, but Celery's own store of the
+            # hard limit can land after that one: word it the same here.
+            soft_s = timeout_s if timeout_s is not None else message
+            error_type, message = "SubJobTimeoutError", timeout_message(index, jobset_id, soft_s)
+        return error_type, f"{error_type}: {message}"
+    return "", str(result) if result else str(meta.get("status", ""))
+
+
+class CeleryRun(Submission):
+    """A set published to Celery; every read is one pipelined round trip."""
+
+    def __init__(
+        self,
+        executor: CeleryExecutor,
+        jobset_id: str,
+        task_ids: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+        dispatch: Dispatch | None = None,
+    ):
+        self.executor = executor
+        self.jobset_id = jobset_id
+        self.task_ids = tuple(task_ids)
+        self.meta_keys = [executor.app.backend.get_key_for_task(t) for t in self.task_ids]
+        self.timeout_s = timeout_s
+        self.dispatch = dispatch
+        self._cancelled = False
+        self._progress: tuple[int, float, float] | None = None  # finals, since, check after
+        self._tally_seen: tuple[dict[JobStatus, int], float] | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        if not self._cancelled:
+            self._cancelled = bool(self.executor.redis.exists(cancel_key(self.jobset_id)))
+        return self._cancelled
+
+    def _metas(self, indices: Sequence[int] | None) -> list[dict[str, Any]]:
+        keys = self.meta_keys if indices is None else [self.meta_keys[i] for i in indices]
+        pipe = self.executor.redis.pipeline(transaction=False)
+        pipe.exists(cancel_key(self.jobset_id))
+        pipe.mget(keys)
+        set_cancelled, raw = pipe.execute()
+        self._cancelled = self._cancelled or bool(set_cancelled)
+        return [json.loads(r) if r else {"status": "PENDING"} for r in raw]
+
+    def tallied(self) -> dict[JobStatus, int]:
+        """The workers' tally of this set's sub-jobs (:mod:`jobset.tally`): O(1) to read."""
+        pipe = self.executor.redis.pipeline(transaction=False)
+        pipe.exists(cancel_key(self.jobset_id))
+        pipe.hgetall(tally.counts_key(self.jobset_id))
+        set_cancelled, raw = pipe.execute()
+        self._cancelled = self._cancelled or bool(set_cancelled)
+        return tally.counts(raw)
+
+    def finished_count(self) -> int | None:
+        counted = self.tallied()
+        # A cancelled set's queued sub-jobs turn final by the mark, not the tally; a tally
+        # that stalled may have missed one: read the states then.
+        if self._cancelled or self._tally_stalled(counted):
+            return None
+        return sum(n for status, n in counted.items() if status in FINAL)
+
+    def aggregate(self) -> JobStatus:
+        """From the tally; from Celery's states when the tally has not moved for a while.
+
+        A worker that died between Celery's record and the tally's would otherwise leave
+        a final sub-job counted as running for good.
+        """
+        counted = self.tallied()
+        status = aggregate_counts(counted, len(self.task_ids), cancelled=self._cancelled)
+        if status in FINAL or not self._tally_stalled(counted):
+            return status
+        return aggregate_status((s.status for s in self.states()), cancelled=self._cancelled)
+
+    def progress(self) -> dict[str, int]:
+        counted = self.tallied()
+        if self._tally_stalled(counted):
+            return super().progress()
+        return tally.progress(counted, len(self.task_ids), cancelled=self._cancelled)
+
+    def _tally_stalled(self, counted: dict[JobStatus, int]) -> bool:
+        """True when the tally has not changed for ``_TALLY_FALLBACK_S`` (then once again
+        that long later, and so on)."""
+        now = time.monotonic()
+        if self._tally_seen is None or self._tally_seen[0] != counted:
+            self._tally_seen = (counted, now)
+            return False
+        if now - self._tally_seen[1] < _TALLY_FALLBACK_S:
+            return False
+        self._tally_seen = (counted, now)
+        return True
+
+    def wait(self, indices: Sequence[int], deadline: Deadline) -> list[SubJobState]:
+        """Like :meth:`Submission.wait`, but a wait for the whole set polls the tally and
+        reads every sub-job's state only when the tally says the set is final (or has not
+        moved for a while), so a long wait on a big set costs O(1) a poll.
+
+        Redis away for longer than the client's own retries (a partition, a slow failover)
+        is waited for too, until the deadline."""
+
+        def attempt() -> list[SubJobState] | None:
+            try:
+                return self._wait(indices, deadline)
+            except (redis.ConnectionError, redis.TimeoutError) as e:
+                logger.warning("Redis unreachable while waiting for %s: %s", self.jobset_id, e)
+                return None
+
+        def unreachable() -> NoReturn:
+            raise JobSetTimeoutError(f"timed out while Redis was unreachable ({self.jobset_id})")
+
+        pause = growing_sleep(_UNREACHABLE_PAUSE_S, _UNREACHABLE_PAUSE_S)
+        return poll(attempt, deadline, unreachable, pause=pause)
+
+    def _wait(self, indices: Sequence[int], deadline: Deadline) -> list[SubJobState]:
+        if len(indices) != len(self.task_ids):
+            return super().wait(indices, deadline)
+        states: list[SubJobState] | None = None
+
+        def ready() -> list[SubJobState] | None:
+            nonlocal states
+            counted = self.tallied()
+            final = aggregate_counts(counted, len(self.task_ids), cancelled=self._cancelled)
+            states = None
+            # At the deadline every state is read once more: the tally may lag behind.
+            if final in FINAL or self._tally_stalled(counted) or deadline.passed():
+                states = self.states()
+                self._watch(states)
+                if all(s.status in FINAL for s in states):
+                    return states
+            return None
+
+        def timed_out() -> NoReturn:
+            last = self.states() if states is None else states
+            raise not_final_error([i for i, s in enumerate(last) if s.status not in FINAL])
+
+        with self.pauses() as pause:
+            return poll(ready, deadline, timed_out, pause=pause)
+
+    def states(self, indices: Sequence[int] | None = None) -> list[SubJobState]:
+        """States of every sub-job, or of ``indices`` only: one round trip either way."""
+        states = []
+        which = range(len(self.task_ids)) if indices is None else indices
+        for index, meta in zip(which, self._metas(indices), strict=True):
+            status = celery_to_job_status(meta.get("status"), cancelled=self._cancelled)
+            message = error_type = ""
+            if status is JobStatus.ERROR:
+                error_type, message = _failure(meta, index, self.jobset_id, self.timeout_s)
+            elif status is JobStatus.CANCELLED:
+                message = "cancelled"
+            states.append(SubJobState(status, message, error_type))
+        return states
+
+    @contextlib.contextmanager
+    def pauses(self) -> Iterator[Pause]:
+        """Pause until the result backend announces a change of this set, or a second.
+
+        Celery's Redis backend publishes every task record on a channel named after its
+        key; subscribing to this set's channels wakes a wait the moment a sub-job ends,
+        instead of a poll interval later.  Without the subscription (the broker went away)
+        it falls back to sleeping, inside the same deadline.
+        """
+        prefix = self.executor.app.backend.task_keyprefix
+        prefix = prefix.decode() if isinstance(prefix, bytes) else str(prefix)
+        pubsub = self.executor.redis.pubsub(ignore_subscribe_messages=True)
+        with super().pauses() as sleep:
+            subscribed = True
+            try:
+                pubsub.psubscribe(f"{prefix}{glob_escape(self.jobset_id)}-*")
+                pubsub.subscribe(tally.counts_key(self.jobset_id))  # workers tally after
+            except (redis.ConnectionError, redis.TimeoutError):
+                subscribed = False
+
+            def pause(remaining: float | None) -> None:
+                nonlocal subscribed
+                if subscribed:
+                    timeout = _NOTICE_WAIT_S if remaining is None else remaining
+                    try:
+                        notice = pubsub.get_message(timeout=max(0.0, min(_NOTICE_WAIT_S, timeout)))
+                        while notice is not None:  # coalesce a burst into one status read
+                            notice = pubsub.get_message(timeout=0.0)
+                        return
+                    except (redis.ConnectionError, redis.TimeoutError):
+                        subscribed = False
+                sleep(remaining)
+
+            try:
+                yield pause
+            finally:
+                pubsub.close()
+
+    def lost(self) -> list[int]:
+        """Sub-jobs neither queued nor held by a worker nor final: Redis lost them."""
+        return recovery.find_lost(self)
+
+    def without_result(self, indices: Sequence[int]) -> list[int]:
+        """One pipelined EXISTS per sub-job: no result is read."""
+        pipe = self.executor.redis.pipeline(transaction=False)
+        for i in indices:
+            pipe.exists(result_key(self.jobset_id, i))
+        return [i for i, found in zip(indices, pipe.execute(), strict=True) if not found]
+
+    def rerun(self, indices: Sequence[int], batches: Sequence[SubBatch], *, backend: Any) -> None:
+        recovery.republish(
+            self.executor,
+            self.jobset_id,
+            indices,
+            batches,
+            backend=backend,
+            timeout_s=self.timeout_s,
+            dispatch=self.dispatch,
+        )
+        self._progress = None
+
+    def _watch(self, states: Sequence[SubJobState]) -> None:
+        """Raise :class:`SubJobsLostError` when a stalled set turns out to have lost sub-jobs.
+
+        A lost sub-job reads QUEUED forever, so a wait without a deadline would never
+        end.  Only a set where nothing finished for a while is checked (the check scans
+        the queues), and each check that finds nothing doubles the pause to the next.
+        """
+        now = time.monotonic()
+        finals = sum(s.status in FINAL for s in states)
+        if finals == len(states):
+            return
+        if self._progress is None or self._progress[0] != finals:
+            self._progress = (finals, now, _LOST_CHECK_START_S)
+            return
+        _, since, pause = self._progress
+        if now - since < pause:
+            return
+        self._progress = (finals, now, min(2 * pause, _LOST_CHECK_MAX_S))
+        lost = self.lost()
+        if lost:
+            raise SubJobsLostError(self.jobset_id, lost)
+
+    def finished_at(self) -> float | None:
+        """Unix time at which the last sub-job finished, from the workers' records."""
+        done = [m.get("date_done") for m in self._metas(None)]
+        if not done or any(d is None for d in done):
+            return None
+        return max(datetime.fromisoformat(str(d)).timestamp() for d in done)
+
+    def results(self, indices: Iterable[int]) -> dict[int, Result]:
+        """The stored results, read and decoded a chunk at a time: Redis's reply buffer and
+        this process never hold every signed blob of a big set at once."""
+        wanted = list(indices)
+        out: dict[int, Result] = {}
+        for start in range(0, len(wanted), _RESULT_CHUNK):
+            chunk = wanted[start : start + _RESULT_CHUNK]
+            found = self.executor.store.get_many(
+                Kind.RESULT, [(self.jobset_id, i) for i in chunk], expect=Result
+            )
+            out.update((i, r) for i, r in zip(chunk, found, strict=True) if r is not None)
+        return out
+
+    def cancel(self, indices: Sequence[int] | None = None) -> None:
+        """Record the cancel in Redis (durable), drop the queued messages, stop the running.
+
+        The durable mark is what every worker checks before it runs a sub-job, so the
+        cancel holds even for a message a worker already holds or a revoke that no worker
+        heard.  The queued messages are removed from the queue lists, so other sets do not
+        wait behind them; only the running sub-jobs are revoked (a revoke of every id
+        would make each worker look up every one of them).
+        """
+        redis_client, ttl = self.executor.redis, self.executor.settings.result_ttl_s
+        if indices is None:
+            redis_client.set(cancel_key(self.jobset_id), "1", ex=ttl)
+            self._cancelled = True
+            targets = list(range(len(self.task_ids)))
+            needles = [self.jobset_id]
+        else:
+            targets = list(indices)
+            pipe = redis_client.pipeline(transaction=False)
+            for i in targets:
+                pipe.set(sub_job_cancel_key(self.jobset_id, i), "1", ex=ttl)
+            pipe.execute()
+            # Each task id as it stands, quoted, in its message's headers.
+            needles = [f'"{self.task_ids[i]}"' for i in targets]
+        self._purge(needles)
+        states = self.states()
+        running = [self.task_ids[i] for i in targets if states[i].status is JobStatus.RUNNING]
+        try:
+            # SIGKILL: Aer runs in C++ and would finish its circuit before a SIGTERM landed.
+            if running:
+                self.executor.app.control.revoke(running, terminate=True, signal="SIGKILL")
+        except Exception:  # the broker may be away; the durable mark still holds
+            logger.warning("revoke broadcast for %s failed", self.jobset_id, exc_info=True)
+        if indices is not None:
+            # A queued sub-job cancelled alone reads CANCELLED at once, like the set's.
+            queued = [i for i in targets if states[i].status is JobStatus.QUEUED]
+            for i in queued:
+                self.executor.app.backend.mark_as_revoked(self.task_ids[i], "cancelled")
+            pipe = redis_client.pipeline(transaction=False)
+            for i in queued:
+                tally.move(pipe, self.jobset_id, i, tally.CANCELLED, ttl_s=ttl)
+            pipe.execute()
+
+    def delete(self) -> None:
+        """Remove the set's record, payloads and results from Redis (cancelling it first)."""
+        if self.aggregate() not in FINAL:
+            self.cancel()
+        record = registry.load(self.executor.store, self.jobset_id)
+        registry.delete(self.executor.redis, record, self.meta_keys)
+
+    def _purge(self, needles: Sequence[str]) -> None:
+        queues = (self.dispatch or Dispatch(DEFAULT_QUEUE)).queues
+        try:
+            recovery.purge_queued(self.executor.broker, queues, needles)
+        except redis.RedisError:  # workers still skip them by the durable mark
+            logger.warning("could not drop the queued messages of %s", self.jobset_id)

@@ -1,0 +1,31 @@
+"""A local cluster: a private Redis-protocol server and real ``celery worker`` processes.
+
+The demo and the integration tests need the whole distributed path (broker, result
+backend, worker processes, signed payloads) on one machine without Docker and without
+touching a Redis someone else runs.  Three layers, each importing only those below it:
+
+``processes``  starting a project process in its own session with a log, stopping its group
+``server``     :class:`RedisServer`, a throw-away server on a free loopback port, never 6379
+``cluster``    :class:`LocalCluster`, N workers run with exactly ``settings.to_env()``
+
+This package is the one part of ``jobset`` that starts processes; the library proper
+never imports it.
+"""
+
+from __future__ import annotations
+
+from .cluster import LocalCluster, WorkerHandle
+from .processes import PROJECT_ROOT, RESERVED_PORT, StartStop, free_port
+from .server import RedisServer, TlsFiles, find_server_binary
+
+__all__ = [
+    "PROJECT_ROOT",
+    "RESERVED_PORT",
+    "LocalCluster",
+    "RedisServer",
+    "StartStop",
+    "TlsFiles",
+    "WorkerHandle",
+    "find_server_binary",
+    "free_port",
+]
