@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from .cost import SIZE_LARGE, ExperimentCost, WorkerCapacity, largest_memory, size_class
 from .errors import AdmissionError, InvalidInputError
-from .limits import human_bytes
+from .memory import human_bytes
 from .plan import Plan
 from .protocol import (
     DEFAULT_QUEUE,

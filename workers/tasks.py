@@ -26,7 +26,7 @@ from jobset.errors import (
     timeout_message,
 )
 from jobset.execute import run_sub_batch
-from jobset.limits import human_bytes
+from jobset.memory import human_bytes
 from jobset.protocol import (
     RUN_SUB_JOB_TASK,
     Kind,
