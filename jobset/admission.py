@@ -34,7 +34,7 @@ from .cost import (
     size_class,
 )
 from .errors import AdmissionError, InvalidInputError
-from .limits import human_bytes
+from .memory import human_bytes
 from .plan import Plan
 from .protocol import (
     DEFAULT_QUEUE,

@@ -1,6 +1,6 @@
 """Pure: what one experiment costs (memory, work, seconds) and what a worker offers.
 
-Memory comes from :mod:`jobset.limits` (the state Aer stores).  Work is a unitless count
+Memory comes from :mod:`jobset.memory` (the state Aer stores).  Work is a unitless count
 meant to be proportional to Aer's run time:
 
 * statevector-like methods (statevector, density matrix, unitary, superop; ``automatic``
@@ -31,7 +31,7 @@ from typing import Any
 
 from qiskit.circuit import QuantumCircuit
 
-from .limits import _GROWTH, CircuitScan, estimate_memory, scan
+from .memory import STATE_GROWTH, CircuitScan, estimate_memory, scan
 
 # Work of one experiment besides its gates and shots (Aer's per-experiment setup and
 # result), and of one sampled shot: fitted on 200 GHZ-5 circuits x 1000 shots.
@@ -82,8 +82,8 @@ def experiment_cost(
     qubits = max(1, seen.qubits(truncation=truncation))
     ops = seen.ops
     if memory is not None:
-        state_qubits = _GROWTH[memory.method] * qubits
-        gain = FUSION_GAIN if _GROWTH[memory.method] == 1 else DENSITY_FUSION_GAIN
+        state_qubits = STATE_GROWTH[memory.method] * qubits
+        gain = FUSION_GAIN if STATE_GROWTH[memory.method] == 1 else DENSITY_FUSION_GAIN
         passes = ops / gain if state_qubits >= FUSION_THRESHOLD_QUBITS else float(ops)
         per_run = (passes + 1) * float(2**state_qubits)
     else:

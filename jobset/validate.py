@@ -20,7 +20,7 @@ from qiskit_aer.backends.aer_compiler import assemble_circuits, compile_circuit
 from qiskit_aer.noise import NoiseModel
 
 from .errors import InvalidInputError
-from .limits import estimate_memory, human_bytes, instruction_names
+from .memory import estimate_memory, human_bytes, instruction_names
 from .settings import ENV_MAX_MEMORY_MB
 
 # Handled by Aer's assembler whatever the backend's basis gates (aer_compiler._assemble_op).

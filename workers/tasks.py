@@ -25,7 +25,7 @@ from jobset.errors import (
     VersionMismatchError,
     timeout_message,
 )
-from jobset.limits import human_bytes
+from jobset.memory import human_bytes
 from jobset.protocol import (
     RUN_SUB_JOB_TASK,
     Kind,

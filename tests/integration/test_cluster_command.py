@@ -49,7 +49,7 @@ def test_the_cluster_command_serves_a_set_with_flower_and_metrics_and_stops_on_c
     args = ["--workers", "1", "--concurrency", "2", "--flower-port", "0", "--dir", str(tmp_path)]
     log = (tmp_path / "command.log").open("wb")
     command = subprocess.Popen(
-        [sys.executable, "-m", "jobset.cluster", *args],
+        [sys.executable, "-m", "jobset.local.command", *args],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=log,
@@ -132,7 +132,7 @@ def test_the_cluster_command_with_ha_serves_a_set_through_sentinels_and_stops_th
     args = ["--ha", "--workers", "1", "--no-metrics", "--flower-port", "0", "--dir", str(tmp_path)]
     log = (tmp_path / "command.log").open("wb")
     command = subprocess.Popen(
-        [sys.executable, "-m", "jobset.cluster", *args],
+        [sys.executable, "-m", "jobset.local.command", *args],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=log,

@@ -14,8 +14,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from jobset import CeleryExecutor, ConfigurationError, JobSetFailedError, Settings, run
-from jobset.cluster import FlowerProcess
-from jobset.local import LocalCluster, RedisServer, TlsFiles
+from jobset.local import FlowerProcess, LocalCluster, RedisServer, TlsFiles
 from jobset.protocol import batch_key
 
 from .workloads import assert_same_counts_and_memory, qv_circuits

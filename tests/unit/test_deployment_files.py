@@ -34,7 +34,7 @@ from deployment import (
 
 from jobset import settings as jobset_settings
 from jobset.celeryconf import celery_config
-from jobset.cluster import FlowerProcess
+from jobset.local import FlowerProcess
 from jobset.protocol import DEFAULT_QUEUE, GPU_QUEUE
 from jobset.settings import Settings
 

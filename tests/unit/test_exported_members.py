@@ -50,6 +50,7 @@ def test_public_names_are_exactly_the_pinned_list():
 
 
 PURE = {"plan", "merge", "status", "codec", "protocol", "errors", "deadline"}
+PURE |= {"memory", "cost", "compat"}  # estimates and version rules
 
 
 def _imports(path: Path) -> set[str]:
@@ -69,6 +70,17 @@ def _imports(path: Path) -> set[str]:
 def test_the_producer_never_imports_the_worker_code():
     for path in PACKAGE.rglob("*.py"):
         assert "workers" not in _imports(path), path.name
+
+
+def test_only_the_local_cluster_package_starts_processes_and_nothing_else_imports_it():
+    for path in PACKAGE.rglob("*.py"):
+        if path.parent.name != "local":
+            imported = _imports(path)
+            assert ".local" not in imported and "..local" not in imported, path.name
+    local = PACKAGE / "local"
+    for path in local.glob("*.py"):
+        siblings = {name for name in _imports(path) if name.startswith(".")}
+        assert not {".jobset", ".executors", ".simulator", ".cli"} & siblings, path.name
 
 
 @pytest.mark.parametrize("module", sorted(PURE))

@@ -16,7 +16,7 @@ from jobset import errors
 from jobset.celeryconf import celery_config, restore_interval_s
 from jobset.compat import PACKAGES, runtime_versions, version_mismatch
 from jobset.errors import ConfigurationError, JobSetError, VersionMismatchError
-from jobset.limits import estimate_memory, human_bytes, used_qubits
+from jobset.memory import estimate_memory, human_bytes, used_qubits
 from jobset.protocol import SubJobRef, queue_lists
 from jobset.publish import time_limits
 from jobset.recovery import _task_id
@@ -274,7 +274,7 @@ def test_every_priority_list_of_a_queue_is_scanned():
 
 # ------------------------------------------------------------------------- layering
 
-NEW_PURE = ("compat", "limits")
+NEW_PURE = ("compat", "memory")
 
 
 @pytest.mark.parametrize("module", NEW_PURE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,11 @@ def test_a_local_cluster_takes_settings_not_their_variables():
 
     with pytest.raises(ConfigurationError, match="JOBSET_VISIBILITY_TIMEOUT_S: pass settings="):
         LocalCluster(workers=1, extra_env={"JOBSET_VISIBILITY_TIMEOUT_S": "3"})
+
+
+def test_the_readme_is_a_guide_of_at_most_300_lines_whose_links_all_resolve():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 300
+    targets = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)
+    missing = [t for t in targets if not (README.parent / t).exists()]
+    assert targets and missing == []

@@ -1,6 +1,6 @@
 """Soak benchmark: thousands of sub-jobs while workers are killed and restarted.
 
-``python -m jobset.soak`` (or ``scripts/soak``) starts a local cluster, submits one set of
+``scripts/soak`` (``python benchmarks/soak.py``) starts a local cluster, submits one set of
 ``--sub-jobs`` single-circuit sub-jobs, and every ``--kill-every-s`` seconds SIGKILLs one
 worker's whole process group (worker and pool child, mid sub-job) and starts a new one.
 Then it checks the merged result against one undisturbed ``AerSimulator.run`` and
@@ -32,11 +32,9 @@ import numpy as np
 from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 
-from .celery_executor import CeleryExecutor
-from .local import LocalCluster
-from .protocol import runs_key, started_field
-from .settings import Settings
-from .simulator import run
+from jobset import CeleryExecutor, Settings, run
+from jobset.local import LocalCluster
+from jobset.protocol import runs_key, started_field
 
 
 def rss_mb(pid: int) -> float:
@@ -208,7 +206,7 @@ def rss_mb_self() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobset.soak", description=__doc__)
+    parser = argparse.ArgumentParser(prog="scripts/soak", description=__doc__)
     parser.add_argument("--sub-jobs", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--kill-every-s", type=float, default=30.0)

@@ -1,10 +1,10 @@
 """The demo: a parameter sweep split over a local cluster, checked against ``AerSimulator.run``.
 
-``scripts/demo`` (or ``python -m jobset.demo``) starts a private server and N worker
-processes, runs a 5-qubit hardware-efficient ansatz at ``--circuits`` points of a 2-D grid,
-shows the sub-jobs' progress on one line, prints a summary, and exits 1 unless the merged
-counts equal those of one unsplit ``AerSimulator.run`` with the same seed.  Everything it
-started is stopped on the way out, Ctrl-C included.
+``scripts/demo`` (which runs this file in the project's ``.venv``) starts a private server
+and N worker processes, runs a 5-qubit hardware-efficient ansatz at ``--circuits`` points
+of a 2-D grid, shows the sub-jobs' progress on one line, prints a summary, and exits 1
+unless the merged counts equal those of one unsplit ``AerSimulator.run`` with the same
+seed.  Everything it started is stopped on the way out, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from qiskit.circuit import ParameterVector
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
-from . import AerJobSet, CeleryExecutor, run
-from .local import LocalCluster
+from jobset import AerJobSet, CeleryExecutor, run
+from jobset.local import LocalCluster
 
 QUBITS = 5
 REPS = 2

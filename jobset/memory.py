@@ -18,8 +18,8 @@ from qiskit.circuit import QuantumCircuit
 
 BYTES_PER_AMPLITUDE = {"double": 16, "single": 8}
 # Exponent of 2 per qubit: how the state grows with the number of qubits.
-_GROWTH = {"statevector": 1, "automatic": 1, "tensor_network": 1}
-_GROWTH |= {"density_matrix": 2, "unitary": 2, "superop": 4}
+STATE_GROWTH = {"statevector": 1, "automatic": 1, "tensor_network": 1}
+STATE_GROWTH |= {"density_matrix": 2, "unitary": 2, "superop": 4}
 CLIFFORD_NAMES = frozenset(
     {"x", "y", "z", "h", "s", "sdg", "sx", "sxdg", "cx", "cy", "cz", "swap", "id", "ecr"}
     | {"pauli", "measure", "reset", "barrier", "delay"}
@@ -37,7 +37,7 @@ class MemoryEstimate:
 
     def explain(self) -> str:
         per = BYTES_PER_AMPLITUDE.get(self.precision, 16)
-        power = _GROWTH[self.method] * self.qubits
+        power = STATE_GROWTH[self.method] * self.qubits
         return (
             f"{human_bytes(self.bytes)} ({per} B x 2^{power}: {self.qubits} qubits, "
             f"method {self.method}, {self.precision} precision)"
@@ -120,11 +120,11 @@ def estimate_memory(
     truncation: bool = True,
 ) -> MemoryEstimate | None:
     """The memory ``circuit``'s state needs, or None where it does not grow exponentially."""
-    if method not in _GROWTH:
+    if method not in STATE_GROWTH:
         return None
     seen = circuit if isinstance(circuit, CircuitScan) else scan(circuit)
     if method == "automatic" and seen.names <= CLIFFORD_NAMES:
         return None
     qubits = seen.qubits(truncation=truncation)
     per = BYTES_PER_AMPLITUDE.get(precision, 16)
-    return MemoryEstimate(per * 2 ** (_GROWTH[method] * qubits), qubits, method, precision)
+    return MemoryEstimate(per * 2 ** (STATE_GROWTH[method] * qubits), qubits, method, precision)
