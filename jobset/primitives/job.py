@@ -33,7 +33,8 @@ from ..protocol import Dispatch, Kind, check_jobset_id, owner_queue
 from ..publish import queue_for
 from ..simulator import preflight
 from ..status import FINAL
-from .layout import PrimitiveRecord, pub_results
+from .layout import PrimitiveRecord
+from .merge import pub_results
 
 _WAIT_POLL_MAX_S = 0.25
 
