@@ -1,4 +1,4 @@
-"""Pure: what one experiment costs (memory, work, seconds) and what a worker offers.
+"""Pure: what one experiment costs (memory, work) and what a worker offers.
 
 Memory comes from :mod:`jobset.memory` (the state Aer stores).  Work is a unitless count
 meant to be proportional to Aer's run time:
@@ -14,17 +14,14 @@ meant to be proportional to Aer's run time:
 * on statevectors of 14 qubits or more Aer fuses gates: an instruction counts 1 / FUSION_GAIN;
 * every sampled shot adds ``SHOT_WORK``, and every experiment a fixed ``EXPERIMENT_WORK``.
 
-A worker measures how much work its pool process does per second at start-up
-(:func:`calibrate`, run in a pool child, never in the prefork parent) and advertises the
-rate in its heartbeat; ``estimate_seconds`` divides work by that rate.  How close the
-estimate comes to measured runs is pinned by a test (``tests/unit/test_cost.py``) and
-reported in the README.
+Only ratios of work are used: the automatic split evens out the work of its sub-jobs
+(:func:`balance_weights`), so no worker needs to measure its speed.  That work stays
+proportional to measured run time across very different circuits is pinned by a test
+(``tests/unit/test_cost.py``).
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +40,6 @@ SHOT_WORK = 260.0
 FUSION_THRESHOLD_QUBITS = 14
 FUSION_GAIN = 6.0
 DENSITY_FUSION_GAIN = 2.5  # fitted on an 8-qubit density matrix
-# Used when no live worker advertises a calibration: about one core of a recent x86 CPU.
-DEFAULT_WORK_PER_S = 5e8
 # Instructions after which a measurement no longer lets Aer sample all shots from one run.
 _PER_SHOT_NAMES = frozenset({"reset", "if_else", "while_loop", "for_loop", "switch_case"})
 # The automatic split balances work only when experiments differ by more than this factor;
@@ -128,10 +123,6 @@ def balance_weights(costs: Sequence[ExperimentCost]) -> list[float] | None:
     return works
 
 
-def estimate_seconds(work: float, work_per_s: float) -> float:
-    return work / max(work_per_s, 1.0)
-
-
 def size_class(memory_bytes: int | None, *, large_memory_bytes: int) -> str:
     """``large`` for a state of at least ``large_memory_bytes``, else ``small``."""
     if memory_bytes is not None and memory_bytes >= large_memory_bytes:
@@ -149,13 +140,10 @@ class WorkerCapacity:
     concurrency: int
     queues: tuple[str, ...]
     gpu: bool | None
-    work_per_s: float | None
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> WorkerCapacity:
         """From a heartbeat; :class:`ValueError` or :class:`TypeError` for a bad field."""
-        calibration = record.get("calibration")
-        rate = calibration.get("work_per_s") if isinstance(calibration, Mapping) else None
         memory = record.get("memory_bytes")
         gpu = record.get("gpu")
         queues = record.get("queues") or ()
@@ -168,14 +156,7 @@ class WorkerCapacity:
             concurrency=_bounded(record.get("concurrency", 1) or 1, 1, _MAX_COUNT),
             queues=tuple(str(q) for q in queues),
             gpu=gpu if isinstance(gpu, bool) else None,
-            work_per_s=_bounded_rate(rate),
         )
-
-
-def _bounded_rate(rate: object) -> float | None:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-        return None
-    return float(rate) if 0 < rate < 1e15 else None  # also refuses NaN and infinity
 
 
 _MAX_COUNT = 100_000
@@ -195,62 +176,3 @@ def largest_memory(workers: Sequence[WorkerCapacity]) -> WorkerCapacity | None:
     """The live worker that offers the most memory (None when none advertises any)."""
     known = [w for w in workers if w.memory_bytes is not None]
     return max(known, key=lambda w: w.memory_bytes or 0) if known else None
-
-
-def typical_rate(workers: Sequence[WorkerCapacity]) -> float:
-    """The median calibrated rate of the live workers, or the default without any."""
-    rates = sorted(w.work_per_s for w in workers if w.work_per_s)
-    return rates[len(rates) // 2] if rates else DEFAULT_WORK_PER_S
-
-
-# --------------------------------------------------------------------------- calibration
-
-
-def calibration_circuit(qubits: int = 14, layers: int = 10) -> QuantumCircuit:
-    """A fixed circuit of ``layers`` x (H, RZ, CX chain) on ``qubits``, measured at the end.
-
-    :func:`calibrate` runs it with fusion off: it measures the unfused rate the model
-    starts from.
-    """
-    circuit = QuantumCircuit(qubits, qubits, name="calibration")
-    for layer in range(layers):
-        for q in range(qubits):
-            circuit.h(q)
-            circuit.rz(0.1 * (layer + q + 1), q)
-        for q in range(qubits - 1):
-            circuit.cx(q, q + 1)
-    circuit.measure(range(qubits), range(qubits))
-    return circuit
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Work per second measured in this process, and how long the measurement took."""
-
-    work_per_s: float
-    seconds: float
-
-
-def calibrate(*, threads: int = 1, repeats: int = 3) -> Calibration:
-    """Time the calibration circuit with Aer here; the best of ``repeats`` runs counts.
-
-    Runs a simulation, so call it in a pool child or a separate process: Aer can hang in
-    a child forked from a parent that simulated (qiskit-aer #1385).
-    """
-    from qiskit_aer import AerSimulator
-
-    circuit = calibration_circuit()
-    shots = 100
-    qubits = circuit.num_qubits
-    ops = sum(1 for inst in circuit.data if inst.operation.name != "measure")
-    work = (ops + 1) * float(2**qubits) + SHOT_WORK * shots + EXPERIMENT_WORK
-    simulator = AerSimulator(
-        method="statevector", max_parallel_threads=threads, fusion_enable=False
-    )
-    started = time.perf_counter()
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        simulator.run(circuit, shots=shots, seed_simulator=1).result()
-        best = min(best, time.perf_counter() - t0)
-    return Calibration(work / max(best, 1e-6), time.perf_counter() - started)

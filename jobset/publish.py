@@ -4,7 +4,7 @@ Celery's ``send_task`` costs about a millisecond a message here, most of it for 
 job set never uses: it subscribes the producer's result backend to the task's channel and
 builds an ``AsyncResult`` whose finalizer unsubscribes again, two Redis round trips per
 message that no pipeline can batch.  A set reads its states from the result backend's
-keys (:class:`jobset.executors.CeleryRun`), so :class:`Publisher` builds the same task
+keys (:class:`jobset.celery_run.CeleryRun`), so :class:`Publisher` builds the same task
 message with Celery's own ``create_task_message`` and sends it with Celery's
 ``send_task_message`` on a producer whose Redis commands a caller may batch: the message
 on the wire is the one ``send_task`` would publish (protocol 2, the same headers, the

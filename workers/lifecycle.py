@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
-import mmap
+import multiprocessing
 import os
 import socket
-import struct
 import time
 from typing import Any
 
@@ -29,7 +28,6 @@ from celery.worker import state as worker_state
 
 from jobset.compat import runtime_versions
 from jobset.connect import redis_client
-from jobset.cost import calibrate
 from jobset.machine import available_cores, machine_memory_bytes
 from jobset.protocol import (
     DEFAULT_QUEUE,
@@ -46,8 +44,6 @@ from jobset.settings import ENV_VISIBILITY_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_CHECK_S = 0.25
-
 
 class _Runtime:
     """What a pool child needs to know about its worker; set in the parent before fork."""
@@ -60,39 +56,15 @@ class _Runtime:
 runtime = _Runtime()
 
 
-class Measured:
-    """What a pool child measured, in memory shared with the parent (mapped before fork).
-
-    The prefork parent must not simulate, so the first pool child calibrates and writes
-    here; the parent's heartbeat reads it.  Three doubles: work per second, the seconds
-    the calibration took, and 1.0 / 0.0 for "Aer sees a GPU" (-1 until measured).
-    """
-
-    _FORMAT = "ddd"
-
-    def __init__(self) -> None:
-        self._buffer = mmap.mmap(-1, struct.calcsize(self._FORMAT))
-        self.write(0.0, 0.0, -1.0)
-
-    def write(self, work_per_s: float, seconds: float, gpu: float) -> None:
-        self._buffer[:] = struct.pack(self._FORMAT, work_per_s, seconds, gpu)
-
-    def read(self) -> tuple[float, float, float]:
-        work_per_s, seconds, gpu = struct.unpack(self._FORMAT, self._buffer[:])
-        return float(work_per_s), float(seconds), float(gpu)
-
-    def calibration(self) -> dict[str, float] | None:
-        work_per_s, seconds, _ = self.read()
-        if work_per_s <= 0:
-            return None
-        return {"work_per_s": round(work_per_s), "seconds": round(seconds, 4)}
-
-    def gpu(self) -> bool | None:
-        flag = self.read()[2]
-        return None if flag < 0 else flag > 0
+# Whether Aer sees a GPU: 1 or 0 once the first pool child looked, -1 until then.  Shared
+# memory made before the fork, because only a child may load Aer's devices (the prefork
+# parent must not simulate) while the parent writes the heartbeat.
+_gpu_seen = multiprocessing.RawValue("b", -1)
 
 
-measured = Measured()
+def gpu_seen() -> bool | None:
+    flag = int(_gpu_seen.value)
+    return None if flag < 0 else flag > 0
 
 
 def aer_threads_for(concurrency: int, configured: int | None) -> int:
@@ -126,13 +98,11 @@ def _warm_up(**kwargs: Any) -> None:
     circuit.h(0)
     circuit.measure(0, 0)
     AerSimulator().run(circuit, shots=1, max_parallel_threads=1).result()
-    if measured.calibration() is None:  # the first child measures for the whole worker
+    if _gpu_seen.value < 0:  # the first child looks for the whole worker
         try:
-            found = calibrate(threads=runtime.aer_threads)
-            gpu = "GPU" in AerSimulator().available_devices()
-            measured.write(found.work_per_s, found.seconds, 1.0 if gpu else 0.0)
-        except Exception:  # a worker without a calibration still serves, uncalibrated
-            logger.warning("calibration failed", exc_info=True)
+            _gpu_seen.value = 1 if "GPU" in AerSimulator().available_devices() else 0
+        except Exception:  # the heartbeat then says "gpu": null; the worker still serves
+            logger.warning("could not list Aer's devices", exc_info=True)
 
 
 class Heartbeat(bootsteps.StartStopStep):
@@ -144,16 +114,11 @@ class Heartbeat(bootsteps.StartStopStep):
         super().__init__(worker, **kwargs)
         self.tref: Any = None
         self.lease_tref: Any = None
-        self.calibration_tref: Any = None
         self.broker: redis.Redis | None = None
 
     def start(self, worker: Any) -> None:
         self._beat(worker)
         self.tref = worker.timer.call_repeatedly(WORKER_HEARTBEAT_S, self._beat, (worker,))
-        # Beat once more as soon as a pool child has calibrated, not a heartbeat later.
-        self.calibration_tref = worker.timer.call_repeatedly(
-            CALIBRATION_CHECK_S, self._beat_once_measured, (worker,)
-        )
         settings = worker.app.conf.jobset_settings
         self.broker = redis_client(
             settings.broker_url, settings, socket_timeout=settings.connect_timeout_s
@@ -166,7 +131,7 @@ class Heartbeat(bootsteps.StartStopStep):
             logger.warning(caveat)
 
     def stop(self, worker: Any) -> None:
-        for tref in (self.tref, self.lease_tref, self.calibration_tref):
+        for tref in (self.tref, self.lease_tref):
             if tref is not None:
                 tref.cancel()
         if self.broker is not None:
@@ -188,8 +153,7 @@ class Heartbeat(bootsteps.StartStopStep):
             "queues": queues,
             "versions": runtime.versions,
             "memory_bytes": worker_memory_bytes(worker.app.conf.jobset_settings.worker_memory_mb),
-            "gpu": measured.gpu(),
-            "calibration": measured.calibration(),
+            "gpu": gpu_seen(),
         }
         try:
             worker.app.backend.client.set(
@@ -197,12 +161,6 @@ class Heartbeat(bootsteps.StartStopStep):
             )
         except Exception:
             logger.warning("heartbeat to Redis failed; will retry", exc_info=True)
-
-    def _beat_once_measured(self, worker: Any) -> None:
-        if self.calibration_tref is not None and measured.calibration() is not None:
-            self.calibration_tref.cancel()
-            self.calibration_tref = None
-            self._beat(worker)
 
     def _renew_leases(self) -> None:
         # Reserved, running, and waiting for a retry's countdown: all unacknowledged.

@@ -30,7 +30,8 @@ from ..pools import as_executor
 from ..protocol import Kind, check_jobset_id
 from ..simulator import submit_plan
 from ..status import FINAL
-from .layout import PrimitiveRecord, pub_results
+from .layout import PrimitiveRecord
+from .merge import pub_results
 
 _WAIT_POLL_MAX_S = 0.25
 

@@ -20,9 +20,7 @@ from jobset.cost import (
     ExperimentCost,
     WorkerCapacity,
     balance_weights,
-    calibrate,
     circuit_costs,
-    estimate_seconds,
     experiment_cost,
 )
 from jobset.errors import AdmissionError, InvalidInputError, SecurityError
@@ -37,7 +35,8 @@ from jobset.protocol import (
     base_queue,
 )
 
-# The estimate must land within this factor of a measured run (README: "Cost model").
+# Work per second may differ by this factor between very different circuits
+# (docs/admission.md: "Cost model"); the balanced split needs no more.
 FACTOR = 4.0
 MIB = 1024 * 1024
 
@@ -57,8 +56,7 @@ def _qv(n: int, seed: int) -> QuantumCircuit:
     return circuit
 
 
-def test_the_runtime_estimate_is_within_a_small_factor_of_measured_runs():
-    rate = calibrate(threads=1).work_per_s
+def test_the_estimated_work_is_proportional_to_measured_run_time_within_a_small_factor():
     noise = NoiseModel()
     noise.add_all_qubit_quantum_error(depolarizing_error(0.01, 2), ["cx"])
     cases = [
@@ -67,14 +65,15 @@ def test_the_runtime_estimate_is_within_a_small_factor_of_measured_runs():
         ([_qv(8, 1)], {"method": "statevector", "noise_model": noise}, 100),
         ([_qv(8, 1)], {"method": "density_matrix"}, 100),
     ]
+    rates = []
     for circuits, options, shots in cases:
         sim = AerSimulator(max_parallel_threads=1, max_parallel_experiments=1, **options)
         costs = circuit_costs(circuits, shots=shots, options=dict(sim.options.items()))
-        estimate = estimate_seconds(sum(c.work for c in costs), rate)
         started = time.perf_counter()
         sim.run(circuits, shots=shots, seed_simulator=1).result()
-        measured = time.perf_counter() - started
-        assert 1 / FACTOR <= measured / estimate <= FACTOR, (options, measured, estimate)
+        rates.append(sum(c.work for c in costs) / (time.perf_counter() - started))
+    typical = sorted(rates)[len(rates) // 2]
+    assert all(1 / FACTOR <= rate / typical <= FACTOR for rate in rates), rates
 
 
 def test_memory_follows_method_and_precision_and_noise_makes_the_work_grow_with_shots():
@@ -115,7 +114,7 @@ def test_uniform_costs_keep_the_count_rule_and_uneven_ones_even_out_the_work():
 
 
 def _worker(name: str, mb: int | None, queues: tuple[str, ...] = (DEFAULT_QUEUE,)):
-    return WorkerCapacity(name, None if mb is None else mb * MIB, 2, 1, queues, False, 1e8)
+    return WorkerCapacity(name, None if mb is None else mb * MIB, 2, 1, queues, False)
 
 
 def test_admission_names_the_need_and_the_largest_worker_and_knows_when_to_wait():

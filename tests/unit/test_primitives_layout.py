@@ -21,13 +21,12 @@ from jobset.primitives.layout import (
     Run,
     SamplerPubLayout,
     compose_plan,
-    estimator_pub_result,
     plan_estimator,
     plan_sampler,
     positive_or_none,
     resolve_seed,
-    sampler_pub_result,
 )
+from jobset.primitives.merge import estimator_pub_result, sampler_pub_result
 
 
 def _measured(n_params: int = 2, name: str = "c") -> QuantumCircuit:
