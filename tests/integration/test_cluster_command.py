@@ -159,16 +159,24 @@ def test_the_cluster_command_with_ha_serves_a_set_through_sentinels_and_stops_th
         circuit = QuantumCircuit(1, name="coin")
         circuit.h(0)
         circuit.measure_all()
-        with CeleryExecutor(Settings.from_env(producer_env)) as executor:
-            job = run(AerSimulator(), [circuit] * 2, executor=executor, max_job_size=1, shots=20)
-            assert sum(job.result(timeout=60).get_counts(0).values()) == 20
         auth = (tmp_path / "flower-auth").read_text().strip()
 
-        def listed() -> bool:
+        def listed(job: Any) -> bool:
             tasks = _get(f"{info['flower_url']}/api/tasks?search={job.job_id()}", auth)
             return sum(t["state"] == "SUCCESS" for t in tasks.values()) == 2
 
-        _wait(listed, 30, "Flower, on the sentinels too, to list the set")
+        with CeleryExecutor(Settings.from_env(producer_env)) as executor:
+            # Flower answers HTTP before its event consumer has found the primary through
+            # the sentinels; a set that ran before then is never listed: run another.
+            for attempt in range(4):
+                job = run(AerSimulator(), [circuit] * 2, executor=executor, max_job_size=1)
+                assert sum(job.result(timeout=60).get_counts(0).values()) == 1024
+                try:
+                    _wait(lambda job=job: listed(job), 15, "Flower to list the set")
+                    break
+                except AssertionError:
+                    if attempt == 3:
+                        raise
         text = (tmp_path / "command.log").read_text()
         assert producer_env["JOBSET_SENTINEL_PASSWORD"] not in text
 
