@@ -44,7 +44,7 @@ from .protocol import (
     sub_job_cancel_key,
     task_id,
 )
-from .publish import PUBLISH_BATCH_OPS, Publisher, queue_for
+from .publish import BulkPublisher, publish_chunk, queue_for
 from .settings import Settings, redact_url
 from .status import FINAL, aggregate_counts, aggregate_status, celery_to_job_status
 from .store import SignedStore
@@ -294,24 +294,26 @@ class CeleryExecutor:
         pipe.execute()
 
         with self.app.producer_or_acquire() as producer:
-            publisher = Publisher(self.app, producer)
+            publisher = BulkPublisher(self.app, producer, timeout_s=timeout_s)
             for chunk in growing_chunks(plan.sub_batches):
-                pipe = self.redis.pipeline(transaction=False)
-                for batch in chunk:
-                    ref = (jobset_id, batch.index)
-                    store.put(Kind.BATCH, ref, batch, pipe=pipe, cache_ttl_s=cache_ttl_s or 0)
-                pipe.execute()
-                # Messages (and their task-sent events) go in one pipeline per chunk.
-                with producer.batch(max_size=PUBLISH_BATCH_OPS):
+
+                def payloads(pipe: Any, chunk: Sequence[SubBatch] = chunk) -> None:
                     for batch in chunk:
-                        publisher.send(
-                            jobset_id,
-                            batch.index,
-                            len(batch.experiments),
-                            queue=dispatch.queue_of(batch.index),
-                            priority=dispatch.broker_priority,
-                            timeout_s=timeout_s,
-                        )
+                        ref = (jobset_id, batch.index)
+                        store.put(Kind.BATCH, ref, batch, pipe=pipe, cache_ttl_s=cache_ttl_s or 0)
+
+                # Payloads, messages and their task-sent events: one round trip per chunk.
+                sub_jobs = [(b.index, len(b.experiments)) for b in chunk]
+                publish_chunk(
+                    publisher,
+                    self.redis,
+                    self.broker,
+                    jobset_id,
+                    sub_jobs,
+                    dispatch=dispatch,
+                    ttl_s=ttl,
+                    writes=payloads,
+                )
         return CeleryRun(self, jobset_id, ids, timeout_s=timeout_s, dispatch=dispatch)
 
     def close(self) -> None:

@@ -46,7 +46,7 @@ from .protocol import (
     started_field,
     task_id,
 )
-from .publish import PUBLISH_BATCH_OPS, Publisher, queue_for
+from .publish import BulkPublisher, publish_chunk, queue_for
 from .settings import Settings, redact_url
 from .status import FINAL
 
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 LOST_CONFIRM_S = 1.0
 
 _LRANGE_CHUNK = 1000
+_REPUBLISH_CHUNK = 1000
 # Every size-class queue a producer publishes to; owner queues are recorded in Redis.
 QUEUES = BASE_QUEUES
 
@@ -305,14 +306,16 @@ def republish(
         backend = store.get(Kind.BACKEND, jobset_id)
     if dispatch is None:
         dispatch = Dispatch(queue_for(backend))
-    with executor.app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH_OPS):
-        publisher = Publisher(executor.app, producer)
-        for i in indices:
-            publisher.send(
+    with executor.app.producer_or_acquire() as producer:
+        publisher = BulkPublisher(executor.app, producer, timeout_s=timeout_s)
+        sub_jobs = [(i, len(batches[i].experiments)) for i in indices]
+        for start in range(0, len(sub_jobs), _REPUBLISH_CHUNK):
+            publish_chunk(
+                publisher,
+                client,
+                executor.broker,
                 jobset_id,
-                i,
-                len(batches[i].experiments),
-                queue=dispatch.queue_of(i),
-                priority=dispatch.broker_priority,
-                timeout_s=timeout_s,
+                sub_jobs[start : start + _REPUBLISH_CHUNK],
+                dispatch=dispatch,
+                ttl_s=store.ttl_s,
             )
