@@ -227,6 +227,12 @@ def queue_lists(queue: str) -> list[str]:
     return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
 
 
+def queue_list(queue: str, priority: int | None) -> str:
+    """The list of ``queue`` that kombu files a message of ``priority`` under (its step)."""
+    step = max(s for s in PRIORITY_STEPS if s <= max(0, min(9, priority or 0)))
+    return queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}"
+
+
 def worker_key(hostname: str) -> str:
     return f"{WORKER_KEY_PREFIX}{hostname}"
 

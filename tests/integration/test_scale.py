@@ -16,6 +16,7 @@ from jobset import CeleryExecutor, Settings, run
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import DEFAULT_QUEUE, queue_lists, runs_key
 from jobset.publish import PUBLISH_BATCH_OPS, BulkPublisher, Publisher
+from jobset.recovery import present_task_ids
 
 from .faultkit import wait_until
 
@@ -149,3 +150,42 @@ def test_celerys_event_receiver_sees_every_sub_job_of_a_big_set_as_sent():
         assert all(state.tasks[t].state == "PENDING" and state.tasks[t].sent for t in want)
         assert {state.tasks[t].name for t in want} == {"jobset.run_sub_job"}
         job.cancel()
+
+
+def _lranges(client) -> int:
+    return int(client.info("commandstats").get("cmdstat_lrange", {}).get("calls", 0))
+
+
+def _sent_bytes(client) -> int:
+    return int(client.info("stats")["total_net_output_bytes"])
+
+
+def test_the_lost_check_of_a_set_behind_a_backlog_reads_the_set_not_the_queue():
+    """Counted by the server itself: what Redis sent, and how many list reads it served."""
+    with (
+        RedisServer() as server,
+        CeleryExecutor(Settings(broker_url=server.url, secret_key="l" * 32)) as ex,
+    ):
+        client = server.client()
+        backlog = run(AerSimulator(), _coins(3000, "backlog"), executor=ex, max_job_size=1,
+                      shots=1)  # fmt: skip
+        small = run(AerSimulator(), _coins(3, "small"), executor=ex, max_job_size=1, shots=1,
+                    priority="low")  # fmt: skip
+        queued = sum(client.llen(name) for name in queue_lists(DEFAULT_QUEUE))
+        assert queued == 3003
+        reads, sent = _lranges(client), _sent_bytes(client)
+        assert small.lost() == []
+        assert _lranges(client) == reads  # not one message read
+        assert _sent_bytes(client) - sent < 20_000  # the backlog's messages are 4 MB
+        assert backlog.lost() == []  # the backlog itself: its own size, no message either
+        assert _lranges(client) == reads
+        # What the check replaces: reading every message of the set's queues.
+        sent = _sent_bytes(client)
+        small_run = small._require_submitted()
+        assert present_task_ids(ex.broker, small.job_id(), small_run.task_ids, [DEFAULT_QUEUE])
+        assert _sent_bytes(client) - sent > 3000 * 1000
+        # A queue that lost its messages is read, and the set's sub-jobs are found lost.
+        client.delete(*queue_lists(DEFAULT_QUEUE))
+        assert small.lost() == [0, 1, 2]
+        backlog.cancel()
+
