@@ -9,12 +9,13 @@ from __future__ import annotations
 import abc
 import concurrent.futures as cf
 import contextlib
+import itertools
 import json
 import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
@@ -108,6 +109,13 @@ class Submission(abc.ABC):
     def finished_count(self) -> int | None:
         """How many sub-jobs are final, where that is cheaper than their states (else None)."""
         return None
+
+    def newly_final(self, pending: Collection[int], cursor: Any) -> tuple[list[int], Any]:
+        """Those of ``pending`` that are final now, and the ``cursor`` for the next call
+        (None the first time); ``as_completed`` polls this.  The base reads every state."""
+        indices = list(pending)
+        states = self.states(indices)
+        return [k for k, s in zip(indices, states, strict=True) if s.status in FINAL], cursor
 
     def aggregate(self) -> JobStatus:
         """The set's status (the rule of :func:`jobset.status.aggregate_status`)."""
@@ -439,6 +447,31 @@ class CeleryRun(Submission):
         set_cancelled, raw = pipe.execute()
         self._cancelled = self._cancelled or bool(set_cancelled)
         return tally.counts(raw)
+
+    def newly_final(self, pending: Collection[int], cursor: Any) -> tuple[list[int], Any]:
+        """From the workers' log of ended sub-jobs (:mod:`jobset.tally`), read on from where
+        the last call stopped, and checked against Celery's records: each poll reads at
+        most a chunk of the log and of states, however big the set.  Where the log cannot
+        tell (a cancelled set's queued sub-jobs end by its mark; a tally that stalled may
+        have missed one), a window of pending sub-jobs is read too, the next one each time.
+        """
+        position, window = cursor if cursor is not None else (0, 0)
+        total = len(self.task_ids)
+        logged, position = tally.read_ended(
+            self.executor.redis, self.jobset_id, position, total=total
+        )
+        candidates = dict.fromkeys(k for k in logged if k in pending)
+        counted = self.tallied()
+        if self._cancelled or self._tally_stalled(counted):
+            window = window if window < len(pending) else 0
+            candidates.update(
+                dict.fromkeys(itertools.islice(pending, window, window + _RESULT_CHUNK))
+            )
+            window += _RESULT_CHUNK
+        indices = list(candidates)
+        states = self.states(indices) if indices else []
+        final = [k for k, s in zip(indices, states, strict=True) if s.status in FINAL]
+        return final, (position, window)
 
     def finished_count(self) -> int | None:
         counted = self.tallied()

@@ -283,34 +283,31 @@ class AerJobSet(JobV1):
 
         Like ``concurrent.futures.as_completed``: one deadline for the whole iteration,
         :class:`~jobset.errors.JobSetTimeoutError` past it.  A yielded sub-job's ``result()``
-        returns at once (or raises for a failed or cancelled one).
+        returns at once (or raises for a failed or cancelled one).  On Celery, sub-jobs come
+        in the order they ended, from the workers' log of ends, and each poll reads at most
+        about a thousand states and log entries, for a set of any size.
         """
         submission = self._require_submitted()
         deadline = _deadline(timeout)
-        pending = list(range(len(self._experiments)))
-        finished: int | None = None
+        pending = dict.fromkeys(range(len(self._experiments)))
+        cursor = None
         with submission.pauses() as pause:
             while pending:
-                # A poll that the tally shows nothing new for reads no state (Celery only).
-                now_finished = submission.finished_count()
-                if now_finished is None or now_finished != finished:
-                    finished = now_finished
-                    states = submission.states(pending)
-                    still = []
-                    for k, state in zip(pending, states, strict=True):
-                        if state.status in FINAL:
-                            yield SubJob(self, k)
-                        else:
-                            still.append(k)
-                    pending = still
-                    if not pending:
-                        break
+                # On Celery each poll reads a bounded chunk, whatever the set's size.
+                finished, cursor = submission.newly_final(pending, cursor)
+                for k in finished:
+                    if k in pending:
+                        del pending[k]
+                        yield SubJob(self, k)
+                if not pending:
+                    break
                 if deadline is not None and time.monotonic() >= deadline:
                     raise JobSetTimeoutError(
                         f"job set {self._job_id}: {len(pending)} sub-job(s) not final after "
                         f"{timeout} s"
                     )
-                pause(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                if not finished:  # more may be read at once while a poll finds some
+                    pause(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     # ------------------------------------------------------------------ by id
 

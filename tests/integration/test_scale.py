@@ -12,7 +12,7 @@ from qiskit import QuantumCircuit
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
-from jobset import CeleryExecutor, Settings, run
+from jobset import CeleryExecutor, Settings, executors, run, tally
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import DEFAULT_QUEUE, queue_lists, runs_key
 from jobset.publish import PUBLISH_BATCH_OPS, BulkPublisher, Publisher
@@ -189,3 +189,46 @@ def test_the_lost_check_of_a_set_behind_a_backlog_reads_the_set_not_the_queue():
         assert small.lost() == [0, 1, 2]
         backlog.cancel()
 
+
+def _count_mgets(monkeypatch, client) -> list[int]:
+    """The number of keys of every MGET sent through ``client``'s pipelines."""
+    sizes: list[int] = []
+    pipeline = client.pipeline
+
+    def counting(*args, **kwargs):
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        def counted(*a, **k):
+            sizes.extend(len(c[0]) - 1 for c in pipe.command_stack if c[0][0] == "MGET")
+            return execute(*a, **k)
+
+        pipe.execute = counted
+        return pipe
+
+    monkeypatch.setattr(client, "pipeline", counting)
+    return sizes
+
+
+def test_as_completed_reads_a_chunk_of_states_per_poll_however_big_the_set(monkeypatch):
+    # Chunks of 4 stand for the real 1000, so that 30 sub-jobs are many chunks.
+    monkeypatch.setattr(tally, "ENDED_CHUNK", 4)
+    monkeypatch.setattr(executors, "_RESULT_CHUNK", 4)
+    key = secrets.token_hex(32)
+    with (
+        RedisServer() as server,
+        CeleryExecutor(Settings(broker_url=server.url, secret_key=key)) as ex,
+    ):
+        with LocalCluster(workers=2, concurrency=1, redis_url=server.url, secret_key=key):
+            job = run(AerSimulator(), _coins(30, "stream"), executor=ex, max_job_size=1, shots=5)
+            mgets = _count_mgets(monkeypatch, ex.redis)
+            seen = [sub.index for sub in job.as_completed(timeout=120)]
+            assert sorted(seen) == list(range(30))  # each once
+            assert mgets and max(mgets) <= 8  # the log's chunk and a window at most
+            assert [sum(job.worker_results(k).get_counts().values()) for k in seen] == [5] * 30
+        # A cancelled set's queued sub-jobs end by the mark, not the log: read by windows.
+        queued = run(AerSimulator(), _coins(20, "halted"), executor=ex, max_job_size=1, shots=1)
+        assert queued.cancel()
+        mgets.clear()
+        assert sorted(sub.index for sub in queued.as_completed(timeout=30)) == list(range(20))
+        assert mgets and max(mgets) <= 8
