@@ -169,10 +169,10 @@ class BulkPublisher(Publisher):
     (:meth:`~celery.app.amqp.AMQP.create_task_message`, the event dispatcher's fields) in
     the envelope kombu's Redis transport writes, with markers where the ids, kwargs,
     queue, priority, delivery tag, clock and time go; each message is then that text
-    with those values filled in.  It adds the ``LPUSH`` of each message to the caller's
-    pipeline and, per chunk, one ``PUBLISH`` of the chunk's task-sent events (what Flower
-    shows) as a list, as Celery's dispatcher sends a buffered group; the pipeline may
-    carry the payloads of the same sub-jobs: one round trip for all.
+    with those values filled in.  Per chunk it adds to the caller's pipeline one ``LPUSH``
+    of the chunk's messages per queue list and one ``PUBLISH`` of their task-sent events
+    (what Flower shows) as a list, as Celery's dispatcher sends a buffered group; the
+    pipeline may carry the payloads of the same sub-jobs: one round trip for all.
     ``tests/integration/test_scale.py`` pins what it writes to what Celery writes.
 
     :attr:`bulk` is False for a transport this does not know how to write for (kombu's
@@ -223,6 +223,7 @@ class BulkPublisher(Publisher):
         # Celery's routing key for a list of events of one group ("task"): "task.multi".
         self._event_key = f"{_SENT_EVENT.partition('-')[0]}.multi"
         self._events: list[str] = []
+        self._messages: dict[str, list[str]] = {}
         event = {
             "hostname": dispatcher.hostname,
             # Read once per publisher: the hours to UTC change only at a DST switch.
@@ -255,7 +256,6 @@ class BulkPublisher(Publisher):
 
     def add(
         self,
-        pipe: Any,
         jobset_id: str,
         index: int,
         experiments: int,
@@ -263,7 +263,7 @@ class BulkPublisher(Publisher):
         queue: str,
         priority: int | None = None,
     ) -> None:
-        """Add sub-job ``index``'s message and its task-sent event to ``pipe``."""
+        """Add sub-job ``index``'s message and its task-sent event to the next :meth:`flush`."""
         set_id = jobset_id if jobset_id == self._checked else check_jobset_id(jobset_id)
         self._checked = set_id
         tid = task_id(set_id, check_index(index))
@@ -281,17 +281,21 @@ class BulkPublisher(Publisher):
             "tag": _delivery_tag(),
         }
         values["body"] = _json_str(_b64(self._body.fill(values)))
-        pipe.lpush(self._list(queue, level), self._message.fill(values))
+        self._messages.setdefault(self._list(queue, level), []).append(self._message.fill(values))
         if not self._sent_event:
             return
         values["clock"] = str(int(self.app.clock.forward()))
         values["time"] = repr(time.time())
         self._events.append(self._event.fill(values))
 
-    def flush_events(self, pipe: Any) -> None:
-        """Add the task-sent events of the sub-jobs added since the last call, as one
-        message (a list of events: what Celery's own dispatcher sends for a buffered
-        group, and what its event receivers, Flower's among them, read), to ``pipe``."""
+    def flush(self, pipe: Any) -> None:
+        """Add to ``pipe`` the messages of the sub-jobs added since the last call, one
+        ``LPUSH`` per list (in the order they were added: the first is taken first), then
+        their task-sent events as one message: a list of events, what Celery's own
+        dispatcher sends for a buffered group and its event receivers (Flower's) read."""
+        for key, messages in self._messages.items():
+            pipe.lpush(key, *messages)
+        self._messages.clear()
         if not self._events:
             return
         body = _b64("[" + ", ".join(self._events) + "]")
@@ -366,7 +370,7 @@ def publish_chunk(
         pipe = broker.pipeline(transaction=False)
     for index, experiments in sub_jobs:
         publisher.add(
-            pipe, jobset_id, index, experiments, queue=dispatch.queue_of(index), priority=priority
+            jobset_id, index, experiments, queue=dispatch.queue_of(index), priority=priority
         )
-    publisher.flush_events(pipe)
+    publisher.flush(pipe)
     pipe.execute()

@@ -91,9 +91,9 @@ def test_bulk_messages_and_task_sent_events_are_the_ones_celery_publishes(timeou
                     set_id, 7, 3, queue=queue, timeout_s=timeout_s, priority=priority
                 )
             pipe = ex.broker.pipeline(transaction=False)
-            bulk.add(pipe, set_id, 7, 3, queue=queue, priority=priority)
-            bulk.add(pipe, set_id, 8, 1, queue=queue, priority=priority)
-            bulk.flush_events(pipe)
+            bulk.add(set_id, 7, 3, queue=queue, priority=priority)
+            bulk.add(set_id, 8, 1, queue=queue, priority=priority)
+            bulk.flush(pipe)
             pipe.execute()
         lists = [name for name in queue_lists(queue) if client.llen(name)]
         assert len(lists) == 1 and client.llen(lists[0]) == 3
