@@ -170,6 +170,8 @@ def _standard_base_classes() -> dict[str, type]:
 def _qpy_exact(circuit: QuantumCircuit) -> bool:
     standard = _standard_base_classes()
     for inst in circuit.data:
+        if inst.is_standard_gate():  # one of Qiskit's own gates, with no Python object to build
+            continue
         op = inst.operation
         if op.name in _QPY_EXACT_EXTRA and op.base_class.__module__.startswith("qiskit.circuit"):
             continue
