@@ -455,23 +455,27 @@ class CeleryRun(Submission):
         tell (a cancelled set's queued sub-jobs end by its mark; a tally that stalled may
         have missed one), a window of pending sub-jobs is read too, the next one each time.
         """
-        position, window = cursor if cursor is not None else (0, 0)
+        position, window, sweeping = cursor if cursor is not None else (0, 0, False)
         total = len(self.task_ids)
         logged, position = tally.read_ended(
             self.executor.redis, self.jobset_id, position, total=total
         )
         candidates = dict.fromkeys(k for k in logged if k in pending)
         counted = self.tallied()
-        if self._cancelled or self._tally_stalled(counted):
+        swept: list[int] = []
+        # A window that found some is followed by the next one at once (a set whose log
+        # missed many, say one submitted before there was a log, is read a chunk a poll).
+        if sweeping or self._cancelled or self._tally_stalled(counted):
             window = window if window < len(pending) else 0
-            candidates.update(
-                dict.fromkeys(itertools.islice(pending, window, window + _RESULT_CHUNK))
-            )
-            window += _RESULT_CHUNK
+            swept = list(itertools.islice(pending, window, window + _RESULT_CHUNK))
+            candidates.update(dict.fromkeys(swept))
         indices = list(candidates)
         states = self.states(indices) if indices else []
         final = [k for k, s in zip(indices, states, strict=True) if s.status in FINAL]
-        return final, (position, window)
+        ended = set(final).intersection(swept)
+        # The caller drops the ended ones from ``pending``: the next window starts after
+        # the swept sub-jobs that stay.
+        return final, (position, window + len(swept) - len(ended), bool(ended))
 
     def finished_count(self) -> int | None:
         counted = self.tallied()

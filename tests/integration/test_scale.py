@@ -226,6 +226,12 @@ def test_as_completed_reads_a_chunk_of_states_per_poll_however_big_the_set(monke
             assert sorted(seen) == list(range(30))  # each once
             assert mgets and max(mgets) <= 8  # the log's chunk and a window at most
             assert [sum(job.worker_results(k).get_counts().values()) for k in seen] == [5] * 30
+        # A log that lost its entries: once the tally stands still, windows of states, one
+        # after the other while they find some.
+        ex.redis.delete(tally.ended_key(job.job_id()))
+        mgets.clear()
+        assert sorted(sub.index for sub in job.as_completed(timeout=60)) == list(range(30))
+        assert mgets and max(mgets) <= 8
         # A cancelled set's queued sub-jobs end by the mark, not the log: read by windows.
         queued = run(AerSimulator(), _coins(20, "halted"), executor=ex, max_job_size=1, shots=1)
         assert queued.cancel()
