@@ -24,7 +24,7 @@ from .celeryconf import celery_config
 from .connect import execute_replicated, redis_client
 from .cost import WorkerCapacity
 from .executors import Executor, SetRequest, StoredSet, SubmitOptions
-from .plan import Plan
+from .plan import Plan, SubBatch
 from .protocol import (
     OWNER_QUEUES_KEY,
     OWNER_SEP,
@@ -34,7 +34,7 @@ from .protocol import (
     owner_queue,
     task_id,
 )
-from .publish import PUBLISH_BATCH_OPS, Publisher, queue_for
+from .publish import BulkPublisher, publish_chunk, queue_for
 from .settings import Settings, redact_url
 from .simulate import portable_backend
 from .store import SignedStore
@@ -213,27 +213,30 @@ class CeleryExecutor(Executor):
             pipe.expire(OWNER_QUEUES_KEY, ttl)
         execute_replicated(pipe, self.settings)
 
+        cache_ttl_s = options.cache_ttl_s or 0
         with self.app.producer_or_acquire() as producer:
-            publisher = Publisher(self.app, producer)
+            publisher = BulkPublisher(self.app, producer, timeout_s=options.timeout_s)
             for chunk in growing_chunks(plan.sub_batches):
-                pipe = self.redis.pipeline(transaction=False)
-                for batch in chunk:
-                    ref = (jobset_id, batch.index)
-                    cache_ttl_s = options.cache_ttl_s or 0
-                    store.put(Kind.BATCH, ref, batch, pipe=pipe, cache_ttl_s=cache_ttl_s)
-                # A payload that outlives a failover can be published again by anyone.
-                execute_replicated(pipe, self.settings)
-                # Messages (and their task-sent events) go in one pipeline per chunk.
-                with producer.batch(max_size=PUBLISH_BATCH_OPS):
+
+                def payloads(pipe: Any, chunk: Sequence[SubBatch] = chunk) -> None:
                     for batch in chunk:
-                        publisher.send(
-                            jobset_id,
-                            batch.index,
-                            len(batch.experiments),
-                            queue=dispatch.queue_of(batch.index),
-                            priority=dispatch.broker_priority,
-                            timeout_s=options.timeout_s,
-                        )
+                        ref = (jobset_id, batch.index)
+                        store.put(Kind.BATCH, ref, batch, pipe=pipe, cache_ttl_s=cache_ttl_s)
+
+                # Payloads, messages and their task-sent events: one round trip per chunk; a
+                # payload that outlives a failover can be published again by anyone.
+                sub_jobs = [(b.index, len(b.experiments)) for b in chunk]
+                publish_chunk(
+                    publisher,
+                    self.redis,
+                    self.broker,
+                    jobset_id,
+                    sub_jobs,
+                    dispatch=dispatch,
+                    ttl_s=ttl,
+                    writes=payloads,
+                    execute=lambda pipe: execute_replicated(pipe, self.settings),
+                )
         return CeleryRun(self, jobset_id, ids, timeout_s=options.timeout_s, dispatch=dispatch)
 
     # ---- stored sets

@@ -7,10 +7,11 @@ Every read is one pipelined round trip; a whole-set status reads the workers' ta
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -115,6 +116,35 @@ class CeleryRun(Submission):
         set_cancelled, raw = pipe.execute()
         self._cancelled = self._cancelled or bool(set_cancelled)
         return tally.counts(raw)
+
+    def newly_final(self, pending: Collection[int], cursor: Any) -> tuple[list[int], Any]:
+        """From the workers' log of ended sub-jobs (:mod:`jobset.tally`), read on from where
+        the last call stopped, and checked against Celery's records: each poll reads at
+        most a chunk of the log and of states, however big the set.  Where the log cannot
+        tell (a cancelled set's queued sub-jobs end by its mark; a tally that stalled may
+        have missed one), a window of pending sub-jobs is read too, the next one each time.
+        """
+        position, window, sweeping = cursor if cursor is not None else (0, 0, False)
+        total = len(self.task_ids)
+        logged, position = tally.read_ended(
+            self.executor.redis, self.jobset_id, position, total=total
+        )
+        candidates = dict.fromkeys(k for k in logged if k in pending)
+        counted = self.tallied()
+        swept: list[int] = []
+        # A window that found some is followed by the next one at once (a set whose log
+        # missed many, say one submitted before there was a log, is read a chunk a poll).
+        if sweeping or self._cancelled or self._tally_stalled(counted):
+            window = window if window < len(pending) else 0
+            swept = list(itertools.islice(pending, window, window + _RESULT_CHUNK))
+            candidates.update(dict.fromkeys(swept))
+        indices = list(candidates)
+        states = self.states(indices) if indices else []
+        final = [k for k, s in zip(indices, states, strict=True) if s.status in FINAL]
+        ended = set(final).intersection(swept)
+        # The caller drops the ended ones from ``pending``: the next window starts after
+        # the swept sub-jobs that stay.
+        return final, (position, window + len(swept) - len(ended), bool(ended))
 
     def finished_count(self) -> int | None:
         counted = self.tallied()

@@ -64,8 +64,14 @@ def mac_input(kind: Kind, context: str, flags: int, body: bytes) -> bytes:
     return b"".join(_framed(f) for f in fields)
 
 
+# Bodies up to this size are MACed in one call over mac_input() (a copy of a few KiB
+# costs less than six streamed updates); larger ones are streamed, not copied.
+_ONE_SHOT_MAC_BYTES = 16 * 1024
+
+
 def _mac(key: bytes, kind: Kind, context: str, flags: int, body: bytes) -> bytes:
-    # Streams what mac_input() builds, so a large body is not copied.
+    if len(body) <= _ONE_SHOT_MAC_BYTES:
+        return hmac.digest(key, mac_input(kind, context, flags, body), "sha256")
     mac = hmac.new(key, digestmod=hashlib.sha256)
     for field in (MAGIC, kind.value.encode(), context.encode(), bytes([flags])):
         mac.update(_framed(field))
@@ -164,6 +170,8 @@ def _standard_base_classes() -> dict[str, type]:
 def _qpy_exact(circuit: QuantumCircuit) -> bool:
     standard = _standard_base_classes()
     for inst in circuit.data:
+        if inst.is_standard_gate():  # one of Qiskit's own gates, with no Python object to build
+            continue
         op = inst.operation
         if op.name in _QPY_EXACT_EXTRA and op.base_class.__module__.startswith("qiskit.circuit"):
             continue

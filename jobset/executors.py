@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
@@ -167,6 +167,13 @@ class Submission(abc.ABC):
     def finished_count(self) -> int | None:
         """How many sub-jobs are final, where that is cheaper than their states (else None)."""
         return None
+
+    def newly_final(self, pending: Collection[int], cursor: Any) -> tuple[list[int], Any]:
+        """Those of ``pending`` that are final now, and the ``cursor`` for the next call
+        (None the first time); ``as_completed`` polls this.  The base reads every state."""
+        indices = list(pending)
+        states = self.states(indices)
+        return [k for k, s in zip(indices, states, strict=True) if s.status in FINAL], cursor
 
     def aggregate(self) -> JobStatus:
         """The set's status (the rule of :func:`jobset.status.aggregate_status`)."""

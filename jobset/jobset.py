@@ -223,30 +223,29 @@ class AerJobSet(JobV1):
 
         Like ``concurrent.futures.as_completed``: one deadline for the whole iteration,
         :class:`~jobset.errors.JobSetTimeoutError` past it.  A yielded sub-job's ``result()``
-        returns at once (or raises for a failed or cancelled one).
+        returns at once (or raises for a failed or cancelled one).  On Celery, sub-jobs come
+        in the order they ended, from the workers' log of ends, and each poll reads at most
+        about a thousand states and log entries, for a set of any size.
         """
         submission = self._require_submitted()
-        deadline = Deadline(timeout)
-        pending = list(range(len(self._sub_batches)))
-        finished: int | None = None
+        pending = dict.fromkeys(range(len(self._sub_batches)))
+        cursor: Any = None
 
         def newly_final() -> list[int] | None:
-            nonlocal pending, finished
-            # A poll that the tally shows nothing new for reads no state (Celery only).
-            now_finished = submission.finished_count()
-            if now_finished is not None and now_finished == finished:
-                return None
-            finished = now_finished
-            states = submission.states(pending)
-            done = [k for k, s in zip(pending, states, strict=True) if s.status in FINAL]
-            pending = [k for k, s in zip(pending, states, strict=True) if s.status not in FINAL]
-            return done or None
+            nonlocal cursor
+            # On Celery each poll reads a bounded chunk, whatever the set's size.
+            finished, cursor = submission.newly_final(pending, cursor)
+            ended = [k for k in finished if k in pending]
+            for k in ended:
+                del pending[k]
+            return ended or None
 
         def timed_out() -> NoReturn:
             raise JobSetTimeoutError(
                 f"job set {self._job_id}: {len(pending)} sub-job(s) not final after {timeout} s"
             )
 
+        deadline = Deadline(timeout)
         with submission.pauses() as pause:
             while pending:
                 for k in poll(newly_final, deadline, timed_out, pause=pause):

@@ -34,6 +34,7 @@ delivered message waits for its ack, scored by the time of its lease.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import uuid
 from collections import Counter
@@ -109,13 +110,18 @@ _OWNER = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 def check_jobset_id(value: object) -> str:
     """``value`` if it is a canonical UUID string (what every set id is), else an error."""
-    if isinstance(value, str) and len(value) == 36:
-        try:
-            if str(uuid.UUID(value)) == value:
-                return value
-        except ValueError:
-            pass
+    if isinstance(value, str) and len(value) == 36 and _canonical_uuid(value):
+        return value
     raise InvalidInputError(f"a job set id is a canonical UUID, got {_short(value)}")
+
+
+@functools.lru_cache(maxsize=256)
+def _canonical_uuid(value: str) -> bool:
+    # Cached: every key of a set is built from its id, thousands of times per submit.
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 def check_index(value: object, *, limit: int = MAX_SUB_JOBS) -> int:
@@ -219,6 +225,12 @@ PRIORITY_STEPS = (0, 3, 6, 9)
 def queue_lists(queue: str) -> list[str]:
     """Every Redis list that holds messages of ``queue``, one per priority step."""
     return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+
+def queue_list(queue: str, priority: int | None) -> str:
+    """The list of ``queue`` that kombu files a message of ``priority`` under (its step)."""
+    step = max(s for s in PRIORITY_STEPS if s <= max(0, min(9, priority or 0)))
+    return queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}"
 
 
 def worker_key(hostname: str) -> str:

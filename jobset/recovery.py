@@ -1,12 +1,22 @@
 """Reliability on the producer's side: reaching Redis, time limits, lost and rerun sub-jobs.
 
-Telling a lost sub-job from a queued one, by reading the broker's own keys: Celery
-reports an id it does not know as PENDING, so a sub-job whose message Redis lost
-(a restart without persistence, a purged queue) reads QUEUED forever.  A sub-job that is
-not final is *somewhere* while it can still run: its message waits in a queue list, or a
-worker holds it (kombu's ``unacked`` hash, until the ack).  One that is in neither place,
-twice a moment apart, is lost.  The moment apart matters: a worker takes a message off the
-list and records it as unacked in two steps.
+Telling a lost sub-job from a queued one: Celery reports an id it does not know as
+PENDING, so a sub-job whose message Redis lost (a restart without persistence, a purged
+queue) reads QUEUED forever.  A sub-job that is not final is *somewhere* while it can
+still run: a worker holds it (kombu's ``unacked`` hash, until the ack: as many entries as
+worker slots), or its message waits in a queue list.  Whether it waits in a list is known
+without reading the lists: the set's pending bitmap (:mod:`jobset.tally`) has its bit set
+from its publish until it ends, and the lists the set's pending sub-jobs wait in must be
+at least as long as the number of them in each.  Only a list shorter than that (a purged
+queue) is read, and only a set without a bitmap (Redis lost it, or an older producer
+published the set) reads its queues in full, as before.  So a set waiting behind a
+backlog of any length costs O(its size) to check.  One that is in no place twice, a moment
+apart, is lost.  The moment apart matters: a worker takes a message off the list and
+records it as unacked in two steps.
+
+What the counting cannot see: a list that lost some of this set's messages and holds as
+many of other sets' instead.  Redis loses whole keys or whole databases (a restart, an
+eviction, a ``DEL`` of a queue), which the bitmap's absence or a short list shows.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from .errors import (
 from .plan import SubBatch
 from .protocol import (
     BASE_QUEUES,
+    DEFAULT_QUEUE,
     OWNER_QUEUES_KEY,
     UNACKED_KEY,
     Dispatch,
@@ -40,13 +51,14 @@ from .protocol import (
     backend_key,
     batch_key,
     ended_field,
+    queue_list,
     queue_lists,
     result_key,
     runs_key,
     started_field,
     task_id,
 )
-from .publish import PUBLISH_BATCH_OPS, Publisher, queue_for
+from .publish import BulkPublisher, publish_chunk, queue_for
 from .settings import Settings, redact_url
 from .simulate import portable_backend
 from .status import FINAL
@@ -60,6 +72,7 @@ if TYPE_CHECKING:
 LOST_CONFIRM_S = 1.0
 
 _LRANGE_CHUNK = 1000
+_REPUBLISH_CHUNK = 1000
 # Every size-class queue a producer publishes to; owner queues are recorded in Redis.
 QUEUES = BASE_QUEUES
 
@@ -140,37 +153,82 @@ def known_queues(client: Any) -> list[str]:
 def present_task_ids(
     broker: Any, jobset_id: str, task_ids: Iterable[str], queues: Iterable[str] = QUEUES
 ) -> set[str]:
-    """Those of ``task_ids`` whose message is queued or held by a worker, on ``broker``."""
+    """Those of ``task_ids`` whose message is queued or held by a worker, on ``broker``.
+
+    Reads every message of ``queues``: the lost check does only where counting cannot
+    tell (see the module doc).
+    """
     wanted = set(task_ids)
+    return held_task_ids(broker, jobset_id, wanted) | _scan_lists(
+        broker, jobset_id, wanted, [name for queue in queues for name in queue_lists(queue)]
+    )
+
+
+def held_task_ids(broker: Any, jobset_id: str, wanted: set[str]) -> set[str]:
+    """Those of ``wanted`` that a worker holds (delivered, not acknowledged yet)."""
+    return _matching(broker.hvals(UNACKED_KEY), jobset_id.encode(), wanted)
+
+
+def _scan_lists(broker: Any, jobset_id: str, wanted: set[str], lists: Iterable[str]) -> set[str]:
     needle = jobset_id.encode()
-    found = _matching(broker.hvals(UNACKED_KEY), needle, wanted)
-    for queue in queues:
-        for name in queue_lists(queue):
-            start = 0
-            while True:
-                chunk = broker.lrange(name, start, start + _LRANGE_CHUNK - 1)
-                found |= _matching(chunk, needle, wanted)
-                if len(chunk) < _LRANGE_CHUNK:
-                    break
-                start += _LRANGE_CHUNK
+    found: set[str] = set()
+    for name in lists:
+        start = 0
+        while True:
+            chunk = broker.lrange(name, start, start + _LRANGE_CHUNK - 1)
+            found |= _matching(chunk, needle, wanted)
+            if len(chunk) < _LRANGE_CHUNK:
+                break
+            start += _LRANGE_CHUNK
     return found
+
+
+def _present(run: CeleryRun, candidates: Sequence[int], queues: Sequence[str]) -> set[int]:
+    """Those of ``candidates`` (sub-jobs not final) held by a worker or waiting in a list."""
+    broker, jobset_id = run.executor.broker, run.jobset_id
+    ids = {run.task_ids[i]: i for i in candidates}
+    held = {ids[t] for t in held_task_ids(broker, jobset_id, set(ids))}
+    bitmap = tally.read_pending(run.executor.redis, jobset_id)
+    if bitmap is None:  # not tracked: read the queues themselves
+        lists = [name for queue in queues for name in queue_lists(queue)]
+        return held | {ids[t] for t in _scan_lists(broker, jobset_id, set(ids), lists)}
+    dispatch = run.dispatch or Dispatch(DEFAULT_QUEUE)
+    waiting: dict[str, list[int]] = {}
+    for i in candidates:
+        if i not in held and tally.is_pending(bitmap, i):
+            waiting.setdefault(
+                queue_list(dispatch.queue_of(i), dispatch.broker_priority), []
+            ).append(i)
+    pipe = broker.pipeline(transaction=False)
+    for name in waiting:
+        pipe.llen(name)
+    lengths = dict(zip(waiting, pipe.execute(), strict=True))
+    present = set(held)
+    short: list[int] = []
+    for name, indices in waiting.items():
+        (present.update if lengths[name] >= len(indices) else short.extend)(indices)
+    if short:  # a list lost messages: find which (wherever a redelivery may have put them)
+        wanted = {run.task_ids[i] for i in short}
+        lists = [name for queue in queues for name in queue_lists(queue)]
+        present |= {ids[t] for t in _scan_lists(broker, jobset_id, wanted, lists)}
+    return present
 
 
 def find_lost(run: CeleryRun, *, confirm_s: float = LOST_CONFIRM_S) -> list[int]:
     """Sub-jobs of ``run`` that are not final, not queued and held by no worker.
 
-    Only the queues the set was published to are read (its record's dispatch), not every
-    queue of the cluster; a set rebuilt without one reads them all.
+    Reads the set's states and pending bitmap, the workers' unacked entries and the
+    lengths of the set's queue lists (see the module doc); a queue's messages only where
+    a list is shorter than what should wait in it, or for a set without a bitmap.  Only
+    the queues the set was published to count (its record's dispatch); a set rebuilt
+    without one counts every queue.
     """
-    broker = run.executor.broker
     queues = sorted(run.dispatch.queues) if run.dispatch else known_queues(run.executor.redis)
 
     def missing(candidates: Sequence[int]) -> list[int]:
-        present = present_task_ids(
-            broker, run.jobset_id, (run.task_ids[i] for i in candidates), queues
-        )
-        gone = [i for i in candidates if run.task_ids[i] not in present]
-        # Read after the scan: one that finished meanwhile left the broker for good.
+        present = _present(run, candidates, queues)
+        gone = [i for i in candidates if i not in present]
+        # Read after the presence: one that finished meanwhile left the broker for good.
         states = run.states(gone) if gone else []
         return [i for i, s in zip(gone, states, strict=True) if s.status not in FINAL]
 
@@ -304,14 +362,16 @@ def republish(
         backend = store.get(Kind.BACKEND, jobset_id)
     if dispatch is None:
         dispatch = Dispatch(queue_for(backend))
-    with executor.app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH_OPS):
-        publisher = Publisher(executor.app, producer)
-        for i in indices:
-            publisher.send(
+    with executor.app.producer_or_acquire() as producer:
+        publisher = BulkPublisher(executor.app, producer, timeout_s=timeout_s)
+        sub_jobs = [(i, len(batches[i].experiments)) for i in indices]
+        for start in range(0, len(sub_jobs), _REPUBLISH_CHUNK):
+            publish_chunk(
+                publisher,
+                client,
+                executor.broker,
                 jobset_id,
-                i,
-                len(batches[i].experiments),
-                queue=dispatch.queue_of(i),
-                priority=dispatch.broker_priority,
-                timeout_s=timeout_s,
+                sub_jobs[start : start + _REPUBLISH_CHUNK],
+                dispatch=dispatch,
+                ttl_s=store.ttl_s,
             )

@@ -10,12 +10,19 @@ for ``status(k)`` and failure messages; the tally is written after it (from Cele
 ``task_postrun``, ``task_revoked`` and time-limit hooks), so whatever the tally calls
 final, Celery does too.  Each move is announced on a channel named after the counts key,
 which a producer's wait subscribes to.
+
+Two more keys follow the same moves, for the reads that must not cost O(queue) or
+O(set) per poll: ``jobset:{id}:pending``, a bitmap with bit k set while sub-job k was
+published and is not final (set at publish and when a sub-job goes back to its queue,
+cleared when it ends), which lets the lost-sub-job check know what should be in a queue
+without reading the queues (:mod:`jobset.recovery`); and ``jobset:{id}:ended``, a list of
+the indices in the order they ended, which ``as_completed()`` reads from where it left off.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qiskit.providers import JobStatus
@@ -38,9 +45,13 @@ _LETTER_STATUS = {
 # Back to "not started": a retry waiting for its turn, or a sub-job published again.
 RESET = ""
 
-# KEYS: states, counts.  ARGV: index, new letter (RESET: none), TTL, "start" or "".
-# A start moves only a sub-job with no letter yet, so a duplicate delivery of a finished
-# sub-job does not make the set read RUNNING again.
+FINAL_LETTERS = frozenset({DONE, FAILED, CANCELLED})
+
+# KEYS: states, counts, pending, ended.  ARGV: index, new letter (RESET: none), TTL,
+# "start" or "".  A start moves only a sub-job with no letter yet, so a duplicate delivery
+# of a finished sub-job does not make the set read RUNNING again.  A final letter clears
+# the sub-job's pending bit (only in a bitmap its producer made: a set that Redis lost is
+# not given one with every other bit clear) and logs the end; back to RESET sets the bit.
 _TRANSITION = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 local new = ARGV[2]
@@ -48,15 +59,24 @@ if old == new or (old and ARGV[4] == 'start') then return 0 end
 if old then redis.call('HINCRBY', KEYS[2], old, -1) end
 if new == '' then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SETBIT', KEYS[3], ARGV[1], 1)
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
 else
   redis.call('HSET', KEYS[1], ARGV[1], new)
   redis.call('HINCRBY', KEYS[2], new, 1)
+  if new ~= 'R' then
+    if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('SETBIT', KEYS[3], ARGV[1], 0) end
+    redis.call('RPUSH', KEYS[4], ARGV[1])
+    redis.call('EXPIRE', KEYS[4], ARGV[3])
+  end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('PUBLISH', KEYS[2], new)
 return 1
 """
+# Indices of the ended log read per call.
+ENDED_CHUNK = 1000
 
 
 def states_key(jobset_id: str) -> str:
@@ -67,14 +87,89 @@ def counts_key(jobset_id: str) -> str:
     return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:counts"
 
 
+def pending_key(jobset_id: str) -> str:
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:pending"
+
+
+def ended_key(jobset_id: str) -> str:
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:ended"
+
+
 def move(
     client: Any, jobset_id: str, index: int, letter: str, *, ttl_s: int, start: bool = False
 ) -> None:
     """Record that sub-job ``index`` of ``jobset_id`` is now ``letter`` (see module doc)."""
-    keys = (states_key(jobset_id), counts_key(jobset_id))
-    client.eval(
-        _TRANSITION, 2, *keys, str(check_index(index)), letter, ttl_s, "start" if start else ""
+    keys = (
+        states_key(jobset_id),
+        counts_key(jobset_id),
+        pending_key(jobset_id),
+        ended_key(jobset_id),
     )
+    client.eval(
+        _TRANSITION, 4, *keys, str(check_index(index)), letter, ttl_s, "start" if start else ""
+    )
+
+
+def mark_pending(pipe: Any, jobset_id: str, indices: Sequence[int], *, ttl_s: int) -> None:
+    """Set the pending bits of ``indices`` (sub-jobs about to be published), on ``pipe``."""
+    if not indices:
+        return
+    key = pending_key(jobset_id)
+    pipe.execute_command("BITFIELD", key, *_set_bits(sorted({check_index(i) for i in indices})))
+    pipe.expire(key, ttl_s)
+
+
+_WORD = 32
+_ONES = (1 << _WORD) - 1
+
+
+def _set_bits(indices: Sequence[int]) -> list[Any]:
+    """BITFIELD operations that set the bits of ``indices`` (sorted): a whole aligned
+    32-bit word in one operation, so a chunk of consecutive sub-jobs takes a few."""
+    ops: list[Any] = []
+    pos, count = 0, len(indices)
+    while pos < count:
+        start = end = indices[pos]
+        while pos + 1 < count and indices[pos + 1] == end + 1:
+            pos, end = pos + 1, end + 1
+        pos += 1
+        bit = start
+        while bit <= end:
+            if bit % _WORD == 0 and bit + _WORD - 1 <= end:
+                ops += ("SET", f"u{_WORD}", f"#{bit // _WORD}", _ONES)
+                bit += _WORD
+            else:
+                ops += ("SET", "u1", bit, 1)
+                bit += 1
+    return ops
+
+
+def read_pending(client: Any, jobset_id: str) -> bytes | None:
+    """The set's pending bitmap (:func:`is_pending` reads it); None when Redis has none."""
+    raw = client.get(pending_key(jobset_id))
+    return raw if isinstance(raw, bytes) else None
+
+
+def is_pending(bitmap: bytes, index: int) -> bool:
+    """Bit ``index`` of a bitmap as Redis numbers bits: the first byte's highest bit is 0."""
+    byte = index >> 3
+    return byte < len(bitmap) and bool(bitmap[byte] & (0x80 >> (index & 7)))
+
+
+def read_ended(client: Any, jobset_id: str, start: int, *, total: int) -> tuple[list[int], int]:
+    """Indices that ended, read from position ``start`` of the set's log (at most
+    :data:`ENDED_CHUNK`), and the position after them.  Entries are input from whoever
+    can write to Redis: one that is not an index below ``total`` is skipped."""
+    raw = client.lrange(ended_key(jobset_id), start, start + ENDED_CHUNK - 1)
+    found = []
+    for item in raw:
+        try:
+            index = int(item)
+        except (TypeError, ValueError):
+            continue
+        if 0 <= index < total:
+            found.append(index)
+    return found, start + len(raw)
 
 
 def ref_of(task_id: object, kwargs: object) -> SubJobRef | None:
