@@ -21,7 +21,14 @@ from qiskit_aer import AerSimulator
 
 from jobset import run
 from jobset.deadline import wait_for
-from jobset.protocol import UNACKED_INDEX_KEY, UNACKED_KEY, ended_field, runs_key, started_field
+from jobset.protocol import (
+    UNACKED_INDEX_KEY,
+    UNACKED_KEY,
+    WORKER_KEY_PREFIX,
+    ended_field,
+    runs_key,
+    started_field,
+)
 
 T = TypeVar("T")
 
@@ -121,3 +128,9 @@ def reference_result(circuits: list[QuantumCircuit], shots: int, seed: int) -> R
         .run(circuits, shots=shots, seed_simulator=seed, memory=True, max_parallel_threads=1)
         .result()
     )
+
+
+def stored_keys(client: Any) -> set[bytes]:
+    """Every key but the workers' heartbeats, which lapse and come back on their own."""
+    beats = WORKER_KEY_PREFIX.encode()
+    return {k for k in client.scan_iter(count=1000) if not k.startswith(beats)}

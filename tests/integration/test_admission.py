@@ -29,7 +29,7 @@ from jobset.protocol import (
 from jobset.settings import Settings
 from jobset.status import FINAL
 
-from .faultkit import wait_until
+from .faultkit import stored_keys, wait_until
 from .workloads import qv_circuits
 
 pytestmark = pytest.mark.integration
@@ -94,7 +94,7 @@ def test_workers_advertise_memory_cores_and_whether_aer_sees_a_gpu_from_a_pool_c
 def test_a_set_too_large_for_every_live_worker_is_refused_with_its_need_and_the_largest_capacity(
     executor,
 ):
-    before = executor.redis.dbsize()
+    before = stored_keys(executor.redis)
     with pytest.raises(AdmissionError) as caught:
         run(
             AerSimulator(method="statevector"),
@@ -108,7 +108,7 @@ def test_a_set_too_large_for_every_live_worker_is_refused_with_its_need_and_the_
     assert "the largest" in message and "has 128.0 MiB" in message
     assert caught.value.need_bytes == 16 * 2**24
     assert caught.value.largest_bytes == LARGE_WORKER_MB * 1024 * 1024
-    assert executor.redis.dbsize() == before  # nothing was stored or queued
+    assert stored_keys(executor.redis) == before  # nothing was stored or queued
 
 
 def test_admit_wait_queues_when_no_worker_is_online_and_admit_require_refuses(

@@ -25,7 +25,7 @@ from jobset import (
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import DEFAULT_QUEUE, result_key
 
-from .faultkit import wait_until
+from .faultkit import stored_keys, wait_until
 from .workloads import qv_circuits
 
 pytestmark = pytest.mark.integration
@@ -231,7 +231,7 @@ def test_bad_input_is_refused_before_anything_is_queued(
     cluster, executor, circuits, options, message
 ):
     client = redis.Redis.from_url(cluster.redis_url)
-    before = client.dbsize()
+    before = stored_keys(client)
     with pytest.raises(InvalidInputError, match=message):
         run(
             AerSimulator(),
@@ -239,7 +239,7 @@ def test_bad_input_is_refused_before_anything_is_queued(
             executor=executor,
             **options,
         )
-    assert client.dbsize() == before
+    assert stored_keys(client) == before
     assert client.llen(DEFAULT_QUEUE) == 0
 
 

@@ -20,14 +20,14 @@ from jobset.local import LocalCluster
 from jobset.protocol import DEFAULT_QUEUE, result_key
 from jobset.settings import Settings
 
-from .faultkit import heavy_circuits, starts
+from .faultkit import heavy_circuits, starts, stored_keys
 from .workloads import assert_same_counts_and_memory, qv_circuits
 
 pytestmark = pytest.mark.integration
 
 
-def _nothing_queued(client: redis.Redis, before: int) -> None:
-    assert client.dbsize() == before
+def _nothing_queued(client: redis.Redis, before: set[bytes]) -> None:
+    assert stored_keys(client) == before
     assert client.llen(DEFAULT_QUEUE) == 0
 
 
@@ -101,7 +101,7 @@ def test_a_circuit_too_large_for_the_memory_limit_is_refused_at_submit_with_its_
     circuit.t(range(qubits))  # not Clifford: "automatic" would use a statevector
     circuit.measure_all()
     client = redis.Redis.from_url(cluster.redis_url)
-    before = client.dbsize()
+    before = stored_keys(client)
     with CeleryExecutor(settings) as ex:
         with pytest.raises(InvalidInputError) as caught:
             run(AerSimulator(**options), [*qv_circuits(1), circuit], executor=ex, shots=10)
@@ -138,7 +138,7 @@ def test_more_bad_input_is_refused_with_a_clear_error_before_anything_is_queued(
     cluster, executor, circuits, backend, options, message
 ):
     client = redis.Redis.from_url(cluster.redis_url)
-    before = client.dbsize()
+    before = stored_keys(client)
     with pytest.raises(InvalidInputError, match=message):
         run(backend(), circuits(), executor=executor, **options)
     _nothing_queued(client, before)

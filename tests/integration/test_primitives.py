@@ -27,6 +27,8 @@ from jobset.errors import PrimitiveJobNotFoundError
 from jobset.primitives import DistributedPrimitiveJob, EstimatorV2, SamplerV2
 from jobset.protocol import DEFAULT_QUEUE, Dispatch, owner_queue, primitive_key
 
+from .faultkit import stored_keys
+
 pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 120
@@ -235,10 +237,10 @@ def test_bad_pubs_get_qiskits_own_errors_before_anything_is_queued(
     cluster, celery_executor, primitive, pubs, kwargs, error, match
 ):
     client = redis.Redis.from_url(cluster.redis_url)
-    before = client.dbsize()
+    before = stored_keys(client)
     with pytest.raises(error, match=match):
         primitive(executor=celery_executor).run(pubs, **kwargs)
-    assert client.dbsize() == before
+    assert stored_keys(client) == before
     assert client.llen(DEFAULT_QUEUE) == 0
 
 
@@ -247,13 +249,13 @@ def test_pubs_get_the_same_submit_checks_as_run_before_anything_is_queued(cluste
     circuit.rccx(0, 1, 2)  # has a definition, but Aer does not simulate it as such
     circuit.measure_all()
     client = redis.Redis.from_url(cluster.redis_url)
-    before = client.dbsize()
+    before = stored_keys(client)
     with pytest.raises(InvalidInputError, match="rccx"):
         SamplerV2(executor=celery_executor).run([circuit])
     options = {"run_options": {"shot": 10}}
     with pytest.raises(InvalidInputError, match="did you mean 'shots'"):
         SamplerV2(executor=celery_executor, options=options).run(SAMPLER_PUBS)
-    assert client.dbsize() == before
+    assert stored_keys(client) == before
     assert client.llen(DEFAULT_QUEUE) == 0
 
 

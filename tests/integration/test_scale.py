@@ -12,7 +12,7 @@ from qiskit import QuantumCircuit
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
-from jobset import CeleryExecutor, Settings, executors, run, tally
+from jobset import CeleryExecutor, Settings, celery_run, run, tally
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import DEFAULT_QUEUE, queue_lists, runs_key
 from jobset.publish import PUBLISH_BATCH_OPS, BulkPublisher, Publisher
@@ -213,13 +213,13 @@ def _count_mgets(monkeypatch, client) -> list[int]:
 def test_as_completed_reads_a_chunk_of_states_per_poll_however_big_the_set(monkeypatch):
     # Chunks of 4 stand for the real 1000, so that 30 sub-jobs are many chunks.
     monkeypatch.setattr(tally, "ENDED_CHUNK", 4)
-    monkeypatch.setattr(executors, "_RESULT_CHUNK", 4)
+    monkeypatch.setattr(celery_run, "_RESULT_CHUNK", 4)
     key = secrets.token_hex(32)
     with (
         RedisServer() as server,
         CeleryExecutor(Settings(broker_url=server.url, secret_key=key)) as ex,
     ):
-        with LocalCluster(workers=2, concurrency=1, redis_url=server.url, secret_key=key):
+        with LocalCluster(workers=2, concurrency=1, settings=ex.settings):
             job = run(AerSimulator(), _coins(30, "stream"), executor=ex, max_job_size=1, shots=5)
             mgets = _count_mgets(monkeypatch, ex.redis)
             seen = [sub.index for sub in job.as_completed(timeout=120)]
