@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +44,16 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
     return wait_for(predicate, timeout_s, what, error=AssertionError, pause_s=0.1)
 
 
-def test_the_cluster_command_serves_a_set_with_flower_and_metrics_and_stops_on_ctrl_c(
-    tmp_path: Path,
-) -> None:
+@contextlib.contextmanager
+def _cluster_command(
+    tmp_path: Path, args: list[str], ready_s: float
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any], dict[str, str]]]:
+    """``scripts/cluster``'s command with ``args``, once ready: the process, its
+    ``cluster.json`` and the producer's variables from ``jobset.env``; stopped after."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBSET_", "FLOWER_"))}
-    args = ["--workers", "1", "--concurrency", "2", "--flower-port", "0", "--dir", str(tmp_path)]
     log = (tmp_path / "command.log").open("wb")
     command = subprocess.Popen(
-        [sys.executable, "-m", "jobset.local.command", *args],
+        [sys.executable, "-m", "jobset.local.command", *args, "--dir", str(tmp_path)],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=log,
@@ -63,15 +67,32 @@ def test_the_cluster_command_serves_a_set_with_flower_and_metrics_and_stops_on_c
             assert command.poll() is None, (tmp_path / "command.log").read_text()
             return ready.exists()
 
-        _wait(started, 60, "the cluster to be ready")
-        info = json.loads(ready.read_text())
-        assert oct(ready.stat().st_mode & 0o777) == "0o600"
-        assert oct((tmp_path / "jobset.env").stat().st_mode & 0o777) == "0o600"
+        _wait(started, ready_s, "the cluster to be ready")
         producer_env = dict(
             line.split("=", 1)
             for line in (tmp_path / "jobset.env").read_text().splitlines()
             if line and not line.startswith("#")
         )
+        yield command, json.loads(ready.read_text()), producer_env
+    finally:
+        if command.poll() is None:  # the command stops what it started; then it goes
+            command.send_signal(signal.SIGTERM)
+            try:
+                command.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(command.pid, signal.SIGKILL)
+                command.wait()
+        log.close()
+
+
+def test_the_cluster_command_serves_a_set_with_flower_and_metrics_and_stops_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    args = ["--workers", "1", "--concurrency", "2", "--flower-port", "0"]
+    with _cluster_command(tmp_path, args, 60) as (command, info, producer_env):
+        ready = tmp_path / "cluster.json"
+        assert oct(ready.stat().st_mode & 0o777) == "0o600"
+        assert oct((tmp_path / "jobset.env").stat().st_mode & 0o777) == "0o600"
         auth = (tmp_path / "flower-auth").read_text().strip()
 
         circuit = QuantumCircuit(1, name="coin")
@@ -114,45 +135,13 @@ def test_the_cluster_command_serves_a_set_with_flower_and_metrics_and_stops_on_c
         assert {oct(p.stat().st_mode & 0o777) for p in aofs} == {"0o600"}
         for sub in ("redis", "logs"):
             assert oct((tmp_path / sub).stat().st_mode & 0o777) == "0o700", sub
-    finally:
-        if command.poll() is None:  # the command stops what it started; then it goes
-            command.send_signal(signal.SIGTERM)
-            try:
-                command.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(command.pid, signal.SIGKILL)
-                command.wait()
-        log.close()
 
 
 def test_the_cluster_command_with_ha_serves_a_set_through_sentinels_and_stops_them_all(
     tmp_path: Path,
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBSET_", "FLOWER_"))}
-    args = ["--ha", "--workers", "1", "--no-metrics", "--flower-port", "0", "--dir", str(tmp_path)]
-    log = (tmp_path / "command.log").open("wb")
-    command = subprocess.Popen(
-        [sys.executable, "-m", "jobset.local.command", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        ready = tmp_path / "cluster.json"
-
-        def started() -> bool:
-            assert command.poll() is None, (tmp_path / "command.log").read_text()
-            return ready.exists()
-
-        _wait(started, 90, "the cluster to be ready")
-        info = json.loads(ready.read_text())
-        producer_env = dict(
-            line.split("=", 1)
-            for line in (tmp_path / "jobset.env").read_text().splitlines()
-            if line and not line.startswith("#")
-        )
+    args = ["--ha", "--workers", "1", "--no-metrics", "--flower-port", "0"]
+    with _cluster_command(tmp_path, args, 90) as (command, info, producer_env):
         assert producer_env["JOBSET_BROKER_URL"].startswith("sentinel://")
         assert producer_env["JOBSET_SENTINEL_MASTER"] and producer_env["JOBSET_SENTINEL_PASSWORD"]
         assert len(info["sentinel_ports"]) == 3 and len(info["redis_pids"]) == 2
@@ -185,12 +174,3 @@ def test_the_cluster_command_with_ha_serves_a_set_through_sentinels_and_stops_th
         pids = [*info["redis_pids"], *info["sentinel_pids"], info["flower_pid"]]
         pids += [w["pid"] for w in info["workers"]]
         _wait(lambda: not any(_alive(p) for p in pids), 10, "every process to exit")
-    finally:
-        if command.poll() is None:
-            command.send_signal(signal.SIGTERM)
-            try:
-                command.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(command.pid, signal.SIGKILL)
-                command.wait()
-        log.close()
