@@ -127,6 +127,11 @@ class SentinelCluster(StartStop):
 
     def replica_count(self, server: RedisServer) -> int:
         """How many replicas ``server`` (a primary) has online."""
+        info = self._replication(server)
+        return 0 if info is None else int(info.get("connected_slaves", 0))
+
+    def _replication(self, server: RedisServer) -> dict[str, Any] | None:
+        """``INFO replication`` of ``server``; None when it does not answer."""
         client = redis.Redis(
             port=server.port,
             password=self.password,
@@ -134,9 +139,10 @@ class SentinelCluster(StartStop):
             retry=Retry(NoBackoff(), 0),
         )
         try:
-            return int(client.info("replication").get("connected_slaves", 0))
+            info: dict[str, Any] = client.info("replication")
+            return info
         except redis.RedisError:
-            return 0
+            return None
         finally:
             client.close()
 
@@ -195,18 +201,9 @@ class SentinelCluster(StartStop):
         for server in self.servers:
             if server.port == primary or server.pid is None:
                 continue
-            client = redis.Redis(
-                port=server.port,
-                password=self.password,
-                socket_timeout=2.0,
-                retry=Retry(NoBackoff(), 0),
-            )
-            try:
-                info = client.info("replication")
-            except redis.RedisError:
+            info = self._replication(server)
+            if info is None:
                 return False
-            finally:
-                client.close()
             if info.get("master_link_status") != "up" or info.get("master_sync_in_progress"):
                 return False
         return True
