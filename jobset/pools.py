@@ -80,7 +80,7 @@ def as_executor(executor: Any) -> Executor:
     pool = futures_executor(executor)
     if pool is None:
         raise _refused(executor)
-    return FuturesExecutor(pool, slots=local_slots(executor))
+    return FuturesExecutor(pool, given=executor)
 
 
 def _refused(executor: Any) -> InvalidInputError:
@@ -112,12 +112,14 @@ class FuturesExecutor(Executor):
     act on Celery's queues and workers.
     """
 
-    def __init__(self, pool: cf.Executor, *, slots: int) -> None:
+    def __init__(self, pool: cf.Executor, *, given: Any = None) -> None:
         self.pool = pool
-        self._slots = slots
+        # What the caller passed (a pool, or the Dask client behind ``pool``): asked for
+        # its size only when a plan needs it (a client asks its scheduler).
+        self._given = pool if given is None else given
 
     def __repr__(self) -> str:
-        return f"FuturesExecutor({self.pool!r}, slots={self._slots})"
+        return f"FuturesExecutor({self.pool!r})"
 
     def check_options(self, options: SubmitOptions) -> None:
         queue_options = options.queue_options()
@@ -132,7 +134,7 @@ class FuturesExecutor(Executor):
             )
 
     def slots(self) -> int:
-        return self._slots
+        return local_slots(self._given)
 
     def submit(self, request: SetRequest) -> FuturesRun:
         if request.fn is None:
