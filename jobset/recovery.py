@@ -206,7 +206,10 @@ def _present(run: CeleryRun, candidates: Sequence[int], queues: Sequence[str]) -
     present = set(held)
     short: list[int] = []
     for name, indices in waiting.items():
-        (present.update if lengths[name] >= len(indices) else short.extend)(indices)
+        if lengths[name] >= len(indices):
+            present.update(indices)
+        else:
+            short.extend(indices)
     if short:  # a list lost messages: find which (wherever a redelivery may have put them)
         wanted = {run.task_ids[i] for i in short}
         lists = [name for queue in queues for name in queue_lists(queue)]
