@@ -37,10 +37,6 @@ from .subjob import SubJob
 logger = logging.getLogger(__name__)
 
 
-def _least(seconds: float, remaining: float | None) -> float:
-    return seconds if remaining is None else min(seconds, remaining)
-
-
 class AerJobSet(JobV1):
     """A job set: ``experiments`` (the planner's sub-batches) run by ``fn`` on ``executor``.
 
@@ -154,6 +150,7 @@ class AerJobSet(JobV1):
         :class:`~jobset.errors.JobSetTimeoutError` (a ``JobTimeoutError``) past ``timeout``.
         """
         submission = self._require_submitted()
+        deadline = Deadline(timeout)
 
         def final() -> JobStatus | None:
             status = self.status()
@@ -167,7 +164,7 @@ class AerJobSet(JobV1):
         # Woken by the result backend's notices (Celery), so the wait ends when the last
         # sub-job does, not up to a poll interval later.
         with submission.pauses() as pause:
-            poll(final, Deadline(timeout), timed_out, pause=lambda left: pause(_least(wait, left)))
+            poll(final, deadline, timed_out, pause=lambda _: pause(deadline.bound(wait)))
 
     def cancel(self) -> bool:
         """Cancel the set; returns at once, False when it was already final.
