@@ -85,13 +85,6 @@ def check_owner(owner: object) -> str | None:
     return None if owner is None else check_owner_name(owner)
 
 
-def require_celery(on_celery: bool, **given: bool) -> None:
-    """Refuse the sharing options ``given`` off Celery: they act on its queues and workers."""
-    named = [name for name, is_given in given.items() if is_given]
-    if named and not on_celery:
-        raise InvalidInputError(f"the option(s) {', '.join(named)} need a CeleryExecutor")
-
-
 def check_priority(priority: object) -> str:
     if isinstance(priority, str) and priority in PRIORITIES:
         return priority

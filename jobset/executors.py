@@ -109,6 +109,12 @@ class SubmitOptions:
         }
         return [name for name, is_given in given.items() if is_given]
 
+    def refuse_queue_options(self, needs: str = "a CeleryExecutor") -> None:
+        """:class:`~jobset.errors.InvalidInputError` naming the queue options given, if any."""
+        named = self.queue_options()
+        if named:
+            raise InvalidInputError(f"the option(s) {', '.join(named)} need {needs}")
+
 
 @dataclass(frozen=True)
 class SetRequest:

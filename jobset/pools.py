@@ -122,11 +122,7 @@ class FuturesExecutor(Executor):
         return f"FuturesExecutor({self.pool!r})"
 
     def check_options(self, options: SubmitOptions) -> None:
-        queue_options = options.queue_options()
-        if queue_options:
-            raise InvalidInputError(
-                f"the option(s) {', '.join(queue_options)} need a CeleryExecutor"
-            )
+        options.refuse_queue_options()
         if options.timeout_s is not None:
             raise InvalidInputError(
                 "timeout_s needs a CeleryExecutor: a concurrent.futures pool cannot stop "

@@ -65,11 +65,8 @@ class DistributedPrimitive:
         )
         if self._target is not None:
             self._target.check_options(self._submit_options)
-        elif self._submit_options.queue_options():
-            raise InvalidInputError(
-                f"the option(s) {', '.join(self._submit_options.queue_options())} need an "
-                "executor (a CeleryExecutor)"
-            )
+        else:
+            self._submit_options.refuse_queue_options("an executor (a CeleryExecutor)")
         self._max_job_size = positive_or_none("max_job_size", max_job_size)
         self._max_shot_size = positive_or_none("max_shot_size", max_shot_size)
         if self._executor is None and (max_job_size, max_shot_size) != (None, None):
