@@ -239,6 +239,7 @@ def _run(ref: SubJobRef, settings: Settings, store: SignedStore) -> dict[str, An
             return cached
 
     started = time.monotonic()
+    logger.debug("sub-job %d of %s: simulating", ref.index, ref.jobset_id)
     result = run_sub_batch(backend, batch, threads=runtime.aer_threads)
     logger.info(
         "sub-job %d of %s simulated in %.2f s; storing its result",

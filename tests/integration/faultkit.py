@@ -3,14 +3,24 @@
 Every wait polls Redis (or a log file) with a deadline; nothing sleeps in place of an
 event.  The traces are the project's own: Celery's task record (its STARTED record names
 the pool process and the worker) and the ``jobset:{id}:runs`` hash the worker keeps.
+
+No verdict here depends on how fast the machine simulates.  A test that needs a sub-job
+still running when something happens (a kill, a cancel, a deadline, a timer) does not size
+its circuits to outlast it: it *holds* the sub-job (:func:`held`), freezing its pool child
+with SIGSTOP once it started, so it cannot end by itself on any machine until the test lets
+it go.  The worker's main process, which renews leases, sends heartbeats, enforces time
+limits and carries out revokes, runs on meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,7 +51,10 @@ def wait_until(predicate: Callable[[], T], timeout_s: float, what: str) -> T:
 def heavy_circuits(
     qubits: int, seeds: range | list[int], name: str = "heavy"
 ) -> list[QuantumCircuit]:
-    """Quantum volume circuits: about 1.5 s at 20 qubits and 7 s at 22, on one core here."""
+    """Quantum volume circuits: about 1.5 s at 20 qubits and 7 s at 22, on one core here.
+
+    Only "long enough to be seen running": a test that needs one to outlast an event holds it.
+    """
     sim = AerSimulator(method="statevector")
     out = []
     for seed in seeds:
@@ -95,6 +108,55 @@ def wait_started(
         return where if isinstance(where, dict) and "pid" in where else None
 
     return wait_until(running, timeout_s, f"sub-job {index} to start (time {times})")
+
+
+@contextlib.contextmanager
+def held(
+    executor: Any,
+    job: Any,
+    index: int,
+    *,
+    times: int = 1,
+    timeout_s: float = 60,
+    simulating_in: Path | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Sub-job ``index``, frozen mid-run (its ``times``-th run) until the block ends.
+
+    Waits for the run to start (and, with ``simulating_in``, a worker log at DEBUG, for its
+    simulation to start, its payload read), stops its pool child with SIGSTOP and yields
+    where it runs (``pid``, ``hostname``); on leaving, the child continues (SIGCONT) unless
+    something killed it meanwhile.  The run is checked to be still unfinished once frozen: a
+    sub-job must only be long enough for the poll that sees it start (circuits of seconds
+    against a poll of milliseconds), never long enough to outlast what the test then does.
+    """
+    where = wait_started(executor, job, index, times=times, timeout_s=timeout_s)
+    if simulating_in is not None:
+        wait_for_log(simulating_in, rf"sub-job {index} of {job.job_id()}: simulating", timeout_s)
+    pid = int(where["pid"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        meta = task_meta(executor, job, index) or {}
+        if meta.get("status") != "STARTED" or ends(executor, job, index) >= times:
+            raise AssertionError(f"sub-job {index} ended before it could be held")
+        yield where
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def round_trip_s(executor: Any) -> float:
+    """Seconds a one-circuit set takes now, submit to merged result, on ``executor``'s cluster.
+
+    A measure of how busy this machine is at the moment, for tests that bound how long a
+    recovery may take: their slack is a multiple of it, not a figure that holds only on an
+    idle machine.
+    """
+    circuit = QuantumCircuit(1, name="probe")
+    circuit.h(0)
+    circuit.measure_all()
+    started = time.monotonic()
+    run(AerSimulator(), [circuit], executor=executor, shots=1).result(timeout=120)
+    return time.monotonic() - started
 
 
 def wait_for_log(path: Path, pattern: str, timeout_s: float) -> str:

@@ -216,7 +216,7 @@ def test_lost_sub_jobs_are_published_again_to_their_owner_queue_at_their_priorit
 
         assert {n: k for n, k in lengths().items() if k} == {low: 2}
         ex.redis.delete(low)  # what a restart without persistence does to them
-        wait_until(lambda: job.lost() == [0, 1], 10.0, "both sub-jobs reported lost")
+        wait_until(lambda: job.lost() == [0, 1], 60, "both sub-jobs reported lost")
         # A set rebuilt by id knows where its sub-jobs went from its record.
         again = AerJobSet.retrieve(job.job_id(), ex)
         assert again.resubmit_lost() == [0, 1]

@@ -6,8 +6,7 @@ import time
 
 import pytest
 import redis
-from qiskit import QuantumCircuit, transpile
-from qiskit.circuit.library import quantum_volume
+from qiskit import QuantumCircuit
 from qiskit.providers import JobError, JobStatus, JobTimeoutError
 from qiskit_aer import AerSimulator
 
@@ -25,10 +24,15 @@ from jobset import (
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import DEFAULT_QUEUE, result_key
 
-from .faultkit import stored_keys, wait_until
+from .faultkit import ends, held, stored_keys, wait_until
+from .faultkit import heavy_circuits as make_heavy
 from .workloads import qv_circuits
 
 pytestmark = pytest.mark.integration
+
+# Queued behind two held sub-jobs in the deadline test: each would add a full timeout if the
+# wait gave every sub-job its own deadline.
+SUB_JOBS_WAITED_ON = 40
 
 
 def _too_big_for_memory() -> QuantumCircuit:
@@ -162,17 +166,11 @@ def test_cancel_while_no_worker_is_online_holds_when_a_worker_starts_later():
 
 @pytest.fixture(scope="module")
 def heavy_circuits():
-    """25-qubit quantum volume: about a minute per circuit on one core here."""
-    sim = AerSimulator(method="statevector")
-    return [
-        transpile(quantum_volume(25, seed=s).measure_all(inplace=False), sim, optimization_level=0)
-        for s in range(4)
-    ]
+    """Seconds each: long enough to be seen running, then held for as long as a test needs."""
+    return make_heavy(20, range(4))
 
 
-def test_cancel_stops_running_sub_jobs_within_ten_seconds_and_workers_serve_the_next_set(
-    executor, heavy_circuits
-):
+def test_cancel_stops_running_sub_jobs_and_workers_serve_the_next_set(executor, heavy_circuits):
     job = run(
         AerSimulator(method="statevector"),
         heavy_circuits,
@@ -180,16 +178,14 @@ def test_cancel_stops_running_sub_jobs_within_ten_seconds_and_workers_serve_the_
         max_job_size=1,
         shots=10,
     )
-    wait_until(
-        lambda: job.status([0, 1]).count(JobStatus.RUNNING) == 2, 60, "two sub-jobs to start"
-    )
-    assert job.status() is JobStatus.RUNNING and job.running()
-    start = time.monotonic()
-    assert job.cancel() is True
-    job.wait_for_final_state(timeout=10, wait=0.1)
-    assert time.monotonic() - start < 10
-    assert job.status() is JobStatus.CANCELLED and job.cancelled()
-    assert set(job.status([0, 1, 2, 3])) == {JobStatus.CANCELLED}
+    # Both running sub-jobs are held: only the cancel can end them, however fast the machine.
+    with held(executor, job, 0), held(executor, job, 1):
+        assert job.status() is JobStatus.RUNNING and job.running()
+        assert job.cancel() is True
+        job.wait_for_final_state(timeout=60, wait=0.1)
+        assert job.status() is JobStatus.CANCELLED and job.cancelled()
+        assert set(job.status([0, 1, 2, 3])) == {JobStatus.CANCELLED}
+        assert [ends(executor, job, k) for k in (0, 1)] == [0, 0]
     nxt = run(AerSimulator(), qv_circuits(4), executor=executor, max_job_size=1, shots=20)
     assert nxt.result(timeout=60).success
 
@@ -258,16 +254,23 @@ def test_a_missing_secret_key_is_refused_at_the_edge():
 def test_result_waits_share_one_deadline(executor, heavy_circuits):
     job = run(
         AerSimulator(method="statevector"),
-        heavy_circuits[:2],
+        [*heavy_circuits[:2], *qv_circuits(SUB_JOBS_WAITED_ON)],
         executor=executor,
         max_job_size=1,
         shots=10,
     )
+    timeout_s = 0.5
     try:
-        start = time.monotonic()
-        with pytest.raises(JobTimeoutError):
-            job.result(timeout=1.0)
-        assert time.monotonic() - start < 3.0
+        # Both workers are held: no sub-job can end, so every wait runs to its deadline.
+        with held(executor, job, 0), held(executor, job, 1):
+            start = time.monotonic()
+            with pytest.raises(JobTimeoutError):
+                job.result(timeout=timeout_s)
+            waited_s = time.monotonic() - start
+            # A deadline per sub-job would wait at least this long; one for the set, far less.
+            per_sub_job_s = (SUB_JOBS_WAITED_ON + 2) * timeout_s
+            assert timeout_s <= waited_s < per_sub_job_s, waited_s
+            job.cancel()
     finally:
         job.cancel()
-        job.wait_for_final_state(timeout=30, wait=0.1)
+        job.wait_for_final_state(timeout=60, wait=0.1)

@@ -172,7 +172,7 @@ def compose_redis(services: dict[str, Any], workdir: Path) -> Iterator[Service]:
             return False
 
     try:
-        wait_until(answers, 10, "the compose Redis to answer PING")
+        wait_until(answers, 60, "the compose Redis to answer PING")
         service.extra["client"] = client
         yield service
     finally:

@@ -9,12 +9,10 @@ undisturbed ``AerSimulator.run``, and that the redelivery it relies on really ha
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import re
 import signal
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from qiskit import QuantumCircuit
@@ -31,8 +29,9 @@ from workers.lifecycle import lease_renewal_s
 from .faultkit import (
     ends,
     heavy_circuits,
+    held,
     lease_age_s,
-    reference_result,
+    round_trip_s,
     starts,
     submit_exact,
     task_meta,
@@ -48,15 +47,11 @@ logger = logging.getLogger(__name__)
 SEED = 11
 KEY = "f" * 32
 SHOTS = 64
-# Short enough for a test to see a dead worker's sub-job come back; the 22-qubit sub-job
-# below runs about twice as long, so a lease that was not renewed would expire under it.
+# Short enough for a test to see a dead worker's sub-job come back, and a held one outlive.
 VISIBILITY_S = 3
 MAX_WORKER_LOSSES = 2
-# With the default settings: eleven 22-qubit circuits in one sub-job run about 85 s on an
-# idle core here (more under load), past the default visibility timeout plus one sweep
-# (70 s), by when a lease that was not renewed would be back in the queue; and the goal
-# for a dead worker's sub-job is to run again within a minute and a half.
-LONG_CIRCUITS = 11
+# The goal for a dead worker's sub-job with the default settings: to run again within a
+# minute and a half (the default visibility timeout plus one sweep is 70 s).
 REDELIVERY_GOAL_S = 90
 
 
@@ -73,7 +68,7 @@ def submit(executor, circuits, **options):
 
 
 def test_a_worker_killed_mid_sub_job_is_redelivered_in_bounded_time_and_the_set_completes_exactly():
-    circuits = heavy_circuits(22, [1]) + qv_circuits(4)
+    circuits = heavy_circuits(20, [1]) + qv_circuits(4)
     with (
         LocalCluster(
             workers=2,
@@ -82,24 +77,28 @@ def test_a_worker_killed_mid_sub_job_is_redelivered_in_bounded_time_and_the_set_
         ) as cluster,
         CeleryExecutor(cluster.settings) as executor,
     ):
-        job = submit(executor, circuits)
-        where = wait_started(executor, job, 0)
-        victim = next(w.index for w in cluster.workers if w.hostname == where["hostname"])
-
-        cluster.kill_worker(victim)  # SIGKILL to the worker's whole process group
-        killed_at = time.monotonic()
+        # The slack for a busy machine is measured now, on this cluster, not assumed.
+        slack_s = 5 + 10 * round_trip_s(executor)
         bound_s = VISIBILITY_S + restore_interval_s(VISIBILITY_S)
-        wait_until(lambda: starts(executor, job, 0) == 2, bound_s + 30, "the redelivery")
+        job = submit(executor, circuits)
+        with held(executor, job, 0) as where:
+            victim = next(w.index for w in cluster.workers if w.hostname == where["hostname"])
+            cluster.kill_worker(victim)  # SIGKILL to the worker's whole process group
+            killed_at = time.monotonic()
+        wait_until(lambda: starts(executor, job, 0) == 2, bound_s + slack_s, "the redelivery")
         redelivered_after_s = time.monotonic() - killed_at
 
+        # The second run outlives the visibility timeout and one sweep, and is not delivered
+        # a third time: the surviving worker renews its lease while it runs.
+        with held(executor, job, 0, times=2):
+            held_at = time.monotonic()
+            wait_until(lambda: time.monotonic() - held_at > bound_s, 2 * bound_s, "a sweep")
+            assert starts(executor, job, 0) == 2 and ends(executor, job, 0) == 0
         result = job.result(timeout=120)
-        # The second run took longer than the visibility timeout and was not delivered a
-        # third time: the surviving worker renewed its lease while it ran.
         assert starts(executor, job, 0) == 2 and ends(executor, job, 0) == 1
         assert all(starts(executor, job, k) == 1 for k in range(1, 5))
         assert job.status() is JobStatus.DONE
-    # Bounded by the visibility timeout plus one sweep, with slack for a loaded machine.
-    assert redelivered_after_s <= bound_s + 5, redelivered_after_s
+    logger.info("redelivered %.1f s after the kill (bound %d s)", redelivered_after_s, bound_s)
     assert_same_counts_and_memory(result, reference(circuits))
 
 
@@ -118,9 +117,8 @@ def test_a_pool_child_killed_mid_sub_job_runs_it_again_and_the_set_completes_exa
     cluster, executor = one_worker
     circuits = heavy_circuits(20, [2]) + qv_circuits(3)
     job = submit(executor, circuits)
-    where = wait_started(executor, job, 0)
-
-    os.kill(where["pid"], signal.SIGKILL)  # the pool child, as the OOM killer would
+    with held(executor, job, 0) as where:
+        os.kill(where["pid"], signal.SIGKILL)  # the pool child, as the OOM killer would
 
     result = job.result(timeout=120)
     assert starts(executor, job, 0) == 2
@@ -135,7 +133,8 @@ def test_a_sub_job_that_keeps_killing_its_worker_ends_in_error_and_retry_failed_
     circuits = heavy_circuits(20, [3]) + qv_circuits(2)
     job = submit(executor, circuits)
     for time_ in range(1, MAX_WORKER_LOSSES + 1):
-        os.kill(wait_started(executor, job, 0, times=time_)["pid"], signal.SIGKILL)
+        with held(executor, job, 0, times=time_) as where:
+            os.kill(where["pid"], signal.SIGKILL)
 
     job.wait_for_final_state(timeout=120, wait=0.1)
     assert job.status() is JobStatus.ERROR
@@ -196,14 +195,14 @@ def test_a_backend_connection_lost_while_storing_a_result_is_retried_inside_the_
         LocalCluster(
             workers=1,
             settings=Settings(broker_url=server.url, secret_key="k" * 32),
-            loglevel="INFO",
+            loglevel="DEBUG",
         ) as cluster,
         CeleryExecutor(cluster.settings) as executor,
     ):
         job = submit(executor, circuits)
-        wait_started(executor, job, 0)
-        server.down()  # an outage: the sub-job finishes simulating while Redis is away
         log = cluster.workers[0].log_path
+        with held(executor, job, 0, simulating_in=log):
+            server.down()  # an outage: the sub-job finishes simulating while Redis is away
         line = wait_for_log(log, r"storing the result of sub-job 0 .* failed", 60)
         assert "retrying in" in line
         server.up()
@@ -216,12 +215,9 @@ def test_a_backend_connection_lost_while_storing_a_result_is_retried_inside_the_
 @pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_with_default_settings_a_dead_workers_sub_job_runs_again_within_90_s_and_a_long_one_once():
-    killed_circuits = heavy_circuits(21, [5]) + qv_circuits(2)
-    long_circuits = heavy_circuits(22, range(1, LONG_CIRCUITS + 1), name="long")
+    killed_circuits = heavy_circuits(20, [5]) + qv_circuits(2)
+    long_circuits = heavy_circuits(20, [6], name="long")
     with (
-        # The references run in a process of their own while the workers simulate (Aer
-        # holds the GIL), spawned: Aer can hang in a child forked after a simulation.
-        ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as references,
         LocalCluster(workers=2, loglevel="INFO") as cluster,  # no JOBSET_VISIBILITY_TIMEOUT_S
         CeleryExecutor(cluster.settings) as executor,
     ):
@@ -230,62 +226,60 @@ def test_with_default_settings_a_dead_workers_sub_job_runs_again_within_90_s_and
         swept_by_s = timeout_s + restore_interval_s(timeout_s)
 
         killed = submit(executor, killed_circuits)
-        where = wait_started(executor, killed, 0)
-        victim = next(w.index for w in cluster.workers if w.hostname == where["hostname"])
-        cluster.kill_worker(victim)  # SIGKILL to the worker's whole process group
-        killed_at = time.monotonic()
+        with held(executor, killed, 0) as where:
+            victim = next(w.index for w in cluster.workers if w.hostname == where["hostname"])
+            cluster.kill_worker(victim)  # SIGKILL to the worker's whole process group
+            killed_at = time.monotonic()
 
-        # A sub-job longer than the timeout on the surviving worker, while the other waits.
+        # A sub-job longer than the timeout on the surviving worker, while the other waits:
+        # held, so it is long on any machine, for as long as the test says.
         long = run(
             AerSimulator(method="statevector"),
             long_circuits,
             executor=executor,
-            max_job_size=len(long_circuits),
+            max_job_size=1,
             shots=SHOTS,
             seed_simulator=SEED,
             memory=True,
         )
-        long_where = wait_started(executor, long, 0)
-        long_started_at = time.monotonic()
-        survivor = next(w for w in cluster.workers if w.hostname == long_where["hostname"])
-        want_killed = references.submit(reference_result, killed_circuits, SHOTS, SEED)
-        want_long = references.submit(reference_result, long_circuits, SHOTS, SEED)
-        cluster.add_worker()  # two live workers again: one is free for the redelivery
+        with held(executor, long, 0) as long_where:
+            long_started_at = time.monotonic()
+            survivor = next(w for w in cluster.workers if w.hostname == long_where["hostname"])
+            cluster.add_worker()  # two live workers again: one is free for the redelivery
 
-        # Bounded by the timeout plus one sweep: the last renewal was before the kill.
-        rerun = wait_started(executor, killed, 0, times=2, timeout_s=2 * REDELIVERY_GOAL_S)
-        redelivered_after_s = time.monotonic() - killed_at
-        logger.info(
-            "killed worker's sub-job started again %.1f s after the kill", redelivered_after_s
-        )
-        assert redelivered_after_s < REDELIVERY_GOAL_S, redelivered_after_s
-        assert rerun["hostname"] != where["hostname"]
-        assert rerun["hostname"] in cluster.worker_hostnames
-        killed_result = killed.result(timeout=120)
-        assert starts(executor, killed, 0) == 2 and ends(executor, killed, 0) == 1
-        assert all(starts(executor, killed, k) == 1 for k in (1, 2))
+            # Bounded by the timeout plus one sweep: the last renewal was before the kill.
+            rerun = wait_started(executor, killed, 0, times=2, timeout_s=2 * REDELIVERY_GOAL_S)
+            redelivered_after_s = time.monotonic() - killed_at
+            logger.info(
+                "killed worker's sub-job started again %.1f s after the kill", redelivered_after_s
+            )
+            assert redelivered_after_s < REDELIVERY_GOAL_S, redelivered_after_s
+            assert rerun["hostname"] != where["hostname"]
+            assert rerun["hostname"] in cluster.worker_hostnames
+            killed_result = killed.result(timeout=120)
+            assert starts(executor, killed, 0) == 2 and ends(executor, killed, 0) == 1
+            assert all(starts(executor, killed, k) == 1 for k in (1, 2))
 
-        # Past the timeout and one sweep, the long sub-job still runs, started once, and
-        # its worker renewed its lease meanwhile.
-        wait_until(
-            lambda: time.monotonic() - long_started_at > swept_by_s,
-            swept_by_s,
-            "the long sub-job to outlive the timeout and one sweep",
-        )
-        assert ends(executor, long, 0) == 0, "the long sub-job was too short: add circuits"
-        assert starts(executor, long, 0) == 1
-        age_s = lease_age_s(executor, long, 0)
-        assert age_s is not None and age_s < 2 * lease_renewal_s(timeout_s), age_s
+            # Past the timeout and one sweep, the long sub-job still runs, started once, and
+            # its worker renewed its lease meanwhile.
+            wait_until(
+                lambda: time.monotonic() - long_started_at > swept_by_s,
+                2 * swept_by_s,
+                "the long sub-job to outlive the timeout and one sweep",
+            )
+            assert starts(executor, long, 0) == 1 and ends(executor, long, 0) == 0
+            age_s = lease_age_s(executor, long, 0)
+            assert age_s is not None and age_s < 2 * lease_renewal_s(timeout_s), age_s
 
         long_result = long.result(timeout=300)
         line = wait_for_log(
-            survivor.log_path, rf"sub-job 0 of {long.job_id()} simulated in [0-9.]+ s", 10
+            survivor.log_path, rf"sub-job 0 of {long.job_id()} simulated in [0-9.]+ s", 60
         )
         simulated_s = float(re.search(r"simulated in ([0-9.]+) s", line).group(1))
-        logger.info("the long sub-job simulated for %.1f s, started once", simulated_s)
+        logger.info("the long sub-job ran for %.1f s, started once", simulated_s)
         assert simulated_s > swept_by_s
         assert starts(executor, long, 0) == 1 and ends(executor, long, 0) == 1
         assert survivor.running()
         assert [killed.status(), long.status()] == [JobStatus.DONE, JobStatus.DONE]
-        assert_same_counts_and_memory(killed_result, want_killed.result(timeout=120))
-        assert_same_counts_and_memory(long_result, want_long.result(timeout=300))
+    assert_same_counts_and_memory(killed_result, reference(killed_circuits))
+    assert_same_counts_and_memory(long_result, reference(long_circuits))

@@ -190,7 +190,7 @@ def test_celery_executor_shutdown_and_with_release_every_connection(redis_server
     assert job.cancel()
     assert _clients(redis_server) > baseline
     executor.shutdown()
-    wait_until(lambda: _clients(redis_server) <= baseline, 10, "the connections to close")
+    wait_until(lambda: _clients(redis_server) <= baseline, 60, "the connections to close")
     executor.shutdown(wait=False)  # a second call is harmless, as for concurrent.futures
 
     with CeleryExecutor(settings) as inside:
@@ -202,7 +202,7 @@ def test_celery_executor_shutdown_and_with_release_every_connection(redis_server
         run(AerSimulator(), [_noisy_circuit()], executor=other).cancel()
         other.close()
         run(AerSimulator(), [_noisy_circuit()], executor=inside).cancel()
-    wait_until(lambda: _clients(redis_server) <= baseline, 10, "the connections to close")
+    wait_until(lambda: _clients(redis_server) <= baseline, 60, "the connections to close")
     # Used again after shutdown, an executor connects again.
     run(AerSimulator(), [_noisy_circuit()], executor=executor).cancel()
     executor.close()

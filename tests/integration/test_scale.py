@@ -137,7 +137,7 @@ def test_celerys_event_receiver_sees_every_sub_job_of_a_big_set_as_sent():
             watcher = threading.Thread(target=consume, daemon=True)
             watcher.start()
             try:
-                wait_until(lambda: client.execute_command("PUBSUB", "NUMPAT") >= 1, 10.0,
+                wait_until(lambda: client.execute_command("PUBSUB", "NUMPAT") >= 1, 60,
                            "the receiver subscribed")  # fmt: skip
                 job = run(AerSimulator(), _coins(1500, "seen"), executor=ex, max_job_size=1,
                           shots=1)  # fmt: skip

@@ -65,13 +65,20 @@ def test_the_estimated_work_is_proportional_to_measured_run_time_within_a_small_
         ([_qv(8, 1)], {"method": "statevector", "noise_model": noise}, 100),
         ([_qv(8, 1)], {"method": "density_matrix"}, 100),
     ]
+    # The fastest of a few rounds of every case: a burst of load on a shared machine slows
+    # one timing, rarely the best of three taken at different moments.
+    best_s = [float("inf")] * len(cases)
+    for _ in range(3):
+        for k, (circuits, options, shots) in enumerate(cases):
+            sim = AerSimulator(max_parallel_threads=1, max_parallel_experiments=1, **options)
+            started = time.perf_counter()
+            sim.run(circuits, shots=shots, seed_simulator=1).result()
+            best_s[k] = min(best_s[k], time.perf_counter() - started)
     rates = []
-    for circuits, options, shots in cases:
+    for (circuits, options, shots), seconds in zip(cases, best_s, strict=True):
         sim = AerSimulator(max_parallel_threads=1, max_parallel_experiments=1, **options)
         costs = circuit_costs(circuits, shots=shots, options=dict(sim.options.items()))
-        started = time.perf_counter()
-        sim.run(circuits, shots=shots, seed_simulator=1).result()
-        rates.append(sum(c.work for c in costs) / (time.perf_counter() - started))
+        rates.append(sum(c.work for c in costs) / seconds)
     typical = sorted(rates)[len(rates) // 2]
     assert all(1 / FACTOR <= rate / typical <= FACTOR for rate in rates), rates
 
