@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from qiskit_aer import AerSimulator
 
 from jobset import CeleryExecutor, run
 from jobset.local import LocalCluster
+from jobset.local.processes import free_port
 from jobset.protocol import WORKER_KEY_PREFIX
 from jobset.scaling.sbatch import job_id_of
 from jobset.settings import Settings
@@ -186,13 +190,16 @@ def test_scancel_of_a_slurm_worker_mid_sub_job_gives_it_back_and_it_completes_el
     first = wait_started(executor, job, 0, timeout_s=120)
     assert job_id_of(first["hostname"]) == job_id
 
-    cluster.add_worker()  # elsewhere: idle, on the same queue
-    assert ends(executor, job, 0) == 0, "the sub-job ended before the Slurm worker was cancelled"
-    cancelled = time.monotonic()
-    slurm.run("scancel", job_id)
-    again = wait_started(executor, job, 0, times=2, timeout_s=120)
-    rerun_s = time.monotonic() - cancelled
-    result = job.result(timeout=300)
+    elsewhere = cluster.add_worker()  # idle, on the same queue
+    try:
+        assert ends(executor, job, 0) == 0, "the sub-job ended before its worker was cancelled"
+        cancelled = time.monotonic()
+        slurm.run("scancel", job_id)
+        again = wait_started(executor, job, 0, times=2, timeout_s=120)
+        rerun_s = time.monotonic() - cancelled
+        result = job.result(timeout=300)
+    finally:
+        cluster.stop_worker(elsewhere)
 
     assert job_id_of(again["hostname"]) is None  # the local worker
     assert starts(executor, job, 0) == 2 and ends(executor, job, 0) == 1
@@ -201,6 +208,62 @@ def test_scancel_of_a_slurm_worker_mid_sub_job_gives_it_back_and_it_completes_el
     print(
         f"\nscancel -> sub-job running again elsewhere {rerun_s:.1f} s "
         f"(its lease: {LEASE_S} s; sub-job of {len(circuits)} 20-qubit circuits)"
+    )
+
+
+def metric(port: int, name: str, queue: str = "jobset.cpu") -> float | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return None
+    match = re.search(rf'^{name}{{queue="{re.escape(queue)}"}} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def test_jobset_scale_starts_a_slurm_worker_for_a_backlog_and_releases_it_when_idle(
+    slurm, executor, worker_env, tmp_path
+):
+    assert not slurm_workers(executor) and not slurm.jobs()
+    circuits = qv_circuits(4, name="scaled")
+    submitted = time.monotonic()
+    job = submit_exact(executor, circuits, shots=SHOTS, seed=SEED)
+    port = free_port()
+    log = tmp_path / "scale.log"
+    with log.open("wb") as out:
+        scaler = subprocess.Popen(
+            [
+                JOBSET, "scale", "--backend", "slurm", "--min", "0", "--max", "1",
+                "--interval", "1", "--idle-grace", "2", "--target-drain", "60",
+                "--metrics-port", str(port), "--metrics-addr", "127.0.0.1",
+                "--partition", PARTITION, "--cpus", "1", "--concurrency", "1", "--mem", "1024",
+                "--time", "10:00", "--workdir", str(ROOT),
+                "--output", str(tmp_path / "worker-%j.out"),
+            ],
+            env=worker_env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        (job_id,) = wait_until(lambda: slurm_workers(executor), 120, "a Slurm worker")
+        live_s = time.monotonic() - submitted
+        result = job.result(timeout=120)
+        assert_same_counts_and_memory(result, reference_result(circuits, SHOTS, SEED))
+
+        wait_until(lambda: job_id not in slurm.jobs(), 120, "the idle worker to be released")
+        released_s = time.monotonic() - submitted
+        wait_until(lambda: metric(port, "jobset_queue_worker_slots") == 0, 30, "no slots")
+        assert metric(port, "jobset_queue_sub_jobs_queued") == 0
+        assert metric(port, "jobset_queue_sub_jobs_running") == 0
+        assert metric(port, "jobset_scale_workers_wanted") == 0
+    finally:
+        scaler.send_signal(signal.SIGTERM)
+        assert scaler.wait(timeout=30) == 0
+    text = log.read_text()
+    assert re.search(r"queued 4 \([\d.e+-]+ s of work\), running 0, workers 0 live.*: add 1", text)
+    assert f"draining {job_id}" in text
+    assert KEY not in text
+    print(
+        f"\njobset scale: submit -> Slurm worker live {live_s:.1f} s, "
+        f"released when idle {released_s:.1f} s"
     )
 
 
