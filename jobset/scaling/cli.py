@@ -161,13 +161,14 @@ def slurm(workers: int, dry_run: bool, **options: Any) -> None:
 
 @click.command()
 @click.option("--min", "min_workers", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--max", "max_workers", type=click.IntRange(min=1), required=True)
+@click.option("--max", "max_workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(
     "--backend",
     "backend_name",
-    type=click.Choice(["slurm", "compose"]),
+    type=click.Choice(["slurm", "compose", "none"]),
     required=True,
-    help="Where workers run: Slurm jobs, or the containers of the compose service.",
+    help="Where workers run: Slurm jobs, the containers of the compose service, or none "
+    "(only serve the gauges, for KEDA or the Kubernetes HPA).",
 )
 @click.option(
     "--scale-queue",
@@ -257,14 +258,15 @@ def scale(
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        backend: Backend
+        backend: Backend | None = None
+        slots = 1
         if backend_name == "slurm":
             spec = spec_from(options)
             backend = SlurmBackend(
                 Slurm(), batch_script(spec, worker_exports(os.environ, spec)), spec.job_name
             )
             slots = spec.concurrency
-        else:
+        elif backend_name == "compose":
             backend = ComposeBackend(
                 project_dir=Path.cwd(), files=compose_files, service=compose_service
             )

@@ -70,7 +70,7 @@ class Scaler:
     """Scales ``backend``'s workers on ``queue`` by ``policy``; one :meth:`reconcile` a round."""
 
     reader: BacklogReader
-    backend: Backend
+    backend: Backend | None  # None: export the gauges, scale nothing (KEDA, the HPA)
     policy: ScalePolicy
     queue: str
     metrics: ScaleMetrics = field(default_factory=ScaleMetrics)
@@ -79,9 +79,11 @@ class Scaler:
     _draining: set[str] = field(default_factory=set)
     _last: str = ""
 
-    def reconcile(self) -> Decision:
+    def reconcile(self) -> Decision | None:
         backlogs = self.reader.read([self.queue])
         self.metrics.update(backlogs)
+        if self.backend is None:
+            return None
         backlog = backlogs[self.queue]
         members = self.backend.members()
         now = self.clock()
@@ -106,6 +108,7 @@ class Scaler:
         return decision
 
     def _act(self, decision: Decision) -> None:
+        assert self.backend is not None
         if decision.add or decision.drain or decision.reason != self._last:
             logger.info("%s %s: %s", self.backend.name, self.queue, decision.reason)
         self._last = decision.reason

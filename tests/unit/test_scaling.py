@@ -12,6 +12,7 @@ from jobset.errors import ConfigurationError
 from jobset.protocol import owner_queue
 from jobset.scaling.backends import ComposeBackend
 from jobset.scaling.backlog import LiveWorker, QueueBacklog
+from jobset.scaling.loop import Scaler
 from jobset.scaling.reconcile import ScaledWorker, ScalePolicy, decide, wanted_workers
 
 POLICY = ScalePolicy(min_workers=0, max_workers=10, target_drain_s=60, idle_grace_s=30)
@@ -140,3 +141,72 @@ def test_compose_knows_its_workers_by_their_container_hostname(tmp_path):
     assert compose.member_of(LiveWorker.from_heartbeat(beat)) == A
     other = {**beat, "host": "laptop"}
     assert compose.member_of(LiveWorker.from_heartbeat(other)) is None
+
+
+class StubReader:
+    """What the Redis reader would return, set by the test."""
+
+    def __init__(self, backlog: QueueBacklog) -> None:
+        self.backlog = backlog
+
+    def read(self, queues):
+        return {self.backlog.queue: self.backlog}
+
+
+class StubBackend:
+    name = "stub"
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.drained: list[str] = []
+
+    def members(self):
+        return {m: "live" for m in self.started if m not in self.drained}
+
+    def member_of(self, worker):
+        return worker.hostname.split("@")[0]
+
+    def add(self, count):
+        new = [f"w{len(self.started) + i}" for i in range(count)]
+        self.started += new
+        return new
+
+    def drain(self, member):
+        self.drained.append(member)
+
+
+def test_the_loop_adds_for_a_backlog_then_drains_the_worker_once_idle_past_the_grace():
+    now = [0.0]
+    reader = StubReader(backlog(queued=3, work_s=1.0))
+    backend = StubBackend()
+    policy = ScalePolicy(min_workers=0, max_workers=2, idle_grace_s=30)
+    scaler = Scaler(reader, backend, policy, "jobset.cpu", clock=lambda: now[0])
+    assert scaler.reconcile().add == 1 and backend.started == ["w0"]
+    assert scaler.reconcile().add == 0  # w0 is starting: not added twice
+
+    live = (LiveWorker("w0@h", "h", ("jobset.cpu",), 1, 0),)
+    reader.backlog = QueueBacklog("jobset.cpu", 0, 0.0, 0, live)
+    assert scaler.reconcile().drain == ()  # idle from now on
+    now[0] = 31.0
+    assert scaler.reconcile().drain == ("w0",) and backend.drained == ["w0"]
+    wanted = scaler.metrics.registry.get_sample_value(
+        "jobset_scale_workers_wanted", {"queue": "jobset.cpu"}
+    )
+    assert wanted == 0
+
+
+def test_without_a_backend_the_loop_only_exports_the_gauges():
+    reader = StubReader(backlog(queued=7, work_s=42.0, running=2, slots=3))
+    scaler = Scaler(reader, None, POLICY, "jobset.cpu")
+    assert scaler.reconcile() is None
+    sample = {
+        m.name: m.samples[0].value
+        for m in scaler.metrics.registry.collect()
+        if m.samples and m.name.startswith("jobset_queue")
+    }
+    assert sample == {
+        "jobset_queue_sub_jobs_queued": 7,
+        "jobset_queue_work_queued_seconds": 42.0,
+        "jobset_queue_sub_jobs_running": 2,
+        "jobset_queue_worker_slots": 3,
+    }
