@@ -30,7 +30,7 @@ from celery.worker.request import Request
 
 from jobset import tally
 from jobset.errors import JobSetError, SubJobTimeoutError, timeout_message
-from jobset.protocol import SubJobRef
+from jobset.protocol import SubJobRef, ended_field, runs_key
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,21 @@ class SubJobRequest(Request):
             self._tally_failed()
 
     def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:
-        """Stop the running sub-job now (SIGKILL unless told otherwise): see the module doc."""
+        """Stop the running sub-job now (SIGKILL unless told otherwise): see the module doc.
+
+        The stopped run is recorded as ended, so that giving a sub-job back (its worker's
+        job ended, not its worker died of it) never counts against
+        ``JOBSET_MAX_WORKER_LOSSES``: a sub-job may be given back by any number of
+        preemptions or time limits.
+        """
+        running = bool(self.time_start)
         super().cancel(pool, signal=signal or "SIGKILL", emit_retry=emit_retry)
+        ref = tally.ref_of(self.id, self.kwargs)
+        if running and ref is not None:
+            try:
+                self.task.backend.client.hincrby(runs_key(ref.jobset_id), ended_field(ref.index), 1)
+            except Exception:  # then it counts as one loss, conservatively
+                logger.warning("could not record the end of cancelled %s", self.id)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
