@@ -114,6 +114,12 @@ def slurm_options(fn: Any) -> Any:
         ),
         click.option("--output", default=None, help="sbatch --output (default: in WORKDIR)."),
         click.option("--job-name", default=JOB_NAME, show_default=True),
+        click.option(
+            "--setup",
+            multiple=True,
+            help="A shell line the job runs before the worker (repeatable), e.g. "
+            "'module load cuda'.  Not for secrets: the script is stored with the job.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -125,6 +131,7 @@ def spec_from(options: dict[str, Any]) -> SlurmWorkerSpec:
     return SlurmWorkerSpec(
         workdir=(workdir or Path.cwd()).resolve(),
         queues=tuple(options.pop("queues", ())),
+        setup=tuple(options.pop("setup", ())),
         **options,
     )
 

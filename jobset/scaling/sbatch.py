@@ -78,6 +78,8 @@ class SlurmWorkerSpec:
     output: str | None = None
     job_name: str = JOB_NAME
     loglevel: str = "INFO"
+    # Shell lines run before the worker starts (``module load cuda``, ``source env.sh``).
+    setup: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.cpus < 1 or self.concurrency < 1 or self.gpus < 0:
@@ -194,6 +196,7 @@ def batch_script(spec: SlurmWorkerSpec, exports: Mapping[str, str]) -> str:
         "# running sub-jobs go back to the queue at once.  SIGINT drains (a warm shutdown).",
         "export REMAP_SIGTERM=SIGQUIT",
         f"cd {shlex.quote(str(spec.workdir))}",
+        *spec.setup,
         "exec " + " ".join(_quote_keeping_job_id(c) for c in command),
     ]
     return "\n".join(lines) + "\n"

@@ -119,3 +119,11 @@ def test_a_slurm_workers_job_id_is_read_from_its_celery_hostname():
     assert job_id_of("slurm-4711@node17") == "4711"
     assert job_id_of("local0-abc@vm") is None
     assert job_id_of("slurm-x@node") is None
+
+
+def test_setup_lines_run_in_the_workdir_before_the_worker(tmp_path):
+    spec = SlurmWorkerSpec(workdir=tmp_path, setup=("module load cuda/12", "source env.sh"))
+    lines = batch_script(spec, {}).splitlines()
+    cd = lines.index(f"cd {tmp_path}")
+    assert lines[cd + 1 : cd + 3] == ["module load cuda/12", "source env.sh"]
+    assert lines[cd + 3].startswith("exec ")
