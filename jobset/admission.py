@@ -74,6 +74,10 @@ class PlanCosts:
         costs = circuit_costs(circuits, shots=plan.shots, options=options)
         return cls(costs, of_experiment)
 
+    def total_work(self) -> float:
+        """The set's estimated work (:mod:`jobset.cost`'s units), every experiment counted."""
+        return sum(self.circuits[k].work for k in self.circuit_of_experiment)
+
 
 def check_admit_mode(admit: object) -> str | None:
     if admit is None or admit in ADMIT_MODES:

@@ -205,6 +205,7 @@ class CeleryExecutor(Executor):
             options.tags,
             timeout_s=options.timeout_s,
             dispatch=dispatch,
+            work=None if request.costs is None else request.costs.total_work(),
         )
         registry.write(store, pipe, record)
         owned = {q for q in dispatch.queues if OWNER_SEP in q}

@@ -26,6 +26,7 @@ from qiskit_aer import AerSimulator
 from .celery_executor import CeleryExecutor
 from .errors import JobSetError
 from .jobset import AerJobSet
+from .scaling import cli as scaling_cli
 from .settings import Settings, redact_url
 from .simulator import run
 from .status import FINAL
@@ -277,6 +278,8 @@ def delete(job_id: str) -> None:
         AerJobSet.retrieve(job_id, executor).delete()
     click.echo(f"{job_id}: deleted")
 
+
+scaling_cli.register(main)
 
 if __name__ == "__main__":
     main()

@@ -54,6 +54,9 @@ class JobSetRecord:
     timeout_s: float | None = None
     # Where the sub-jobs were published (None: the backend's class queue, no priority).
     dispatch: Dispatch | None = None
+    # The set's estimated work (jobset.cost units; None: not estimated), which the scaler
+    # reads to tell how long a queue's backlog would take to drain.
+    work: float | None = None
 
     @property
     def experiments(self) -> int:
@@ -77,6 +80,7 @@ def make_record(
     *,
     timeout_s: float | None = None,
     dispatch: Dispatch | None = None,
+    work: float | None = None,
 ) -> JobSetRecord:
     return JobSetRecord(
         jobset_id=jobset_id,
@@ -87,6 +91,7 @@ def make_record(
         plan=skeleton(plan),
         timeout_s=timeout_s,
         dispatch=dispatch,
+        work=work,
     )
 
 

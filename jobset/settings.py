@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
@@ -44,6 +45,11 @@ ENV_METRICS_PORT = "JOBSET_METRICS_PORT"
 ENV_METRICS_ADDR = "JOBSET_METRICS_ADDR"
 ENV_METRICS_SET_TTL_S = "JOBSET_METRICS_SET_TTL_S"
 ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
+
+# VAR_FILE names a file that holds VAR's value (the Docker and Kubernetes secrets convention).
+FILE_SUFFIX = "_FILE"
+# A secret file that anyone but its owner may open is refused, as ssh refuses a private key.
+_OTHERS_ACCESS = 0o077
 
 # HMAC-SHA256 keys shorter than its block of output add nothing to guess but the key.
 MIN_SECRET_KEY_BYTES = 32
@@ -94,6 +100,12 @@ class Variable:
     url: bool = False
     default_doc: str = "{}"
 
+    @property
+    def file_env(self) -> str | None:
+        """The ``_FILE`` variable that may name a file holding the value (secrets and URLs,
+        which carry passwords), as Docker and Kubernetes secrets are mounted."""
+        return f"{self.env}{FILE_SUFFIX}" if self.secret or self.url else None
+
 
 _VARIABLE = "jobset.variable"
 
@@ -129,6 +141,51 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _value_text(var: Variable, env: Mapping[str, str]) -> str:
+    """The text of ``var``: from its variable, or from the file its ``_FILE`` variable names."""
+    text = env.get(var.env, "")
+    path = env.get(var.file_env, "") if var.file_env else ""
+    if not path:
+        return text
+    if text:
+        raise ConfigurationError(f"set {var.env} or {var.file_env}, not both")
+    return read_secret_file(path, variable=cast(str, var.file_env))
+
+
+def read_secret_file(path: str, *, variable: str) -> str:
+    """The text of a secret file without its trailing newline; only its owner may read it.
+
+    A file that group or others can access is refused (``chmod 600``), like a missing,
+    empty or non-regular one, with a :class:`ConfigurationError` naming ``variable``.
+    """
+    try:
+        # Followed links are fine (Kubernetes mounts secrets as links): the mode checked is
+        # that of the file opened.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block
+    except OSError as e:
+        raise ConfigurationError(f"{variable}: cannot open {path}: {e.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigurationError(f"{variable}: {path} is not a regular file")
+        if mode & _OTHERS_ACCESS:
+            raise ConfigurationError(
+                f"{variable}: {path} has mode {stat.S_IMODE(mode):04o}, so group or others "
+                f"can access it; a secret file must be its owner's alone: chmod 600 {path}"
+            )
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read()
+    finally:
+        os.close(fd)
+    try:
+        text = data.decode().rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{variable}: {path} is not UTF-8 text") from None
+    if not text:
+        raise ConfigurationError(f"{variable}: {path} is empty")
+    return text
+
+
 class EnvSettings:
     """``from_env``, ``to_env`` and a redacted ``repr``, built from the fields' rows."""
 
@@ -140,7 +197,7 @@ class EnvSettings:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for f, var in variables(cls):
-            text = env.get(var.env, "")
+            text = _value_text(var, env)
             if not text:
                 continue
             try:

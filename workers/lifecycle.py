@@ -154,6 +154,8 @@ class Heartbeat(bootsteps.StartStopStep):
             "versions": runtime.versions,
             "memory_bytes": worker_memory_bytes(worker.app.conf.jobset_settings.worker_memory_mb),
             "gpu": gpu_seen(),
+            # Sub-jobs running now: `jobset scale` drains only workers idle for a while.
+            "active": len(worker_state.active_requests),
         }
         try:
             worker.app.backend.client.set(

@@ -10,6 +10,13 @@ hard limit: billiard SIGKILLs the pool child, starts a fresh one, and Celery sto
 ``TimeLimitExceeded(seconds)``, which this request replaces with the same clear message,
 both where Celery stores it on the timeout and where it stores it again when the pool
 reports the killed job (whichever comes last wins, so both must say the same).
+
+For the same reason a cancelled request is stopped with SIGKILL.  Celery cancels the
+running requests on a cold shutdown (SIGQUIT, or SIGTERM under ``REMAP_SIGTERM=SIGQUIT``
+as Slurm workers run: ``scancel``, preemption, the time limit's ``--signal``); with the
+catchable default the shutdown would wait for the simulation to end, and Slurm would kill
+the worker before it gave the message back, leaving the sub-job to wait out its lease.
+Killed, the sub-job's message, never acknowledged, goes back to its queue at once.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from celery.worker.request import Request
 
 from jobset import tally
 from jobset.errors import JobSetError, SubJobTimeoutError, timeout_message
-from jobset.protocol import SubJobRef
+from jobset.protocol import SubJobRef, ended_field, runs_key
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +60,23 @@ class SubJobRequest(Request):
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
         if isinstance(exc, TimeLimitExceeded):
             self._tally_failed()
+
+    def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:
+        """Stop the running sub-job now (SIGKILL unless told otherwise): see the module doc.
+
+        The stopped run is recorded as ended, so that giving a sub-job back (its worker's
+        job ended, not its worker died of it) never counts against
+        ``JOBSET_MAX_WORKER_LOSSES``: a sub-job may be given back by any number of
+        preemptions or time limits.
+        """
+        running = bool(self.time_start)
+        super().cancel(pool, signal=signal or "SIGKILL", emit_retry=emit_retry)
+        ref = tally.ref_of(self.id, self.kwargs)
+        if running and ref is not None:
+            try:
+                self.task.backend.client.hincrby(runs_key(ref.jobset_id), ended_field(ref.index), 1)
+            except Exception:  # then it counts as one loss, conservatively
+                logger.warning("could not record the end of cancelled %s", self.id)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
