@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from qiskit.providers import JobStatus, JobV1
 from qiskit.result import Result
 
-from . import registry
+from . import live, registry
 from .deadline import Deadline, poll
 from .errors import (
     InvalidInputError,
@@ -30,9 +30,10 @@ from .executors import SetRequest, SubJobState, Submission, SubmitOptions
 from .merge import merge_results
 from .plan import Plan, SubBatch, plan_from_sub_batches
 from .pools import as_executor, default_executor
-from .registry import JobSetInfo
+from .registry import JobSetListing
 from .status import FINAL
 from .subjob import SubJob
+from .view import SHOWN_FAILURES, SetView, failure_lines, set_html, text_line
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class AerJobSet(JobV1):
         self._submitted_at: float | None = None
         self._finished_at: float | None = None
         self._created_at: float | None = None  # Unix time, for a set retrieved by id
+        self._submitted_wall: float | None = None  # Unix time of submit, in this process
 
     # ------------------------------------------------------------------ submission
 
@@ -91,6 +93,7 @@ class AerJobSet(JobV1):
         if self._submission is not None:
             raise JobSetStateError(f"job set {self._job_id} was already submitted")
         self._submitted_at = time.monotonic()
+        self._submitted_wall = time.time()
         self._submission = self._target.submit(request)
 
     def _require_submitted(self) -> Submission:
@@ -248,6 +251,75 @@ class AerJobSet(JobV1):
                 for k in poll(newly_final, deadline, timed_out, pause=pause):
                     yield SubJob(self, k)
 
+    # ------------------------------------------------------------------ views
+
+    # Past this many sub-jobs a view counts failures from the tally and lists none (listing
+    # them reads every sub-job's Celery record).
+    _VIEW_FAILURES_UP_TO = 10_000
+
+    def snapshot(self, *, kind: str = "AerJobSet") -> SetView:
+        """The set now, as its views show it: one tally read, failures only when some are."""
+        if self._submission is None:
+            return SetView(
+                job_id=self._job_id,
+                status=JobStatus.INITIALIZING.name,
+                counts={},
+                sub_jobs=len(self._sub_batches),
+                experiments=len(self._plan.experiments),
+                backend_name=self._backend_name(),
+                kind=kind,
+            )
+        counts = self.progress()
+        status = self.status()
+        failed = counts.get("ERROR", 0) + counts.get("CANCELLED", 0)
+        listed: tuple[Any, ...] = ()
+        if failed and len(self._sub_batches) <= self._VIEW_FAILURES_UP_TO:
+            listed = tuple(self._submission.failures(self._submission.states()))
+        created = self._created_at if self._created_at is not None else self._submitted_wall
+        return SetView(
+            job_id=self._job_id,
+            status=status.name,
+            counts=counts,
+            sub_jobs=len(self._sub_batches),
+            experiments=len(self._plan.experiments),
+            created_at=created,
+            elapsed_s=self._elapsed_s(created),
+            backend_name=self._backend_name(),
+            tags=self._options.tags,
+            failures=failure_lines(listed[:SHOWN_FAILURES]),
+            failed=max(failed, len(listed)),
+            kind=kind,
+        )
+
+    def _backend_name(self) -> str:
+        name = getattr(self._backend, "name", None)
+        return str(name() if callable(name) else name) if name is not None else ""
+
+    def _elapsed_s(self, created: float | None) -> float | None:
+        if self._submitted_at is not None:
+            end = self._finished_at if self._finished_at is not None else time.monotonic()
+            return end - self._submitted_at
+        if created is None:
+            return None
+        finished = self._submission.finished_at() if self._submission is not None else None
+        return (finished if finished is not None else time.time()) - created
+
+    def _repr_html_(self) -> str:
+        """The set in Jupyter: id, status, a progress bar by sub-job state, failures."""
+        return set_html(self.snapshot())
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(text_line(self.snapshot()))
+
+    def watch(self, timeout: float | None = None, *, interval_s: float = 0.5) -> JobStatus:
+        """Show the set's progress live until it is final, and return its final status.
+
+        In Jupyter the set's view updates in place (one output, no widget extension
+        needed); elsewhere a ``tqdm`` progress bar counts finished sub-jobs, with rate and
+        ETA.  Raises :class:`~jobset.errors.JobSetTimeoutError` past ``timeout``.
+        """
+        return live.watch(self, timeout=timeout, interval_s=interval_s)
+
     # ------------------------------------------------------------------ by id
 
     @classmethod
@@ -276,14 +348,21 @@ class AerJobSet(JobV1):
         executor: Any,
         *,
         on_skip: Callable[[str, JobSetError], None] | None = None,
-    ) -> list[JobSetInfo]:
-        """Every set known to this Redis (not expired, not deleted), oldest first.
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> JobSetListing:
+        """Every set known to this Redis (not expired, not deleted), oldest first
+        (``newest_first=True``: the reverse); ``limit`` reads only that many records.
+
+        The list shows itself as a table in Jupyter (dates as dates, states by name).
 
         A record that fails verification (forged, altered, another key's) is skipped:
         ``on_skip(job_id, error)`` is called for each, and without it one warning is logged
         for all of them.
         """
-        return registry.list_sets(as_executor(executor), on_skip=on_skip)
+        return registry.list_sets(
+            as_executor(executor), on_skip=on_skip, newest_first=newest_first, limit=limit
+        )
 
     def delete(self) -> None:
         """Remove the set's record, payloads and results from Redis (cancelling it first)."""
