@@ -45,6 +45,13 @@ bad.wait_for_final_state(timeout=120, wait=0.1)
 bad
 """
 
+SAMPLER = """
+from jobset.primitives import SamplerV2
+sampled = SamplerV2(executor=executor, seed=7).run([circuits[1]], shots=50)
+sampled.result()
+sampled
+"""
+
 
 def _html(output: dict) -> str | None:
     return output.get("data", {}).get("text/html")
@@ -54,7 +61,14 @@ def _html(output: dict) -> str | None:
 def notebook(cluster, tmp_path_factory, monkeypatch_module) -> nbformat.NotebookNode:
     for name, value in cluster.settings.to_env().items():
         monkeypatch_module.setenv(name, value)
-    cells = [SETUP, WATCH, "job", FAILING, "AerJobSet.list_sets(executor, newest_first=True)"]
+    cells = [
+        SETUP,
+        WATCH,
+        "job",
+        FAILING,
+        "AerJobSet.list_sets(executor, newest_first=True)",
+        SAMPLER,
+    ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     path = tmp_path_factory.mktemp("notebook")
     NotebookClient(
@@ -113,3 +127,10 @@ def test_the_listing_is_a_table_newest_first_with_dates(notebook):
     order = [i for i, _ in ids]
     assert order.index(failing.group(1)) < order.index(watched.group(1))  # newest first
     assert "JobStatus." not in table and ">ERROR<" in table
+
+
+def test_a_primitive_job_renders_as_its_job_set_named_after_the_primitive(notebook):
+    (output,) = notebook.cells[5].outputs
+    view = _html(output)
+    assert view is not None and "<b>sampler job</b>" in view and ">DONE<" in view
+    assert output["data"]["text/plain"].startswith("sampler job ")
