@@ -293,6 +293,45 @@ def list_sets(limit: int, show_all: bool) -> None:
 
 @main.command()
 @click.argument("job_id")
+@click.option(
+    "--png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Draw the timeline into this PNG (needs the `plot` extra).",
+)
+@_one_line_errors
+def timeline(job_id: str, png: Path | None) -> None:
+    """Which worker ran which sub-job when: queued, ran, merged (seconds since submit)."""
+    with _executor() as executor:
+        job = AerJobSet.retrieve(job_id, executor)
+        recorded = job.timeline()
+    sub_jobs = len(job.plan.sub_batches)
+    if png is not None:
+        try:
+            # matplotlib is an optional extra, and slow to import: only this command loads it.
+            from . import plot
+        except ImportError:
+            raise UsageFailure(
+                "drawing needs matplotlib: pip install 'qiskit-aer-jobset[plot]'"
+            ) from None
+        plot.save(plot.timeline_figure(recorded, sub_jobs=sub_jobs), png)
+        click.echo(f"wrote the timeline of {len(recorded.runs)} run(s) to {png}")
+        return
+    t0 = recorded.created_at or min((r.started_at for r in recorded.runs), default=0.0)
+    click.echo(f"{'SUB-JOB':>7}  {'WORKER':32}  {'STARTED':>8}  {'RAN':>8}  STATE")
+    for r in sorted(recorded.runs, key=lambda r: (r.started_at, r.index)):
+        click.echo(
+            f"{r.index:7}  {r.worker[:32]:32}  {r.started_at - t0:7.2f}s  "
+            f"{r.ended_at - r.started_at:7.2f}s  {r.state}"
+        )
+    ran = {r.index for r in recorded.runs}
+    click.echo(f"{len(recorded.runs)} run(s) of {len(ran)} of {sub_jobs} sub-job(s)")
+    if recorded.merged_at is not None:
+        click.echo(f"merged {recorded.merged_at - t0:.2f} s after submit")
+
+
+@main.command()
+@click.argument("job_id")
 @_one_line_errors
 def delete(job_id: str) -> None:
     """Remove the set's record, payloads and results (cancelling it first if it runs)."""

@@ -170,6 +170,15 @@ class Submission(abc.ABC):
         found = self.results(indices)
         return [i for i in indices if i not in found]
 
+    def timeline_entries(self) -> list[Any]:
+        """The raw entries of the set's timeline (:mod:`jobset.timeline`), where recorded."""
+        return []
+
+    def note_merged(self, at: float) -> None:
+        """Record in the set's timeline that its result was merged at ``at`` (Unix time);
+        an executor that records no timeline does nothing."""
+        return None
+
     def finished_count(self) -> int | None:
         """How many sub-jobs are final, where that is cheaper than their states (else None)."""
         return None

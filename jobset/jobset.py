@@ -33,6 +33,8 @@ from .pools import as_executor, default_executor
 from .registry import JobSetListing
 from .status import FINAL
 from .subjob import SubJob
+from .timeline import Timeline
+from .timeline import parse as parse_timeline
 from .view import SHOWN_FAILURES, SetView, failure_lines, set_html, text_line
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class AerJobSet(JobV1):
         self._finished_at: float | None = None
         self._created_at: float | None = None  # Unix time, for a set retrieved by id
         self._submitted_wall: float | None = None  # Unix time of submit, in this process
+        self._merged_at: float | None = None  # Unix time result() first merged, here
 
     # ------------------------------------------------------------------ submission
 
@@ -201,12 +204,28 @@ class AerJobSet(JobV1):
         failures = submission.failures(states, results)
         if failures and not partial:
             raise JobSetFailedError(self._job_id, failures)
-        return merge_results(
+        merged = merge_results(
             self._plan,
             results,
             job_id=self._job_id,
             time_taken=self._time_taken(submission),
             failures={f.index: f"{f.status}: {f.message}" for f in failures},
+        )
+        if self._merged_at is None:
+            self._merged_at = time.time()
+            submission.note_merged(self._merged_at)
+        return merged
+
+    def timeline(self) -> Timeline:
+        """Who ran which sub-job when, from what the set recorded (Celery only; a pool
+        records nothing): each run's worker, queue, start, end and state, and the merge."""
+        submission = self._require_submitted()
+        created = self._created_at if self._created_at is not None else self._submitted_wall
+        return parse_timeline(
+            self._job_id,
+            created,
+            submission.timeline_entries(),
+            sub_jobs=len(self._sub_batches),
         )
 
     def _time_taken(self, submission: Submission) -> float:
