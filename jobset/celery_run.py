@@ -19,7 +19,7 @@ import redis
 from qiskit.providers import JobStatus
 from qiskit.result import Result
 
-from . import recovery, registry, tally, timeline
+from . import recovery, registry, tally, timeline, tracing
 from .deadline import Deadline, Pause, growing_sleep, poll
 from .errors import JobSetTimeoutError, SubJobsLostError, timeout_message
 from .executors import SubJobState, Submission, not_final_error
@@ -331,6 +331,13 @@ class CeleryRun(Submission):
         key = timeline.timeline_key(self.jobset_id)
         entries: list[Any] = self.executor.redis.lrange(key, 0, timeline.MAX_ENTRIES - 1)
         return entries
+
+    def trace_parent(self) -> str | None:
+        """The set's traceparent from Redis (read only when this process traces)."""
+        if not tracing.enabled():
+            return None
+        found = tracing.parse_carrier(self.executor.redis.get(tracing.trace_key(self.jobset_id)))
+        return None if found is None else found[0]
 
     def note_merged(self, at: float) -> None:
         try:

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from qiskit.providers import JobStatus, JobV1
 from qiskit.result import Result
 
-from . import live, registry
+from . import live, registry, tracing
 from .deadline import Deadline, poll
 from .errors import (
     InvalidInputError,
@@ -79,6 +79,7 @@ class AerJobSet(JobV1):
         self._created_at: float | None = None  # Unix time, for a set retrieved by id
         self._submitted_wall: float | None = None  # Unix time of submit, in this process
         self._merged_at: float | None = None  # Unix time result() first merged, here
+        self._trace_parent: str | None = None  # the set's trace (jobset.tracing), if traced
 
     # ------------------------------------------------------------------ submission
 
@@ -98,6 +99,7 @@ class AerJobSet(JobV1):
         self._submitted_at = time.monotonic()
         self._submitted_wall = time.time()
         self._submission = self._target.submit(request)
+        self._trace_parent = request.trace_parent
 
     def _require_submitted(self) -> Submission:
         if self._submission is None:
@@ -196,21 +198,26 @@ class AerJobSet(JobV1):
         ``success=False`` with the error in their ``status``.
         """
         submission = self._require_submitted()
-        everything = range(len(self._sub_batches))
-        states = self._observe(submission.wait(everything, Deadline(timeout)))
-        results = submission.results(
-            i for i, s in enumerate(states) if s.status is not JobStatus.CANCELLED
-        )
-        failures = submission.failures(states, results)
-        if failures and not partial:
-            raise JobSetFailedError(self._job_id, failures)
-        merged = merge_results(
-            self._plan,
-            results,
-            job_id=self._job_id,
-            time_taken=self._time_taken(submission),
-            failures={f.index: f"{f.status}: {f.message}" for f in failures},
-        )
+        with tracing.span(
+            "jobset.result", parent=self._trace_parent, jobset_id=self._job_id, partial=partial
+        ):
+            everything = range(len(self._sub_batches))
+            states = self._observe(submission.wait(everything, Deadline(timeout)))
+            results = submission.results(
+                i for i, s in enumerate(states) if s.status is not JobStatus.CANCELLED
+            )
+            failures = submission.failures(states, results)
+            tracing.annotate(failed=len(failures))
+            if failures and not partial:
+                raise JobSetFailedError(self._job_id, failures)
+            with tracing.span("jobset.merge", sub_jobs=len(results)):
+                merged = merge_results(
+                    self._plan,
+                    results,
+                    job_id=self._job_id,
+                    time_taken=self._time_taken(submission),
+                    failures={f.index: f"{f.status}: {f.message}" for f in failures},
+                )
         if self._merged_at is None:
             self._merged_at = time.time()
             submission.note_merged(self._merged_at)
@@ -359,6 +366,7 @@ class AerJobSet(JobV1):
         )
         job._submission = stored.submission
         job._created_at = record.created_at
+        job._trace_parent = stored.submission.trace_parent()
         return job
 
     @classmethod
