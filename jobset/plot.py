@@ -20,7 +20,12 @@ from .timeline import Timeline
 
 # Okabe-Ito, as the notebook view.
 RUN_COLOURS = {"SUCCESS": "#009E73", "FAILURE": "#D55E00", "REVOKED": "#E69F00", "RETRY": "#999999"}
-STATE_COLOURS = {"queued": "#BBBBBB", "running": "#0072B2", "done": "#009E73"}
+STATE_COLOURS = {
+    "queued": "#BBBBBB",
+    "running": "#0072B2",
+    "done": "#009E73",
+    "failed": "#D55E00",
+}
 
 
 def timeline_figure(timeline: Timeline, *, sub_jobs: int, title: str | None = None) -> Figure:
@@ -70,14 +75,14 @@ def timeline_figure(timeline: Timeline, *, sub_jobs: int, title: str | None = No
         fontsize=8,
         frameon=False,
     )
-    times, queued, running, done = _counts(timeline, t0, sub_jobs)
+    times, queued, running, done, failed = _counts(timeline, t0, sub_jobs)
+    layers = [("done", done), ("failed", failed), ("running", running), ("queued", queued)]
+    shown = [(name, values) for name, values in layers if name != "failed" or values.any()]
     bottom.stackplot(
         times,
-        done,
-        running,
-        queued,
-        labels=["done", "running", "queued"],
-        colors=[STATE_COLOURS["done"], STATE_COLOURS["running"], STATE_COLOURS["queued"]],
+        *(values for _, values in shown),
+        labels=[name for name, _ in shown],
+        colors=[STATE_COLOURS[name] for name, _ in shown],
         step="post",
     )
     bottom.set_ylim(0, max(1, sub_jobs))
@@ -110,23 +115,27 @@ def _short(name: str, chars: int = 28) -> str:
 
 def _counts(
     timeline: Timeline, t0: float, sub_jobs: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Queued, running and done sub-jobs over time: a sub-job runs from its first start to
-    its last end; one never seen running stays queued."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Queued, running, done and failed sub-jobs over time: a sub-job runs from its first
+    start to its last end, and ends as its last run did; one never seen running stays
+    queued."""
     first: dict[int, float] = {}
-    last: dict[int, float] = {}
+    last: dict[int, tuple[float, str]] = {}
     for run in timeline.runs:
         first[run.index] = min(first.get(run.index, run.started_at), run.started_at)
-        last[run.index] = max(last.get(run.index, run.ended_at), run.ended_at)
-    end = max([*last.values(), timeline.merged_at or t0, t0]) - t0
+        if run.index not in last or run.ended_at >= last[run.index][0]:
+            last[run.index] = (run.ended_at, run.state)
+    end = max([*(e for e, _ in last.values()), timeline.merged_at or t0, t0]) - t0
     times = np.unique(
-        np.array([0.0, *(v - t0 for v in first.values()), *(v - t0 for v in last.values()), end])
+        np.array([0.0, *(v - t0 for v in first.values()), *(e - t0 for e, _ in last.values()), end])
     )
     starts = np.sort(np.array(list(first.values())) - t0)
-    ends = np.sort(np.array(list(last.values())) - t0)
+    ends_ok = np.sort(np.array([e for e, state in last.values() if state == "SUCCESS"]) - t0)
+    ends_bad = np.sort(np.array([e for e, state in last.values() if state != "SUCCESS"]) - t0)
     started = np.searchsorted(starts, times, side="right")
-    finished = np.searchsorted(ends, times, side="right")
-    return times, sub_jobs - started, started - finished, finished
+    done = np.searchsorted(ends_ok, times, side="right")
+    failed = np.searchsorted(ends_bad, times, side="right")
+    return times, sub_jobs - started, started - done - failed, done, failed
 
 
 def landscape_figure(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import re
@@ -32,6 +33,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .protocol import KEY_PREFIX, check_jobset_id
+
+logger = logging.getLogger(__name__)
 
 _TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 _NULL = contextlib.nullcontext()
@@ -77,11 +80,21 @@ def setup(service_name: str) -> None:
     process has none; call it where the process starts (a pool child after its fork)."""
     if not enabled() or _installed_provider():
         return
-    from opentelemetry import trace
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    try:
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as e:
+        # Asked for by the environment, not installed: say so once and run untraced.
+        logger.warning(
+            "OTEL_* variables ask for traces but %s; install the `trace` extra "
+            "(pip install 'qiskit-aer-jobset[trace]'); running without traces",
+            e,
+        )
+        _state["enabled"] = False
+        return
 
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
     provider = TracerProvider(resource=Resource.create(attributes))
@@ -109,6 +122,8 @@ def tracer() -> Any:
     found = _state["tracer"]
     if found is None:
         setup("jobset-producer")
+        if not enabled():
+            return None
         from opentelemetry import trace
 
         found = _state["tracer"] = trace.get_tracer(_INSTRUMENTATION)
@@ -122,7 +137,7 @@ def span(name: str, *, parent: str | None = None, **attributes: Any) -> Any:
     if found is None:
         return _NULL
     return found.start_as_current_span(
-        name, context=context_of(parent), attributes=_attributes(attributes)
+        name, context=context_of(parent), attributes=span_attributes(attributes)
     )
 
 
@@ -143,7 +158,7 @@ def annotate(**attributes: Any) -> None:
         return
     from opentelemetry import trace
 
-    trace.get_current_span().set_attributes(_attributes(attributes))
+    trace.get_current_span().set_attributes(span_attributes(attributes))
 
 
 def event(name: str, **attributes: Any) -> None:
@@ -152,7 +167,7 @@ def event(name: str, **attributes: Any) -> None:
         return
     from opentelemetry import trace
 
-    trace.get_current_span().add_event(name, _attributes(attributes))
+    trace.get_current_span().add_event(name, span_attributes(attributes))
 
 
 def current_traceparent() -> str | None:
@@ -176,7 +191,7 @@ def context_of(traceparent: str | None) -> Any:
     return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
 
 
-def _attributes(values: Mapping[str, Any]) -> dict[str, Any]:
+def span_attributes(values: Mapping[str, Any]) -> dict[str, Any]:
     """``jobset_id=...`` as ``jobset.id``: keyword names, dotted; None values dropped."""
     out = {}
     for key, value in values.items():

@@ -82,12 +82,15 @@ def _start(task_id: str = "", task: Any = None, kwargs: Any = None, **_: Any) ->
     start_ns = min(now_ns, int(found[1] * 1e9)) if found is not None else now_ns
     request = task.request
     queue = (getattr(request, "delivery_info", None) or {}).get("routing_key")
-    span = tracing.tracer().start_span(
+    tracer = tracing.tracer()
+    if tracer is None:  # asked for, but not installed (logged once)
+        return
+    span = tracer.start_span(
         "jobset.sub_job",
         context=parent,
         kind=trace.SpanKind.CONSUMER,
         start_time=start_ns,
-        attributes=tracing._attributes(
+        attributes=tracing.span_attributes(
             {
                 "jobset_id": ref.jobset_id,
                 "index": ref.index,
@@ -100,9 +103,7 @@ def _start(task_id: str = "", task: Any = None, kwargs: Any = None, **_: Any) ->
         ),
     )
     inside = trace.set_span_in_context(span)
-    tracing.tracer().start_span("jobset.queued", context=inside, start_time=start_ns).end(
-        end_time=now_ns
-    )
+    tracer.start_span("jobset.queued", context=inside, start_time=start_ns).end(end_time=now_ns)
     if request.retries:
         span.add_event("retry", {"jobset.retries": int(request.retries)})
     _open[task_id] = (span, context.attach(inside))

@@ -65,12 +65,24 @@ def _two_workers() -> Timeline:
 
 def test_queued_running_and_done_over_time_count_each_sub_job_once():
     plot = pytest.importorskip("jobset.plot")
-    times, queued, running, done = plot._counts(_two_workers(), T0, sub_jobs=3)
+    times, queued, running, done, failed = plot._counts(_two_workers(), T0, sub_jobs=3)
     assert list(times) == [0.0, 1.0, 3.0, 5.0, 6.0]
     assert list(queued) == [3, 1, 1, 1, 1]  # sub-job 2 never ran: queued throughout
-    assert list(running) == [0, 2, 1, 0, 0]
+    assert list(running) == [0, 2, 1, 0, 0]  # sub-job 1: first start 1 s, last end 5 s
     assert list(done) == [0, 0, 1, 2, 2]
-    assert np.all(queued + running + done == 3)
+    assert list(failed) == [0, 0, 0, 0, 0]  # its first run failed, its last succeeded
+    assert np.all(queued + running + done + failed == 3)
+
+
+def test_a_sub_job_whose_last_run_failed_counts_as_failed():
+    plot = pytest.importorskip("jobset.plot")
+    runs = (
+        Run(0, "a", "q", T0 + 1, T0 + 2, "FAILURE"),
+        Run(1, "a", "q", T0 + 2, T0 + 3, "SUCCESS"),
+    )
+    times, _, _, done, failed = plot._counts(Timeline(SET, T0, runs), T0, sub_jobs=2)
+    assert list(times) == [0.0, 1.0, 2.0, 3.0]
+    assert list(failed) == [0, 0, 1, 1] and list(done) == [0, 0, 0, 1]
 
 
 def test_the_timeline_picture_has_a_bar_per_run_a_lane_per_worker_and_the_merge():
@@ -80,7 +92,8 @@ def test_the_timeline_picture_has_a_bar_per_run_a_lane_per_worker_and_the_merge(
     assert len(lanes.patches) == 3
     assert [t.get_text() for t in lanes.get_yticklabels()] == ["a", "b"]
     assert any(line.get_xdata()[0] == 6.0 for line in lanes.get_lines())  # merged at 6 s
-    assert [t.get_text() for t in counts.get_legend().get_texts()] == ["done", "running", "queued"]
+    legend = [t.get_text() for t in counts.get_legend().get_texts()]
+    assert legend == ["done", "running", "queued"]  # nothing ended failed: no such layer
     png = io.BytesIO()
     fig.savefig(png, format="png")
     assert png.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"

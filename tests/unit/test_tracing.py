@@ -78,8 +78,23 @@ def test_anything_but_a_well_formed_context_means_no_parent(raw):
 
 
 def test_attribute_names_are_dotted_and_values_plain():
-    assert tracing._attributes({"jobset_id": "s", "index": 3, "worker": None, "other": [1]}) == {
+    given = {"jobset_id": "s", "index": 3, "worker": None, "other": [1]}
+    assert tracing.span_attributes(given) == {
         "jobset.id": "s",
         "jobset.sub_job.index": 3,
         "other": "[1]",
     }
+
+
+def test_asked_for_but_not_installed_runs_untraced_with_one_warning():
+    code = (
+        "import sys, logging\n"
+        "sys.modules['opentelemetry.exporter.otlp.proto.http.trace_exporter'] = None\n"
+        "from jobset import tracing\n"
+        "with tracing.span('x') as s: assert s is None\n"
+        "assert not tracing.enabled() and tracing.current_traceparent() is None\n"
+    )
+    env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "install the `trace` extra" in done.stderr
