@@ -25,6 +25,7 @@ from .errors import (
     JobSetFailedError,
     JobSetStateError,
     JobSetTimeoutError,
+    SubJobFailure,
 )
 from .executors import SetRequest, SubJobState, Submission, SubmitOptions
 from .merge import merge_results
@@ -80,6 +81,9 @@ class AerJobSet(JobV1):
         self._submitted_wall: float | None = None  # Unix time of submit, in this process
         self._merged_at: float | None = None  # Unix time result() first merged, here
         self._trace_parent: str | None = None  # the set's trace (jobset.tracing), if traced
+        # What a view of the final set read once (dropped when sub-jobs run again).
+        self._view_failures: list[SubJobFailure] | None = None
+        self._view_finished: float | None = None
 
     # ------------------------------------------------------------------ submission
 
@@ -279,12 +283,13 @@ class AerJobSet(JobV1):
 
     # ------------------------------------------------------------------ views
 
-    # Past this many sub-jobs a view counts failures from the tally and lists none (listing
-    # them reads every sub-job's Celery record).
-    _VIEW_FAILURES_UP_TO = 10_000
+    # Past this many sub-jobs a view of a final set counts failures from the tally and lists
+    # none, and a retrieved one shows no elapsed time: both read every sub-job's record.
+    _VIEW_DETAILS_UP_TO = 10_000
 
     def snapshot(self, *, kind: str = "AerJobSet") -> SetView:
-        """The set now, as its views show it: one tally read, failures only when some are."""
+        """The set now, as its views show it: one tally read while it runs (which is what a
+        live view redraws); once it is final, its failures and end, read once."""
         if self._submission is None:
             return SetView(
                 job_id=self._job_id,
@@ -299,8 +304,12 @@ class AerJobSet(JobV1):
         status = self.status()
         failed = counts.get("ERROR", 0) + counts.get("CANCELLED", 0)
         listed: tuple[Any, ...] = ()
-        if failed and len(self._sub_batches) <= self._VIEW_FAILURES_UP_TO:
-            listed = tuple(self._submission.failures(self._submission.states()))
+        final = status in FINAL
+        details = final and len(self._sub_batches) <= self._VIEW_DETAILS_UP_TO
+        if failed and details:
+            if self._view_failures is None:
+                self._view_failures = self._submission.failures(self._submission.states())
+            listed = tuple(self._view_failures)
         created = self._created_at if self._created_at is not None else self._submitted_wall
         return SetView(
             job_id=self._job_id,
@@ -309,7 +318,7 @@ class AerJobSet(JobV1):
             sub_jobs=len(self._sub_batches),
             experiments=len(self._plan.experiments),
             created_at=created,
-            elapsed_s=self._elapsed_s(created),
+            elapsed_s=self._elapsed_s(created, final=final, details=details),
             backend_name=self._backend_name(),
             tags=self._options.tags,
             failures=failure_lines(listed[:SHOWN_FAILURES]),
@@ -321,14 +330,17 @@ class AerJobSet(JobV1):
         name = getattr(self._backend, "name", None)
         return str(name() if callable(name) else name) if name is not None else ""
 
-    def _elapsed_s(self, created: float | None) -> float | None:
+    def _elapsed_s(self, created: float | None, *, final: bool, details: bool) -> float | None:
         if self._submitted_at is not None:
             end = self._finished_at if self._finished_at is not None else time.monotonic()
             return end - self._submitted_at
         if created is None:
             return None
-        finished = self._submission.finished_at() if self._submission is not None else None
-        return (finished if finished is not None else time.time()) - created
+        if not final:
+            return time.time() - created
+        if self._view_finished is None and details and self._submission is not None:
+            self._view_finished = self._submission.finished_at()
+        return None if self._view_finished is None else self._view_finished - created
 
     def _repr_html_(self) -> str:
         """The set in Jupyter: id, status, a progress bar by sub-job state, failures."""
@@ -459,6 +471,7 @@ class AerJobSet(JobV1):
         if lost:
             submission.rerun(lost, self._sub_batches, backend=self._backend)
             self._finished_at = None
+            self._view_failures = self._view_finished = None
         return lost
 
     def retry_failed(self) -> list[int]:
@@ -481,6 +494,7 @@ class AerJobSet(JobV1):
         if failed:
             submission.rerun(failed, self._sub_batches, backend=self._backend)
             self._finished_at = None
+            self._view_failures = self._view_finished = None
         return failed
 
     # ------------------------------------------------------------------ lookup
