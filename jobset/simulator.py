@@ -83,7 +83,7 @@ def run(
     )
     target.check_options(options)
     target.check_reachable()
-    with tracing.span("jobset.run", backend=getattr(backend, "name", None)):
+    with tracing.run_span("jobset.run", backend=getattr(backend, "name", None)):
         with tracing.span("jobset.plan"):
             plan, costs = _plan(backend, circuits, run_options, max_job_size, max_shot_size, target)
         return submit_plan(backend, plan, executor, options=options, costs=costs)
@@ -171,7 +171,7 @@ def submit_plan(
         options=options,
     )
     # One trace per set: run() opened its root span; a primitive's submit opens it here.
-    with tracing.root_span("jobset.run", backend=getattr(backend, "name", None)):
+    with tracing.run_span("jobset.run", backend=getattr(backend, "name", None)):
         tracing.annotate(
             jobset_id=job.job_id(),
             sub_jobs=len(plan.sub_batches),

@@ -10,10 +10,11 @@ configured by the SDK from the same ``OTEL_*`` variables (endpoint, headers, tim
 ``OTEL_SERVICE_NAME``, ``OTEL_BSP_*``); this module reads no other setting.
 
 The trace: ``jobset.run`` (``jobset.plan``, ``jobset.submit`` with the encoding and
-publishing), then each sub-job on its worker (``workers.tracing``), then ``jobset.result``
-with ``jobset.merge``.  The run span's context is kept in Redis under
-``jobset:{id}:trace`` (:func:`trace_key`), with the time the set was published: workers
-read it once per set and pool process, and a set retrieved by id continues the same trace.
+publishing; a child of the caller's span when there is one), then each sub-job on its
+worker (``workers.tracing``), then ``jobset.result`` with ``jobset.merge``.  The run
+span's context is kept in Redis under ``jobset:{id}:trace`` (:func:`trace_key`), with the
+time the set was published: workers read it once per set and pool process, and a set
+retrieved by id continues the same trace.
 That value is unsigned input: :func:`parse_carrier` accepts only a well-formed W3C
 ``traceparent`` and a plausible time.  Spans carry ids, indices, names of workers and
 queues, counts of experiments and shots: never a URL, a key or a payload.
@@ -22,6 +23,7 @@ queues, counts of experiments and shots: never a URL, a key or a payload.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import math
@@ -29,7 +31,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .protocol import KEY_PREFIX, check_jobset_id
@@ -141,15 +143,26 @@ def span(name: str, *, parent: str | None = None, **attributes: Any) -> Any:
     )
 
 
-def root_span(name: str, **attributes: Any) -> Any:
-    """:func:`span`, where no span is current; else a no-op (the current one is the root)."""
-    if not enabled():
-        return _NULL
-    from opentelemetry import trace
+# True inside a set's run span in this context: a nested submit does not open another.
+_in_run: contextvars.ContextVar[bool] = contextvars.ContextVar("jobset_in_run", default=False)
 
-    if trace.get_current_span().get_span_context().is_valid:
+
+def run_span(name: str, **attributes: Any) -> Any:
+    """The root span of one set: :func:`span`, unless this context is already inside one
+    (``run()`` opens it around planning; a primitive's submit opens it itself)."""
+    if not enabled() or _in_run.get():
         return _NULL
-    return span(name, **attributes)
+    return _run_span(name, attributes)
+
+
+@contextlib.contextmanager
+def _run_span(name: str, attributes: dict[str, Any]) -> Iterator[Any]:
+    token = _in_run.set(True)
+    try:
+        with span(name, **attributes) as opened:
+            yield opened
+    finally:
+        _in_run.reset(token)
 
 
 def annotate(**attributes: Any) -> None:

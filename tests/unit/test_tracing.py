@@ -98,3 +98,32 @@ def test_asked_for_but_not_installed_runs_untraced_with_one_warning():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "install the `trace` extra" in done.stderr
+
+
+def test_a_set_is_one_run_span_under_the_callers_span_with_the_processs_own_provider():
+    code = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import (\n"
+        "    InMemorySpanExporter)\n"
+        "exporter = InMemorySpanExporter()\n"
+        "provider = TracerProvider()\n"
+        "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+        "trace.set_tracer_provider(provider)\n"
+        "from jobset import tracing\n"
+        "with trace.get_tracer('user').start_as_current_span('notebook cell'):\n"
+        "    with tracing.run_span('jobset.run', jobset_id='s'):\n"
+        "        with tracing.run_span('jobset.run'):  # a nested submit: no second root\n"
+        "            with tracing.span('jobset.submit'):\n"
+        "                parent = tracing.current_traceparent()\n"
+        "spans = {s.name: s for s in exporter.get_finished_spans()}\n"
+        "assert sorted(spans) == ['jobset.run', 'jobset.submit', 'notebook cell'], spans\n"
+        "assert spans['jobset.run'].parent.span_id == spans['notebook cell'].context.span_id\n"
+        "assert spans['jobset.submit'].parent.span_id == spans['jobset.run'].context.span_id\n"
+        "assert spans['jobset.run'].attributes['jobset.id'] == 's'\n"
+        "assert parent.split('-')[2] == format(spans['jobset.submit'].context.span_id, '016x')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
