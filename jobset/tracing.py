@@ -42,7 +42,8 @@ _TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a
 _NULL = contextlib.nullcontext()
 _INSTRUMENTATION = "jobset"
 
-_state: dict[str, Any] = {"enabled": None, "tracer": None}
+# "service": the service name a lazily set-up provider gets (workers.tracing names its own).
+_state: dict[str, Any] = {"enabled": None, "tracer": None, "service": "jobset-producer"}
 
 
 def wanted(env: Mapping[str, str]) -> bool:
@@ -105,6 +106,11 @@ def setup(service_name: str) -> None:
     _state["tracer"] = None
 
 
+def name_service(name: str) -> None:
+    """The service name of a provider set up lazily (at the first span) in this process."""
+    _state["service"] = name
+
+
 def shutdown() -> None:
     """Export what is buffered (a pool child about to exit)."""
     if not _state["enabled"] or "opentelemetry.trace" not in sys.modules:
@@ -123,7 +129,7 @@ def tracer() -> Any:
         return None
     found = _state["tracer"]
     if found is None:
-        setup("jobset-producer")
+        setup(_state["service"])  # where no process start hook set it up already
         if not enabled():
             return None
         from opentelemetry import trace

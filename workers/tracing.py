@@ -42,9 +42,14 @@ phase = tracing.span
 event = tracing.event
 
 
+SERVICE_NAME = "jobset-worker"
+# A pool without children (solo, threads) sets tracing up at its first sub-job instead.
+tracing.name_service(SERVICE_NAME)
+
+
 @worker_process_init.connect
 def _set_up(**_: Any) -> None:
-    tracing.setup("jobset-worker")
+    tracing.setup(SERVICE_NAME)
 
 
 @worker_process_shutdown.connect
