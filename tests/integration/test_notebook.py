@@ -92,6 +92,7 @@ def test_watch_updates_one_output_in_place_and_ends_showing_the_set_done(noteboo
     assert view is not None and 'class="jobset-view"' in view
     assert ">DONE<" in view and "done 3" in view
     assert any("final: DONE" in o.get("text", "") for o in outputs if o["output_type"] == "stream")
+    assert not [o for o in outputs if o.get("name") == "stderr"]  # no fallback bar, no warning
 
 
 def test_a_job_set_renders_as_html_with_id_state_progress_dates_and_escaped_tags(notebook):
