@@ -10,6 +10,9 @@
     job.status(); job.result(); job.cancel()
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from .celery_executor import CeleryExecutor
 from .errors import (
     AdmissionError,
@@ -41,6 +44,11 @@ from .registry import JobSetInfo
 from .settings import Settings
 from .simulator import DistributedAerSimulator, run
 from .subjob import SubJob
+
+try:
+    __version__ = _version("qiskit-aer-jobset")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AdmissionError",

@@ -17,7 +17,7 @@ from kombu.pools import ProducerPool
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import admission, recovery, registry
+from . import admission, recovery, registry, tracing
 from .admission import PlanCosts
 from .celery_run import CeleryRun
 from .celeryconf import celery_config
@@ -208,6 +208,9 @@ class CeleryExecutor(Executor):
             work=None if request.costs is None else request.costs.total_work(),
         )
         registry.write(store, pipe, record)
+        if request.trace_parent is not None:  # workers and retrieved sets join this trace
+            key = tracing.trace_key(jobset_id)
+            pipe.set(key, tracing.carrier(request.trace_parent, time.time()), ex=ttl)
         owned = {q for q in dispatch.queues if OWNER_SEP in q}
         if owned:
             pipe.zadd(OWNER_QUEUES_KEY, dict.fromkeys(owned, time.time()))
@@ -227,17 +230,18 @@ class CeleryExecutor(Executor):
                 # Payloads, messages and their task-sent events: one round trip per chunk; a
                 # payload that outlives a failover can be published again by anyone.
                 sub_jobs = [(b.index, len(b.experiments)) for b in chunk]
-                publish_chunk(
-                    publisher,
-                    self.redis,
-                    self.broker,
-                    jobset_id,
-                    sub_jobs,
-                    dispatch=dispatch,
-                    ttl_s=ttl,
-                    writes=payloads,
-                    execute=lambda pipe: execute_replicated(pipe, self.settings),
-                )
+                with tracing.span("jobset.encode_publish", sub_jobs=len(chunk)):
+                    publish_chunk(
+                        publisher,
+                        self.redis,
+                        self.broker,
+                        jobset_id,
+                        sub_jobs,
+                        dispatch=dispatch,
+                        ttl_s=ttl,
+                        writes=payloads,
+                        execute=lambda pipe: execute_replicated(pipe, self.settings),
+                    )
         return CeleryRun(self, jobset_id, ids, timeout_s=options.timeout_s, dispatch=dispatch)
 
     # ---- stored sets

@@ -19,7 +19,7 @@ import redis
 from qiskit.providers import JobStatus
 from qiskit.result import Result
 
-from . import recovery, registry, tally
+from . import recovery, registry, tally, timeline, tracing
 from .deadline import Deadline, Pause, growing_sleep, poll
 from .errors import JobSetTimeoutError, SubJobsLostError, timeout_message
 from .executors import SubJobState, Submission, not_final_error
@@ -326,6 +326,28 @@ class CeleryRun(Submission):
         lost = self.lost()
         if lost:
             raise SubJobsLostError(self.jobset_id, lost)
+
+    def timeline_entries(self) -> list[Any]:
+        key = timeline.timeline_key(self.jobset_id)
+        entries: list[Any] = self.executor.redis.lrange(key, 0, timeline.MAX_ENTRIES - 1)
+        return entries
+
+    def trace_parent(self) -> str | None:
+        """The set's traceparent from Redis (read only when this process traces)."""
+        if not tracing.enabled():
+            return None
+        found = tracing.parse_carrier(self.executor.redis.get(tracing.trace_key(self.jobset_id)))
+        return None if found is None else found[0]
+
+    def note_merged(self, at: float) -> None:
+        try:
+            key = timeline.timeline_key(self.jobset_id)
+            pipe = self.executor.redis.pipeline(transaction=False)
+            pipe.rpush(key, timeline.merged_entry(at))
+            pipe.expire(key, self.executor.settings.result_ttl_s)
+            pipe.execute()
+        except redis.RedisError:  # a picture's detail: never the result's failure
+            logger.warning("could not record the merge of %s", self.jobset_id, exc_info=True)
 
     def finished_at(self) -> float | None:
         """Unix time at which the last sub-job finished, from the workers' records."""

@@ -23,6 +23,7 @@ from qiskit import QuantumCircuit, qpy
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
+from . import __version__, live
 from .celery_executor import CeleryExecutor
 from .errors import JobSetError
 from .jobset import AerJobSet
@@ -98,6 +99,7 @@ def load_circuits(path: Path) -> tuple[list[QuantumCircuit], Any, Any]:
 
 
 @click.group()
+@click.version_option(__version__, "--version", "-V", prog_name="jobset")
 def main() -> None:
     """Distributed Qiskit Aer job sets over Celery and Redis (settings: JOBSET_* variables)."""
 
@@ -171,24 +173,32 @@ def status(job_id: str) -> None:
 @click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True)
 @_one_line_errors
 def watch(job_id: str, interval: float) -> None:
-    """A live progress bar until the set is final; exit 0 only when it is DONE."""
+    """Progress until the set is final; exit 0 only when it is DONE.
+
+    On a terminal: a progress bar with rate and ETA.  Piped: a plain line when the counts
+    change (at most every few seconds), and the last one.
+    """
     with _executor() as executor:
         job = AerJobSet.retrieve(job_id, executor)
-        total = len(job.plan.sub_batches)
-        with click.progressbar(length=total, label=job_id, show_pos=True) as bar:
-            shown = 0
+        update, close = live.terminal_updater(
+            len(job.plan.sub_batches), job_id[:8], stream=sys.stdout
+        )
+        try:
             while True:
-                counts = job.progress()
-                final = sum(counts.get(s.name, 0) for s in FINAL)
-                bar.update(final - shown)
-                shown = final
-                if final == total:
+                view = job.snapshot()
+                update(view)
+                if view.status in _FINAL_NAMES:
                     break
                 time.sleep(interval)
+        finally:
+            close()
         final_status = job.status()
         click.echo(f"{job_id}: {final_status.name}")
         click.echo(_counts_line(job))
         sys.exit(0 if final_status is JobStatus.DONE else 1)
+
+
+_FINAL_NAMES = frozenset(s.name for s in FINAL)
 
 
 @main.command()
@@ -245,12 +255,22 @@ def cancel(job_id: str) -> None:
 
 
 @main.command(name="ls")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Show at most."
+)
+@click.option("--all", "show_all", is_flag=True, help="Show every set (no limit).")
 @_one_line_errors
-def list_sets() -> None:
-    """Known job sets, oldest first."""
+def list_sets(limit: int, show_all: bool) -> None:
+    """Known job sets, newest first."""
     skipped: list[str] = []
     with _executor() as executor:
-        infos = AerJobSet.list_sets(executor, on_skip=lambda job_id, _: skipped.append(job_id))
+        total = len(executor.stored_ids())
+        infos = AerJobSet.list_sets(
+            executor,
+            on_skip=lambda job_id, _: skipped.append(job_id),
+            newest_first=True,
+            limit=None if show_all else limit,
+        )
     if skipped:
         shown = ", ".join(repr(s) for s in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
         click.echo(
@@ -260,6 +280,7 @@ def list_sets() -> None:
     if not infos:
         click.echo("no job sets")
         return
+    hidden = max(0, total - len(infos) - len(skipped))
     click.echo(f"{'ID':36}  {'CREATED (UTC)':19}  {'STATUS':9}  SUB-JOBS  EXPERIMENTS  TAGS")
     for info in infos:
         created = datetime.fromtimestamp(info.created_at, tz=timezone.utc)
@@ -267,6 +288,47 @@ def list_sets() -> None:
             f"{info.job_id:36}  {created:%Y-%m-%d %H:%M:%S}  {info.status.name:9}  "
             f"{info.sub_jobs:8}  {info.experiments:11}  {','.join(info.tags)}"
         )
+    if hidden:
+        click.echo(f"... and {hidden} older (--limit N or --all to see more)")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option(
+    "--png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Draw the timeline into this PNG (needs the `plot` extra).",
+)
+@_one_line_errors
+def timeline(job_id: str, png: Path | None) -> None:
+    """Which worker ran which sub-job when: queued, ran, merged (seconds since submit)."""
+    with _executor() as executor:
+        job = AerJobSet.retrieve(job_id, executor)
+        recorded = job.timeline()
+    sub_jobs = len(job.plan.sub_batches)
+    if png is not None:
+        try:
+            # matplotlib is an optional extra, and slow to import: only this command loads it.
+            from . import plot
+        except ImportError:
+            raise UsageFailure(
+                "drawing needs matplotlib: pip install 'qiskit-aer-jobset[plot]'"
+            ) from None
+        plot.save(plot.timeline_figure(recorded, sub_jobs=sub_jobs), png)
+        click.echo(f"wrote the timeline of {len(recorded.runs)} run(s) to {png}")
+        return
+    t0 = recorded.created_at or min((r.started_at for r in recorded.runs), default=0.0)
+    click.echo(f"{'SUB-JOB':>7}  {'WORKER':32}  {'STARTED':>8}  {'RAN':>8}  STATE")
+    for r in sorted(recorded.runs, key=lambda r: (r.started_at, r.index)):
+        click.echo(
+            f"{r.index:7}  {r.worker[:32]:32}  {r.started_at - t0:7.2f}s  "
+            f"{r.ended_at - r.started_at:7.2f}s  {r.state}"
+        )
+    ran = {r.index for r in recorded.runs}
+    click.echo(f"{len(recorded.runs)} run(s) of {len(ran)} of {sub_jobs} sub-job(s)")
+    if recorded.merged_at is not None:
+        click.echo(f"merged {recorded.merged_at - t0:.2f} s after submit")
 
 
 @main.command()

@@ -133,6 +133,8 @@ class SetRequest:
     options: SubmitOptions = SubmitOptions()
     costs: PlanCosts | None = None
     records: tuple[tuple[Kind, Any], ...] = ()
+    # The W3C traceparent of the set's trace (:mod:`jobset.tracing`), when tracing is on.
+    trace_parent: str | None = None
 
 
 class Submission(abc.ABC):
@@ -169,6 +171,19 @@ class Submission(abc.ABC):
         """Those of ``indices`` that have no stored result."""
         found = self.results(indices)
         return [i for i in indices if i not in found]
+
+    def timeline_entries(self) -> list[Any]:
+        """The raw entries of the set's timeline (:mod:`jobset.timeline`), where recorded."""
+        return []
+
+    def trace_parent(self) -> str | None:
+        """The traceparent the set was published under, where the executor keeps it."""
+        return None
+
+    def note_merged(self, at: float) -> None:
+        """Record in the set's timeline that its result was merged at ``at`` (Unix time);
+        an executor that records no timeline does nothing."""
+        return None
 
     def finished_count(self) -> int | None:
         """How many sub-jobs are final, where that is cheaper than their states (else None)."""

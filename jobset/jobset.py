@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from qiskit.providers import JobStatus, JobV1
 from qiskit.result import Result
 
-from . import registry
+from . import live, registry, tracing
 from .deadline import Deadline, poll
 from .errors import (
     InvalidInputError,
@@ -25,14 +25,18 @@ from .errors import (
     JobSetFailedError,
     JobSetStateError,
     JobSetTimeoutError,
+    SubJobFailure,
 )
 from .executors import SetRequest, SubJobState, Submission, SubmitOptions
 from .merge import merge_results
 from .plan import Plan, SubBatch, plan_from_sub_batches
 from .pools import as_executor, default_executor
-from .registry import JobSetInfo
+from .registry import JobSetListing
 from .status import FINAL
 from .subjob import SubJob
+from .timeline import Timeline
+from .timeline import parse as parse_timeline
+from .view import SHOWN_FAILURES, SetView, failure_lines, set_html, text_line
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +78,12 @@ class AerJobSet(JobV1):
         self._submitted_at: float | None = None
         self._finished_at: float | None = None
         self._created_at: float | None = None  # Unix time, for a set retrieved by id
+        self._submitted_wall: float | None = None  # Unix time of submit, in this process
+        self._merged_at: float | None = None  # Unix time result() first merged, here
+        self._trace_parent: str | None = None  # the set's trace (jobset.tracing), if traced
+        # What a view of the final set read once (dropped when sub-jobs run again).
+        self._view_failures: list[SubJobFailure] | None = None
+        self._view_finished: float | None = None
 
     # ------------------------------------------------------------------ submission
 
@@ -91,7 +101,9 @@ class AerJobSet(JobV1):
         if self._submission is not None:
             raise JobSetStateError(f"job set {self._job_id} was already submitted")
         self._submitted_at = time.monotonic()
+        self._submitted_wall = time.time()
         self._submission = self._target.submit(request)
+        self._trace_parent = request.trace_parent
 
     def _require_submitted(self) -> Submission:
         if self._submission is None:
@@ -190,20 +202,41 @@ class AerJobSet(JobV1):
         ``success=False`` with the error in their ``status``.
         """
         submission = self._require_submitted()
-        everything = range(len(self._sub_batches))
-        states = self._observe(submission.wait(everything, Deadline(timeout)))
-        results = submission.results(
-            i for i, s in enumerate(states) if s.status is not JobStatus.CANCELLED
-        )
-        failures = submission.failures(states, results)
-        if failures and not partial:
-            raise JobSetFailedError(self._job_id, failures)
-        return merge_results(
-            self._plan,
-            results,
-            job_id=self._job_id,
-            time_taken=self._time_taken(submission),
-            failures={f.index: f"{f.status}: {f.message}" for f in failures},
+        with tracing.span(
+            "jobset.result", parent=self._trace_parent, jobset_id=self._job_id, partial=partial
+        ):
+            everything = range(len(self._sub_batches))
+            states = self._observe(submission.wait(everything, Deadline(timeout)))
+            results = submission.results(
+                i for i, s in enumerate(states) if s.status is not JobStatus.CANCELLED
+            )
+            failures = submission.failures(states, results)
+            tracing.annotate(failed=len(failures))
+            if failures and not partial:
+                raise JobSetFailedError(self._job_id, failures)
+            with tracing.span("jobset.merge", sub_jobs=len(results)):
+                merged = merge_results(
+                    self._plan,
+                    results,
+                    job_id=self._job_id,
+                    time_taken=self._time_taken(submission),
+                    failures={f.index: f"{f.status}: {f.message}" for f in failures},
+                )
+        if self._merged_at is None:
+            self._merged_at = time.time()
+            submission.note_merged(self._merged_at)
+        return merged
+
+    def timeline(self) -> Timeline:
+        """Who ran which sub-job when, from what the set recorded (Celery only; a pool
+        records nothing): each run's worker, queue, start, end and state, and the merge."""
+        submission = self._require_submitted()
+        created = self._created_at if self._created_at is not None else self._submitted_wall
+        return parse_timeline(
+            self._job_id,
+            created,
+            submission.timeline_entries(),
+            sub_jobs=len(self._sub_batches),
         )
 
     def _time_taken(self, submission: Submission) -> float:
@@ -248,6 +281,83 @@ class AerJobSet(JobV1):
                 for k in poll(newly_final, deadline, timed_out, pause=pause):
                     yield SubJob(self, k)
 
+    # ------------------------------------------------------------------ views
+
+    # Past this many sub-jobs a view of a final set counts failures from the tally and lists
+    # none, and a retrieved one shows no elapsed time: both read every sub-job's record.
+    _VIEW_DETAILS_UP_TO = 10_000
+
+    def snapshot(self, *, kind: str = "AerJobSet") -> SetView:
+        """The set now, as its views show it: one tally read while it runs (which is what a
+        live view redraws); once it is final, its failures and end, read once."""
+        if self._submission is None:
+            return SetView(
+                job_id=self._job_id,
+                status=JobStatus.INITIALIZING.name,
+                counts={},
+                sub_jobs=len(self._sub_batches),
+                experiments=len(self._plan.experiments),
+                backend_name=self._backend_name(),
+                kind=kind,
+            )
+        counts = self.progress()
+        status = self.status()
+        failed = counts.get("ERROR", 0) + counts.get("CANCELLED", 0)
+        listed: tuple[Any, ...] = ()
+        final = status in FINAL
+        details = final and len(self._sub_batches) <= self._VIEW_DETAILS_UP_TO
+        if failed and details:
+            if self._view_failures is None:
+                self._view_failures = self._submission.failures(self._submission.states())
+            listed = tuple(self._view_failures)
+        created = self._created_at if self._created_at is not None else self._submitted_wall
+        return SetView(
+            job_id=self._job_id,
+            status=status.name,
+            counts=counts,
+            sub_jobs=len(self._sub_batches),
+            experiments=len(self._plan.experiments),
+            created_at=created,
+            elapsed_s=self._elapsed_s(created, final=final, details=details),
+            backend_name=self._backend_name(),
+            tags=self._options.tags,
+            failures=failure_lines(listed[:SHOWN_FAILURES]),
+            failed=max(failed, len(listed)),
+            kind=kind,
+        )
+
+    def _backend_name(self) -> str:
+        name = getattr(self._backend, "name", None)
+        return str(name() if callable(name) else name) if name is not None else ""
+
+    def _elapsed_s(self, created: float | None, *, final: bool, details: bool) -> float | None:
+        if self._submitted_at is not None:
+            end = self._finished_at if self._finished_at is not None else time.monotonic()
+            return end - self._submitted_at
+        if created is None:
+            return None
+        if not final:
+            return time.time() - created
+        if self._view_finished is None and details and self._submission is not None:
+            self._view_finished = self._submission.finished_at()
+        return None if self._view_finished is None else self._view_finished - created
+
+    def _repr_html_(self) -> str:
+        """The set in Jupyter: id, status, a progress bar by sub-job state, failures."""
+        return set_html(self.snapshot())
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(text_line(self.snapshot()))
+
+    def watch(self, timeout: float | None = None, *, interval_s: float = 0.5) -> JobStatus:
+        """Show the set's progress live until it is final, and return its final status.
+
+        In Jupyter the set's view updates in place (one output, no widget extension
+        needed); elsewhere a ``tqdm`` progress bar counts finished sub-jobs, with rate and
+        ETA.  Raises :class:`~jobset.errors.JobSetTimeoutError` past ``timeout``.
+        """
+        return live.watch(self, timeout=timeout, interval_s=interval_s)
+
     # ------------------------------------------------------------------ by id
 
     @classmethod
@@ -268,6 +378,7 @@ class AerJobSet(JobV1):
         )
         job._submission = stored.submission
         job._created_at = record.created_at
+        job._trace_parent = stored.submission.trace_parent()
         return job
 
     @classmethod
@@ -276,14 +387,21 @@ class AerJobSet(JobV1):
         executor: Any,
         *,
         on_skip: Callable[[str, JobSetError], None] | None = None,
-    ) -> list[JobSetInfo]:
-        """Every set known to this Redis (not expired, not deleted), oldest first.
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> JobSetListing:
+        """Every set known to this Redis (not expired, not deleted), oldest first
+        (``newest_first=True``: the reverse); ``limit`` reads only that many records.
+
+        The list shows itself as a table in Jupyter (dates as dates, states by name).
 
         A record that fails verification (forged, altered, another key's) is skipped:
         ``on_skip(job_id, error)`` is called for each, and without it one warning is logged
         for all of them.
         """
-        return registry.list_sets(as_executor(executor), on_skip=on_skip)
+        return registry.list_sets(
+            as_executor(executor), on_skip=on_skip, newest_first=newest_first, limit=limit
+        )
 
     def delete(self) -> None:
         """Remove the set's record, payloads and results from Redis (cancelling it first)."""
@@ -353,6 +471,7 @@ class AerJobSet(JobV1):
         if lost:
             submission.rerun(lost, self._sub_batches, backend=self._backend)
             self._finished_at = None
+            self._view_failures = self._view_finished = None
         return lost
 
     def retry_failed(self) -> list[int]:
@@ -375,6 +494,7 @@ class AerJobSet(JobV1):
         if failed:
             submission.rerun(failed, self._sub_batches, backend=self._backend)
             self._finished_at = None
+            self._view_failures = self._view_finished = None
         return failed
 
     # ------------------------------------------------------------------ lookup

@@ -36,6 +36,7 @@ from .protocol import (
     glob_escape,
 )
 from .store import SignedStore
+from .view import ListingRow, listing_html, listing_text
 
 logger = logging.getLogger(__name__)
 
@@ -162,16 +163,49 @@ class JobSetInfo:
     status: JobStatus
 
 
+class JobSetListing(list[JobSetInfo]):
+    """A list of :class:`JobSetInfo` that shows itself as a table (Jupyter, IPython)."""
+
+    def rows(self) -> list[ListingRow]:
+        return [
+            ListingRow(
+                job_id=i.job_id,
+                created_at=i.created_at,
+                status=i.status.name,
+                sub_jobs=i.sub_jobs,
+                experiments=i.experiments,
+                backend_name=i.backend_name,
+                tags=i.tags,
+            )
+            for i in self
+        ]
+
+    def _repr_html_(self) -> str:
+        return listing_html(self.rows())
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(listing_text(self.rows()))
+
+
 def list_sets(
-    target: Any, *, on_skip: Callable[[str, JobSetError], None] | None = None
-) -> list[JobSetInfo]:
+    target: Any,
+    *,
+    on_skip: Callable[[str, JobSetError], None] | None = None,
+    newest_first: bool = False,
+    limit: int | None = None,
+) -> JobSetListing:
     """Every set ``target`` (an executor that stores sets) knows of, oldest first.
 
     A record that fails verification is skipped: ``on_skip(job_id, error)`` is called for
     each, and without it one warning is logged for all of them.
     """
-    infos, skipped = [], []
-    for job_id in target.stored_ids():
+    infos, skipped = JobSetListing(), []
+    ids = target.stored_ids()
+    if newest_first:
+        ids.reverse()
+    if limit is not None:
+        ids = ids[: max(0, limit)]  # only these records are read
+    for job_id in ids:
         try:
             stored = target.stored_set(job_id)
         except JobSetNotFoundError:

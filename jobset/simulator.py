@@ -10,6 +10,7 @@ from typing import Any
 from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 
+from . import tracing
 from .admission import PlanCosts
 from .cost import balance_weights, circuit_costs
 from .errors import InvalidInputError, VersionSkewWarning
@@ -82,8 +83,10 @@ def run(
     )
     target.check_options(options)
     target.check_reachable()
-    plan, costs = _plan(backend, circuits, run_options, max_job_size, max_shot_size, target)
-    return submit_plan(backend, plan, executor, options=options, costs=costs)
+    with tracing.run_span("jobset.run", backend=getattr(backend, "name", None)):
+        with tracing.span("jobset.plan"):
+            plan, costs = _plan(backend, circuits, run_options, max_job_size, max_shot_size, target)
+        return submit_plan(backend, plan, executor, options=options, costs=costs)
 
 
 def _plan(
@@ -167,7 +170,25 @@ def submit_plan(
         plan=plan,
         options=options,
     )
-    job.start(SetRequest(job.job_id(), backend, plan, job.fn, options, costs, tuple(records)))
+    # One trace per set: run() opened its root span; a primitive's submit opens it here.
+    with tracing.run_span("jobset.run", backend=getattr(backend, "name", None)):
+        tracing.annotate(
+            jobset_id=job.job_id(),
+            sub_jobs=len(plan.sub_batches),
+            experiments=len(plan.experiments),
+        )
+        request = SetRequest(
+            job.job_id(),
+            backend,
+            plan,
+            job.fn,
+            options,
+            costs,
+            tuple(records),
+            trace_parent=tracing.current_traceparent(),
+        )
+        with tracing.span("jobset.submit", jobset_id=job.job_id()):
+            job.start(request)
     return job
 
 

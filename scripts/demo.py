@@ -2,9 +2,12 @@
 
 ``scripts/demo`` (which runs this file in the project's ``.venv``) starts a private server
 and N worker processes, runs a 5-qubit hardware-efficient ansatz at ``--circuits`` points
-of a 2-D grid, shows the sub-jobs' progress on one line, prints a summary, and exits 1
-unless the merged counts equal those of one unsplit ``AerSimulator.run`` with the same
-seed.  Everything it started is stopped on the way out, Ctrl-C included.
+of a 2-D grid, shows the sub-jobs' progress (a bar on a terminal), prints a summary, and exits
+1 unless the merged counts equal those of one unsplit ``AerSimulator.run`` with the same
+seed.  With matplotlib (the ``plot`` extra) it also draws two pictures and prints their
+paths: the landscape of the sweep (the parity <Z...Z> over the grid) and the timeline of
+the sub-jobs per worker, from what the set recorded.  Everything it started is stopped on
+the way out, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from qiskit import QuantumCircuit, transpile
 from qiskit.circuit import ParameterVector
-from qiskit.providers import JobStatus
+from qiskit.result import Result
 from qiskit_aer import AerSimulator
 
 from jobset import AerJobSet, CeleryExecutor, run
@@ -26,7 +30,6 @@ from jobset.local import LocalCluster
 
 QUBITS = 5
 REPS = 2
-_STATES = ("QUEUED", "RUNNING", "DONE", "ERROR", "CANCELLED")
 
 
 def ansatz(qubits: int = QUBITS, reps: int = REPS) -> QuantumCircuit:
@@ -65,15 +68,47 @@ def sweep(count: int, seed: int) -> list[QuantumCircuit]:
     return circuits
 
 
-def _progress_line(started: float) -> Callable[[str, JobStatus, AerJobSet], None]:
-    def show(job_id: str, status: JobStatus, job: AerJobSet) -> None:
-        counts = job.progress()
-        total = sum(counts.values())
-        parts = "  ".join(f"{name} {counts.get(name, 0)}" for name in _STATES)
-        line = f"\r  {parts}  of {total} sub-jobs  {time.monotonic() - started:6.1f} s"
-        print(line, end="", flush=True)
+def grid_side(count: int) -> int:
+    return math.ceil(math.sqrt(count))
 
-    return show
+
+def parity_landscape(result: Result, count: int) -> np.ndarray:
+    """<Z...Z> of every point, from its counts, on the sweep's grid (NaN where none ran)."""
+    side = grid_side(count)
+    values = np.full((side, side), np.nan)
+    for k in range(count):
+        counts = result.get_counts(k)
+        shots = sum(counts.values())
+        even = sum(n for bits, n in counts.items() if bits.count("1") % 2 == 0)
+        values[k // side, k % side] = (2 * even - shots) / shots
+    return values
+
+
+def draw(job: AerJobSet, result: Result, count: int, out_dir: Path) -> list[Path]:
+    """The sweep's landscape and the set's timeline as PNGs; [] without matplotlib."""
+    try:
+        from jobset import plot
+    except ImportError:
+        print("  (no pictures: install the `plot` extra for matplotlib)")
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid = np.linspace(0.0, math.pi, grid_side(count))
+    landscape = plot.landscape_figure(
+        parity_landscape(result, count),
+        grid,
+        grid,
+        title=f"{QUBITS}-qubit ansatz over a plane of its angles: {count} points",
+        label="<Z...Z> (parity of the measured bits)",
+        xlabel="b (angles = a u + b v)",
+        ylabel="a",
+    )
+    sub_jobs = len(job.plan.sub_batches)
+    timeline = plot.timeline_figure(job.timeline(), sub_jobs=sub_jobs)
+    short = job.job_id()[:8]
+    return [
+        plot.save(landscape, out_dir / f"sweep-{short}.png"),
+        plot.save(timeline, out_dir / f"timeline-{short}.png"),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=7, help="seed_simulator and sweep seed (7)")
     parser.add_argument("--timeout-s", type=float, default=600.0, help="wait at most (600)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("demo-output"), help="where pictures go (demo-output)"
+    )
     args = parser.parse_args(argv)
 
     circuits = sweep(args.circuits, args.seed)
@@ -108,20 +146,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"job set {job.job_id()}: {len(circuits)} circuits, {args.shots} shots each")
             try:
-                job.wait_for_final_state(
-                    timeout=args.timeout_s, wait=0.5, callback=_progress_line(started)
-                )
+                job.watch(timeout=args.timeout_s)
             except KeyboardInterrupt:
                 # Cancelling first lets the warm shutdown below end the running sub-jobs.
                 print("\ninterrupted: cancelling the job set, stopping the cluster", flush=True)
                 job.cancel()
                 return 130
-            finally:
-                print()
             result = job.result()
             wall_s = time.monotonic() - started
             sub_jobs = sum(job.progress().values())
             status = job.status()
+            pictures = draw(job, result, len(circuits), args.out)
 
     reference = backend.run(circuits, shots=args.shots, seed_simulator=args.seed).result()
     mismatched = [
@@ -147,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         top = max(counts, key=counts.__getitem__)
         print(f"    {circuits[i].name:<12} {top}  {counts[top]:>5} / {args.shots}")
     print(f"\n  exact match with AerSimulator.run: {'no' if mismatched else 'yes'}")
+    for path in pictures:
+        print(f"  picture: {path}")
     if mismatched:
         print(f"  differing experiments: {mismatched[:20]}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ from .metrics import MetricsServer
 settings = Settings.from_env()
 metrics_settings = MetricsSettings.from_env()
 
-app = Celery("workers", include=["workers.tasks"])
+app = Celery("workers", include=["workers.tasks", "workers.timeline"])
 app.config_from_object(celery_config(settings))
 app.conf.jobset_settings = settings
 app.conf.jobset_metrics = metrics_settings

@@ -40,6 +40,7 @@ from jobset.settings import ENV_MAX_RESULT_BYTES, ENV_MAX_WORKER_LOSSES, Setting
 from jobset.simulate import run_sub_batch
 from jobset.store import SignedStore
 
+from . import tracing as trace_hooks
 from .app import app
 from .lifecycle import runtime
 
@@ -142,6 +143,7 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
             f"({ENV_MAX_WORKER_LOSSES}={settings.max_worker_losses})"
         )
     if lost:
+        trace_hooks.event("redelivered", worker_losses=lost)
         logger.warning(
             "sub-job %d of %s runs again: its worker died %d time(s)",
             ref.index,
@@ -215,12 +217,13 @@ def _from_cache(ref: SubJobRef, store: SignedStore, digest: str) -> dict[str, An
 
 def _run(ref: SubJobRef, settings: Settings, store: SignedStore) -> dict[str, Any]:
     # One round trip for both, as the simulation waits on them.
-    backend, signed = retry_io(
-        lambda: store.get_each(
-            (Kind.BACKEND, ref.jobset_id), (Kind.BATCH, (ref.jobset_id, ref.index))
-        ),
-        f"reading the payload of {ref.task_id}",
-    )
+    with trace_hooks.phase("jobset.payload_read"):
+        backend, signed = retry_io(
+            lambda: store.get_each(
+                (Kind.BACKEND, ref.jobset_id), (Kind.BATCH, (ref.jobset_id, ref.index))
+            ),
+            f"reading the payload of {ref.task_id}",
+        )
     batch = signed.batch
     if batch.index != ref.index or len(batch.experiments) != ref.experiments:
         raise SecurityError(
@@ -240,7 +243,8 @@ def _run(ref: SubJobRef, settings: Settings, store: SignedStore) -> dict[str, An
 
     started = time.monotonic()
     logger.debug("sub-job %d of %s: simulating", ref.index, ref.jobset_id)
-    result = run_sub_batch(backend, batch, threads=runtime.aer_threads)
+    with trace_hooks.phase("jobset.simulate", shots=batch.shots):
+        result = run_sub_batch(backend, batch, threads=runtime.aer_threads)
     logger.info(
         "sub-job %d of %s simulated in %.2f s; storing its result",
         ref.index,
@@ -257,10 +261,11 @@ def _run(ref: SubJobRef, settings: Settings, store: SignedStore) -> dict[str, An
             "sub-jobs (max_job_size) or save less data per experiment"
         )
     # Replicated before Celery's record says done (see SignedStore.write_replicated).
-    retry_io(
-        lambda: store.write_replicated(rkey, blob),
-        f"storing the result of sub-job {ref.index} of {ref.jobset_id}",
-    )
+    with trace_hooks.phase("jobset.store_result", result_bytes=len(blob)):
+        retry_io(
+            lambda: store.write_replicated(rkey, blob),
+            f"storing the result of sub-job {ref.index} of {ref.jobset_id}",
+        )
 
     if not result.success:
         failed = [

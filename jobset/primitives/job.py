@@ -30,6 +30,7 @@ from ..pools import as_executor
 from ..protocol import Kind, check_jobset_id
 from ..simulator import submit_plan
 from ..status import FINAL
+from ..view import set_html, text_line
 from .layout import PrimitiveRecord
 from .merge import pub_results
 
@@ -55,6 +56,20 @@ class DistributedPrimitiveJob(BasePrimitiveJob[PrimitiveResult[Any], JobStatus])
 
     def __repr__(self) -> str:
         return f"<DistributedPrimitiveJob {self.job_id()} {self._record.kind}>"
+
+    def _repr_html_(self) -> str:
+        """The job in Jupyter: its job set's view, named after the primitive."""
+        return set_html(self._job_set.snapshot(kind=self._kind_name()))
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(text_line(self._job_set.snapshot(kind=self._kind_name())))
+
+    def _kind_name(self) -> str:
+        return f"{self._record.kind} job"
+
+    def watch(self, timeout: float | None = None, *, interval_s: float = 0.5) -> JobStatus:
+        """Show the job's progress live until it is final (see ``AerJobSet.watch``)."""
+        return self._job_set.watch(timeout, interval_s=interval_s)
 
     @property
     def job_set(self) -> AerJobSet:
