@@ -20,7 +20,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -118,11 +118,11 @@ def held(
     *,
     times: int = 1,
     timeout_s: float = 60,
-    simulating_in: Path | None = None,
+    simulating_in: Path | Sequence[Path] = (),
 ) -> Iterator[dict[str, Any]]:
     """Sub-job ``index``, frozen mid-run (its ``times``-th run) until the block ends.
 
-    Waits for the run to start (and, with ``simulating_in``, a worker log at DEBUG, for its
+    Waits for the run to start (and, with ``simulating_in``, worker logs at DEBUG, for its
     simulation to start, its payload read), stops its pool child with SIGSTOP and yields
     where it runs (``pid``, ``hostname``); on leaving, the child continues (SIGCONT) unless
     something killed it meanwhile.  The run is checked to be still unfinished once frozen: a
@@ -130,7 +130,7 @@ def held(
     against a poll of milliseconds), never long enough to outlast what the test then does.
     """
     where = wait_started(executor, job, index, times=times, timeout_s=timeout_s)
-    if simulating_in is not None:
+    if simulating_in:
         wait_for_log(simulating_in, rf"sub-job {index} of {job.job_id()}: simulating", timeout_s)
     pid = int(where["pid"])
     os.kill(pid, signal.SIGSTOP)
@@ -159,14 +159,19 @@ def round_trip_s(executor: Any) -> float:
     return time.monotonic() - started
 
 
-def wait_for_log(path: Path, pattern: str, timeout_s: float) -> str:
-    """Wait for a line matching ``pattern`` in a worker's log; return the line."""
+def wait_for_log(paths: Path | Sequence[Path], pattern: str, timeout_s: float) -> str:
+    """Wait for a line matching ``pattern`` in a worker's log (or any of several); the line."""
+    paths = [paths] if isinstance(paths, Path) else list(paths)
 
     def found() -> str | None:
-        match = re.search(f".*{pattern}.*", path.read_text(errors="replace"))
-        return match.group(0) if match else None
+        for path in paths:
+            text = path.read_text(errors="replace") if path.exists() else ""
+            match = re.search(f".*{pattern}.*", text)
+            if match:
+                return match.group(0)
+        return None
 
-    return wait_until(found, timeout_s, f"{pattern!r} in {path.name}")
+    return wait_until(found, timeout_s, f"{pattern!r} in {', '.join(p.name for p in paths)}")
 
 
 def submit_exact(executor: Any, circuits: Any, *, shots: int, seed: int, **options: Any) -> Any:

@@ -218,7 +218,8 @@ def test_with_default_settings_a_dead_workers_sub_job_runs_again_within_90_s_and
     killed_circuits = heavy_circuits(20, [5]) + qv_circuits(2)
     long_circuits = heavy_circuits(20, [6], name="long")
     with (
-        LocalCluster(workers=2, loglevel="INFO") as cluster,  # no JOBSET_VISIBILITY_TIMEOUT_S
+        # No JOBSET_VISIBILITY_TIMEOUT_S; DEBUG, for the line that says a simulation started.
+        LocalCluster(workers=2, loglevel="DEBUG") as cluster,
         CeleryExecutor(cluster.settings) as executor,
     ):
         timeout_s = cluster.settings.visibility_timeout_s
@@ -242,7 +243,8 @@ def test_with_default_settings_a_dead_workers_sub_job_runs_again_within_90_s_and
             seed_simulator=SEED,
             memory=True,
         )
-        with held(executor, long, 0) as long_where:
+        logs = [w.log_path for w in cluster.workers]
+        with held(executor, long, 0, simulating_in=logs) as long_where:
             long_started_at = time.monotonic()
             survivor = next(w for w in cluster.workers if w.hostname == long_where["hostname"])
             cluster.add_worker()  # two live workers again: one is free for the redelivery
