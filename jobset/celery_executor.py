@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from . import admission, recovery, registry
 from .admission import PlanCosts
 from .celery_run import CeleryRun
 from .celeryconf import celery_config
+from .cluster_env import DEFAULT_CLUSTER_DIR, cluster_settings
 from .connect import execute_replicated, redis_client
 from .cost import WorkerCapacity
 from .executors import Executor, SetRequest, StoredSet, SubmitOptions
@@ -238,6 +240,18 @@ class CeleryExecutor(Executor):
                     execute=lambda pipe: execute_replicated(pipe, self.settings),
                 )
         return CeleryRun(self, jobset_id, ids, timeout_s=options.timeout_s, dispatch=dispatch)
+
+    @classmethod
+    def from_cluster(
+        cls, directory: str | os.PathLike[str] = DEFAULT_CLUSTER_DIR
+    ) -> CeleryExecutor:
+        """An executor for the local cluster that ``scripts/cluster`` runs in ``directory``.
+
+        Reads the cluster's ``jobset.env`` (nothing from the environment), so a notebook
+        cell connects in one line.  Raises :class:`~jobset.errors.ConfigurationError` when
+        no cluster runs there.
+        """
+        return cls(cluster_settings(directory))
 
     # ---- stored sets
     def stored_set(self, job_id: str) -> StoredSet:

@@ -253,7 +253,8 @@ def list_sets() -> None:
     if skipped:
         shown = ", ".join(repr(s) for s in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
         click.echo(
-            f"skipped {len(skipped)} job set record(s) that failed verification: {shown}",
+            f"skipped {len(skipped)} job set record(s) written by another deployment's key "
+            f"(or altered): {shown}; `jobset prune` removes them",
             err=True,
         )
     if not infos:
