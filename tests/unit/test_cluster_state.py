@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from jobset import CeleryExecutor
 from jobset.errors import ConfigurationError
 from jobset.local import command
 from jobset.local.state import (
@@ -95,3 +96,22 @@ def test_the_pid_file_of_this_very_command_is_recognised(tmp_path: Path) -> None
         child.wait()
     assert running_pid(folder) is None  # gone: a stale file reads as not running
     assert os.path.exists(folder / PID_FILE)
+
+
+def test_connecting_to_a_cluster_reads_its_env_file_and_says_when_none_runs(
+    tmp_path: Path,
+) -> None:
+    folder = private_dir(tmp_path / "c")
+    with pytest.raises(ConfigurationError, match=r"no local cluster is running .*--detach"):
+        CeleryExecutor.from_cluster(folder)
+    key = "ab" * 32
+    write_private(
+        folder / "jobset.env",
+        f"# a comment\nJOBSET_BROKER_URL=redis://:pw@127.0.0.1:40001/0\nJOBSET_SECRET_KEY={key}\n",
+    )
+    executor = CeleryExecutor.from_cluster(folder)
+    try:
+        assert executor.settings.broker_url == "redis://:pw@127.0.0.1:40001/0"
+        assert executor.settings.secret_key == key.encode()
+    finally:
+        executor.close()
