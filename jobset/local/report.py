@@ -1,8 +1,8 @@
 """What the local cluster says about the sets it holds: unfinished ones, and foreign ones.
 
-Read through the public API with the cluster's own settings, so it reports exactly what
-a producer would see.  Used when the cluster starts (sets it cannot verify, named once),
-when it stops (sets that will resume on the next start), and by ``status``.
+Read as ``AerJobSet.list_sets`` reads them, with the cluster's own settings, so it
+reports what a producer would see.  Used when the cluster starts (sets it cannot verify,
+named once), when it stops (sets that will resume on the next start), and by ``status``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 
 from ..celery_executor import CeleryExecutor
 from ..errors import JobSetError
-from ..jobset import AerJobSet
-from ..registry import JobSetInfo
+from ..registry import JobSetInfo, list_sets
 from ..settings import Settings
 from ..status import FINAL
 
@@ -36,7 +35,7 @@ class SetsReport:
             report.foreign.append(job_id)
 
         with CeleryExecutor(settings) as executor:
-            infos = AerJobSet.list_sets(executor, on_skip=skipped)
+            infos = list_sets(executor, on_skip=skipped)
         report.total = len(infos)
         report.unfinished = [i for i in infos if i.status not in FINAL]
         return report

@@ -23,6 +23,7 @@ def test_public_names_are_exactly_the_pinned_list():
         "DistributedAerSimulator",
         "EvictionPolicyWarning",
         "InvalidInputError",
+        "JobSetCancelledError",
         "JobSetError",
         "JobSetFailedError",
         "JobSetInfo",
