@@ -18,7 +18,7 @@ from kombu.pools import ProducerPool
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import admission, recovery, registry
+from . import admission, cleanup, recovery, registry
 from .admission import PlanCosts
 from .celery_run import CeleryRun
 from .celeryconf import celery_config
@@ -264,6 +264,21 @@ class CeleryExecutor(Executor):
 
     def stored_ids(self) -> list[str]:
         return registry.list_ids(self.redis, ttl_s=self.settings.result_ttl_s)
+
+    def discard(self, job_id: str) -> int:
+        """Remove every key of set ``job_id`` without verifying its record, and its queued
+        messages; how many keys went.  For what ``AerJobSet.delete`` refuses: a record
+        written by another deployment's key, or altered.  Nothing is cancelled first."""
+        return cleanup.discard(
+            self.redis, self.broker, job_id, meta_key_of=self.app.backend.get_key_for_task
+        )
+
+    def prune(self, *, dry_run: bool = False) -> list[cleanup.Removed]:
+        """Drop the sets whose record fails verification with this key, and index entries
+        that expired or are not set ids; returns what was (``dry_run``: would be) removed."""
+        return cleanup.prune(
+            self.store, self.broker, meta_key_of=self.app.backend.get_key_for_task, dry_run=dry_run
+        )
 
     def find(self, kind: Kind, ref: Any) -> Any:
         return self.store.find(kind, ref)

@@ -24,7 +24,7 @@ from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
 from .celery_executor import CeleryExecutor
-from .errors import JobSetError
+from .errors import DecodeError, JobSetError, JobSetNotFoundError, SecurityError
 from .jobset import AerJobSet
 from .settings import Settings, redact_url
 from .simulator import run
@@ -271,12 +271,40 @@ def list_sets() -> None:
 
 @main.command()
 @click.argument("job_id")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also remove a set whose record cannot be verified (another deployment's key).",
+)
 @_one_line_errors
-def delete(job_id: str) -> None:
+def delete(job_id: str, force: bool) -> None:
     """Remove the set's record, payloads and results (cancelling it first if it runs)."""
     with _executor() as executor:
-        AerJobSet.retrieve(job_id, executor).delete()
+        try:
+            AerJobSet.retrieve(job_id, executor).delete()
+        except (SecurityError, DecodeError, JobSetNotFoundError):
+            if not force:
+                raise
+            keys = executor.discard(job_id)
+            if not keys:
+                raise
+            click.echo(f"{job_id}: removed {keys} key(s) without verifying them (--force)")
+            return
     click.echo(f"{job_id}: deleted")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@_one_line_errors
+def prune(dry_run: bool) -> None:
+    """Drop records this key cannot verify, and expired index entries; says what went."""
+    with _executor() as executor:
+        removed = executor.prune(dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for entry in removed:
+        keys = f", {entry.keys} key(s)" if entry.keys else ""
+        click.echo(f"{verb} {entry.job_id}: {entry.reason}{keys}")
+    click.echo(f"{verb} {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}")
 
 
 if __name__ == "__main__":
