@@ -13,6 +13,7 @@
 from .celery_executor import CeleryExecutor
 from .errors import (
     AdmissionError,
+    AdmissionWarning,
     BrokerUnavailableError,
     ConfigurationError,
     DecodeError,
@@ -45,6 +46,7 @@ from .subjob import SubJob
 
 __all__ = [
     "AdmissionError",
+    "AdmissionWarning",
     "AerJobSet",
     "BrokerUnavailableError",
     "CeleryExecutor",

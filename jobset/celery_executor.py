@@ -149,6 +149,12 @@ class CeleryExecutor(Executor):
         """Why no live worker would run this producer's sub-jobs; None if one would."""
         return recovery.version_skew(self.heartbeats())
 
+    def memory_shortfall(self, backend: Any, costs: PlanCosts) -> str | None:
+        """Why no live worker could hold the set's largest circuit (as ``admit`` would
+        refuse it); None when one could or no worker advertises memory."""
+        short = admission.shortfall(costs.circuits, self.workers(), queue=queue_for(backend))
+        return None if short is None else short.message()
+
     def submit(self, request: SetRequest) -> CeleryRun:
         """Store the set's record, payloads and ``request.records`` (signed), then publish
         one task per sub-batch to the queue admission and routing chose."""

@@ -27,6 +27,7 @@
 
     UserWarning
     ├── VersionSkewWarning               no live worker runs the producer's versions
+    ├── AdmissionWarning                 no live worker has the memory a circuit needs
     └── EvictionPolicyWarning            Redis may evict keys under memory pressure
 
 Worker-side errors reach the producer as the message of a failed sub-job
@@ -262,6 +263,11 @@ class VersionMismatchError(SubJobError):
 
 class VersionSkewWarning(UserWarning):
     """Warned at submit when no live worker runs the producer's result-relevant versions."""
+
+
+class AdmissionWarning(UserWarning):
+    """Warned at submit (``admit`` unset) when a circuit needs more state memory than the
+    largest live worker offers: it would fail there; ``admit="wait"`` refuses it instead."""
 
 
 class EvictionPolicyWarning(UserWarning):

@@ -11,10 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter
 from qiskit_aer import AerSimulator
 
-from jobset import CeleryExecutor, JobSetCancelledError, Settings, run
-from jobset.local import RedisServer
+from jobset import CeleryExecutor, InvalidInputError, JobSetCancelledError, Settings, run
+from jobset.errors import AdmissionError, AdmissionWarning
+from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import DEFAULT_QUEUE
 
 pytestmark = pytest.mark.integration
@@ -136,3 +138,35 @@ def test_prune_removes_unverifiable_sets_and_junk_index_entries_and_says_which(
     assert mine.job_id() not in pruned.stdout
     assert _cli(lonely, "status", mine.job_id()).returncode == 0
     assert mine.cancel()
+
+
+def _wide(qubits: int) -> QuantumCircuit:
+    circuit = QuantumCircuit(qubits, name=f"wide{qubits}")
+    circuit.h(range(qubits))
+    circuit.rz(0.3, range(qubits))
+    circuit.measure_all()
+    return circuit
+
+
+def test_what_a_producer_can_know_fails_at_submit_and_memory_past_every_worker_warns(
+    server: RedisServer,
+) -> None:
+    key = secrets.token_hex(32)
+    small = Settings(broker_url=server.url, secret_key=key, worker_memory_mb=64)
+    with LocalCluster(workers=1, settings=small) as cluster, CeleryExecutor(cluster.settings) as ex:
+        before = set(ex.redis.scan_iter(match="jobset:*"))
+        theta = Parameter("theta")
+        unbound = QuantumCircuit(1, name="unbound")
+        unbound.rx(theta, 0)
+        unbound.measure_all()
+        with pytest.raises(InvalidInputError, match=r"unbound parameters \(theta\) and no"):
+            run(AerSimulator(), [unbound], executor=ex)
+        with pytest.raises(InvalidInputError, match="did you mean 'stabilizer'"):
+            run(AerSimulator(), _coins(1), executor=ex, method="stabiliser")
+        assert set(ex.redis.scan_iter(match="jobset:*")) - before <= {b"jobset:index"}
+        # 24 qubits need 256 MiB of statevector; the only worker offers 64 MiB.
+        with pytest.warns(AdmissionWarning, match=r"circuit 0 needs 256\.0 MiB.*admit='wait'"):
+            job = run(AerSimulator(method="statevector"), [_wide(24)], executor=ex, shots=1)
+        job.cancel()
+        with pytest.raises(AdmissionError, match="more than any live worker offers"):
+            run(AerSimulator(method="statevector"), [_wide(24)], executor=ex, admit="wait")
