@@ -22,6 +22,7 @@ import redis
 from qiskit import QuantumCircuit, qpy
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
+from qiskit_aer.aererror import AerError
 
 from .celery_executor import CeleryExecutor
 from .errors import DecodeError, JobSetError, JobSetNotFoundError, SecurityError
@@ -29,6 +30,7 @@ from .jobset import AerJobSet
 from .settings import Settings, redact_url
 from .simulator import run
 from .status import FINAL
+from .validate import check_method
 
 F = TypeVar("F", bound=Callable[..., Any])
 _STATES = ("QUEUED", "RUNNING", "DONE", "ERROR", "CANCELLED")
@@ -51,7 +53,7 @@ def _one_line_errors(fn: F) -> F:
         except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as e:
             url = _settings_url()
             raise UsageFailure(f"cannot reach Redis at {url}: {e}") from None
-        except (JobSetError, redis.RedisError, OSError) as e:
+        except (JobSetError, AerError, redis.RedisError, OSError) as e:
             raise UsageFailure(str(e).splitlines()[0]) from None
 
     return wrapper  # type: ignore[return-value]
@@ -126,6 +128,7 @@ def submit(
     if backend is None:
         backend = AerSimulator(noise_model=noise_model)
     if method is not None:
+        check_method(method)
         backend.set_options(method=method)
     options: dict[str, Any] = {"memory": True} if memory else {}
     if shots is not None:

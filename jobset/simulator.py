@@ -9,6 +9,7 @@ from typing import Any
 
 from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
+from qiskit_aer.aererror import AerError
 
 from .admission import PlanCosts
 from .cost import balance_weights, circuit_costs
@@ -19,7 +20,7 @@ from .plan import Plan, make_plan
 from .pools import as_executor
 from .protocol import Kind
 from .simulate import local_runner
-from .validate import check_submission
+from .validate import check_submission, did_you_mean
 
 
 def run(
@@ -192,6 +193,19 @@ class DistributedAerSimulator(AerSimulator):
 
     Without an executor it is a plain ``AerSimulator``.
     """
+
+    def set_option(self, key: str, value: Any) -> None:
+        """Aer's ``set_option``; an unknown name raises Aer's ``AerError`` with the closest
+        option's name, as :func:`run` answers an unknown run option."""
+        try:
+            super().set_option(key, value)
+        except AerError as e:
+            if e.message != f"Invalid option {key}":
+                raise
+            valid = dict(self.options.items())
+            raise AerError(
+                f"Invalid option {key!r} for {type(self).__name__}{did_you_mean(key, valid)}"
+            ) from None
 
     def run(self, circuits: Any, parameter_binds: Any = None, **run_options: Any) -> Any:
         executor = run_options.pop("executor", None) or self.options.get("executor")

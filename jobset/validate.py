@@ -71,6 +71,16 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def check_arguments(where: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """Refuse names in ``given`` that are not ``known``, each with the closest known name,
+    as ``run()`` answers an unknown run option."""
+    valid = sorted(known)
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        hints = ", ".join(f"{name!r}{did_you_mean(name, valid)}" for name in unknown)
+        raise InvalidInputError(f"{where}: unknown argument(s) {hints}")
+
+
 # Every method some build of Aer runs (tensor_network needs a GPU build): a method
 # outside it fails on every worker, one inside may need a worker of the right kind.
 METHODS = tuple(getattr(AerSimulator, "_SIMULATION_METHODS", ())) or (

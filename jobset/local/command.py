@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import signal
@@ -63,7 +64,8 @@ from .state import (
     write_private,
 )
 
-PROG = "scripts/cluster"
+# As the user typed it: the checkout's script, or the installed console script.
+PROG = "jobset-cluster" if sys.argv[0].endswith("jobset-cluster") else "scripts/cluster"
 _READY_FILES = ("cluster.json", ENV_FILE, "flower-auth")
 _ACTIONS = ("start", "status", "stop")
 NOT_RUNNING = 3  # status's exit code when nothing runs (as LSB init scripts say)
@@ -263,7 +265,9 @@ def _run(args: argparse.Namespace, directory: Path) -> int:
             loglevel=args.loglevel,
             metrics=not args.no_metrics,
         ).start()
-        if not args.no_flower:
+        if not args.no_flower and importlib.util.find_spec("flower") is None:
+            print("Flower is not installed (its extra: qiskit-aer-jobset[flower]): not started")
+        elif not args.no_flower:
             auth = os.environ.get("FLOWER_BASIC_AUTH") or identity.flower_auth
             flower = FlowerProcess(
                 server.url,

@@ -29,6 +29,8 @@ from ..errors import ConfigurationError
 IDENTITY_FILE = "identity.json"
 PID_FILE = "cluster.pid"
 COMMAND_MODULE = "jobset.local.command"
+# What the command line of a cluster command holds: the module, or the console script.
+_COMMAND_MARKS = (COMMAND_MODULE, "jobset-cluster")
 
 
 def private_dir(path: Path) -> Path:
@@ -218,7 +220,7 @@ def running_pid(directory: Path) -> int | None:
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
         return None
     now = process_signature(pid)
-    if now is None or now != signature or COMMAND_MODULE not in now:
+    if now is None or now != signature or not any(m in now for m in _COMMAND_MARKS):
         return None
     return pid
 
