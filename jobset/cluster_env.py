@@ -44,6 +44,6 @@ def cluster_settings(directory: str | os.PathLike[str] = DEFAULT_CLUSTER_DIR) ->
     if not path.is_file():
         raise ConfigurationError(
             f"no local cluster is running in {folder} (no {ENV_FILE} there): start one with "
-            f"`scripts/cluster start --detach --dir {folder}`"
+            f"`jobset-cluster start --detach --dir {folder}` (scripts/cluster in a checkout)"
         )
     return Settings.from_env(read_env_file(path))

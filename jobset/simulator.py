@@ -165,8 +165,8 @@ def submit_plan(
     short = target.memory_shortfall(backend, costs) if costs and options.admit is None else None
     if short is not None:
         warnings.warn(
-            f"{short}: Aer would fail it there (\"Insufficient memory\"); pass admit='wait' "
-            "(or 'require') to refuse such a set before it is queued",
+            f"{short}; it may fail there (\"Insufficient memory\"): pass admit='wait' (or "
+            "'require') to refuse such a set before it is queued",
             AdmissionWarning,
             stacklevel=stacklevel,
         )
