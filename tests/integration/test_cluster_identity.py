@@ -13,7 +13,7 @@ from qiskit import QuantumCircuit
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
-from jobset import AerJobSet, CeleryExecutor, run
+from jobset import AerJobSet, CeleryExecutor, Settings, run
 from jobset.cluster_env import read_env_file
 from jobset.deadline import wait_for
 from jobset.local import PROJECT_ROOT
@@ -93,6 +93,9 @@ def test_a_restarted_cluster_serves_its_earlier_sets_and_runs_their_queued_sub_j
                 seed_simulator=11,
             )
             assert job.status() is JobStatus.QUEUED
+        other_key = Settings(broker_url=env_before["JOBSET_BROKER_URL"], secret_key="o" * 32)
+        with CeleryExecutor(other_key) as wrong:  # a producer with someone else's key
+            foreign = run(AerSimulator(), circuits[:1], executor=wrong, shots=8).job_id()
         first.send_signal(signal.SIGINT)
         assert first.wait(timeout=60) == 0
     finally:
@@ -110,6 +113,8 @@ def test_a_restarted_cluster_serves_its_earlier_sets_and_runs_their_queued_sub_j
     try:
         assert again.returncode == 0, again.stderr + again.stdout
         assert "Local cluster ready" in again.stdout and job.job_id() in again.stdout
+        named = [line for line in again.stdout.splitlines() if foreign in line]
+        assert len(named) == 1 and "written by another deployment's key" in named[0]
         env_after = read_env_file(folder / "jobset.env")
         for name in ("JOBSET_BROKER_URL", "JOBSET_SECRET_KEY"):  # same port, same key
             assert env_after[name] == env_before[name]
