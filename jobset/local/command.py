@@ -327,6 +327,13 @@ def _sets_lines(settings: Settings, directory: Path, *, starting: bool) -> list[
     return ([foreign] if foreign else []) + resumed
 
 
+def _launcher() -> list[str]:
+    """How to run this command again, so that the child names itself as the user did."""
+    if PROG == "jobset-cluster":
+        return [sys.executable, sys.argv[0]]
+    return [sys.executable, "-m", COMMAND_MODULE]
+
+
 def _detach(args: argparse.Namespace, words: Sequence[str]) -> int:
     """Start the cluster in a session of its own, its output in logs/cluster.log; return
     once it is ready (or say why it is not)."""
@@ -343,7 +350,7 @@ def _detach(args: argparse.Namespace, words: Sequence[str]) -> int:
     rest = [w for w in words if w != "--detach"]
     with os.fdopen(fd, "ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", COMMAND_MODULE, "start", *rest, "--dir", str(directory)],
+            [*_launcher(), "start", *rest, "--dir", str(directory)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
