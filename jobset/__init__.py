@@ -16,11 +16,13 @@ from importlib.metadata import version as _version
 from .celery_executor import CeleryExecutor
 from .errors import (
     AdmissionError,
+    AdmissionWarning,
     BrokerUnavailableError,
     ConfigurationError,
     DecodeError,
     EvictionPolicyWarning,
     InvalidInputError,
+    JobSetCancelledError,
     JobSetError,
     JobSetFailedError,
     JobSetNotFoundError,
@@ -52,6 +54,7 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 
 __all__ = [
     "AdmissionError",
+    "AdmissionWarning",
     "AerJobSet",
     "BrokerUnavailableError",
     "CeleryExecutor",
@@ -60,6 +63,7 @@ __all__ = [
     "DistributedAerSimulator",
     "EvictionPolicyWarning",
     "InvalidInputError",
+    "JobSetCancelledError",
     "JobSetError",
     "JobSetFailedError",
     "JobSetInfo",

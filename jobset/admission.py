@@ -139,18 +139,47 @@ def admit(
                 largest_bytes=None,
             )
         return
-    if any(w.memory_bytes is None for w in workers):
-        return
+    short = shortfall(costs, workers, queue=queue)
+    if short is not None:
+        raise AdmissionError(
+            short.message(), need_bytes=short.need_bytes, largest_bytes=short.largest_bytes
+        )
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """An experiment that needs more state memory than the largest live worker offers."""
+
+    circuit: int
+    need_bytes: int
+    largest_bytes: int
+    hostname: str
+    queue: str
+
+    def message(self) -> str:
+        need, largest = self.need_bytes, self.largest_bytes
+        return (
+            f"circuit {self.circuit} needs {human_bytes(need)} ({need} bytes) of state memory, "
+            f"more than any live worker offers: the largest for {self.queue}, {self.hostname}, "
+            f"has {human_bytes(largest)} ({largest} bytes)"
+        )
+
+
+def shortfall(
+    costs: Sequence[ExperimentCost], workers: Sequence[WorkerCapacity], *, queue: str
+) -> Shortfall | None:
+    """The largest experiment, when it needs more memory than every live worker of the
+    set's class offers (None when it fits, or when a worker advertises no figure)."""
+    workers = [w for w in workers if serves(w, queue)]
+    if not workers or any(w.memory_bytes is None for w in workers):
+        return None
+    need = max((c.memory_bytes or 0 for c in costs), default=0)
+    which = max(range(len(costs)), key=lambda i: costs[i].memory_bytes or 0, default=0)
     largest = largest_memory(workers)
     assert largest is not None and largest.memory_bytes is not None
-    if need > largest.memory_bytes:
-        raise AdmissionError(
-            f"circuit {which} needs {human_bytes(need)} ({need} bytes) of state memory, "
-            f"more than any live worker offers: the largest for {queue}, {largest.hostname}, has "
-            f"{human_bytes(largest.memory_bytes)} ({largest.memory_bytes} bytes)",
-            need_bytes=need,
-            largest_bytes=largest.memory_bytes,
-        )
+    if need <= largest.memory_bytes:
+        return None
+    return Shortfall(which, need, largest.memory_bytes, largest.hostname, queue)
 
 
 def routes(

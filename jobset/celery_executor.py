@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
@@ -17,10 +18,11 @@ from kombu.pools import ProducerPool
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import admission, recovery, registry, tracing
+from . import admission, cleanup, recovery, registry, tracing
 from .admission import PlanCosts
 from .celery_run import CeleryRun
 from .celeryconf import celery_config
+from .cluster_env import DEFAULT_CLUSTER_DIR, cluster_settings
 from .connect import execute_replicated, redis_client
 from .cost import WorkerCapacity
 from .executors import Executor, SetRequest, StoredSet, SubmitOptions
@@ -147,6 +149,12 @@ class CeleryExecutor(Executor):
         """Why no live worker would run this producer's sub-jobs; None if one would."""
         return recovery.version_skew(self.heartbeats())
 
+    def memory_shortfall(self, backend: Any, costs: PlanCosts) -> str | None:
+        """Why no live worker could hold the set's largest circuit (as ``admit`` would
+        refuse it); None when one could or no worker advertises memory."""
+        short = admission.shortfall(costs.circuits, self.workers(), queue=queue_for(backend))
+        return None if short is None else short.message()
+
     def submit(self, request: SetRequest) -> CeleryRun:
         """Store the set's record, payloads and ``request.records`` (signed), then publish
         one task per sub-batch to the queue admission and routing chose."""
@@ -244,6 +252,18 @@ class CeleryExecutor(Executor):
                     )
         return CeleryRun(self, jobset_id, ids, timeout_s=options.timeout_s, dispatch=dispatch)
 
+    @classmethod
+    def from_cluster(
+        cls, directory: str | os.PathLike[str] = DEFAULT_CLUSTER_DIR
+    ) -> CeleryExecutor:
+        """An executor for the local cluster that ``scripts/cluster`` runs in ``directory``.
+
+        Reads the cluster's ``jobset.env`` (nothing from the environment), so a notebook
+        cell connects in one line.  Raises :class:`~jobset.errors.ConfigurationError` when
+        no cluster runs there.
+        """
+        return cls(cluster_settings(directory))
+
     # ---- stored sets
     def stored_set(self, job_id: str) -> StoredSet:
         record = registry.load(self.store, job_id)
@@ -255,6 +275,21 @@ class CeleryExecutor(Executor):
 
     def stored_ids(self) -> list[str]:
         return registry.list_ids(self.redis, ttl_s=self.settings.result_ttl_s)
+
+    def discard(self, job_id: str) -> int:
+        """Remove every key of set ``job_id`` without verifying its record, and its queued
+        messages; how many keys went.  For what ``AerJobSet.delete`` refuses: a record
+        written by another deployment's key, or altered.  Nothing is cancelled first."""
+        return cleanup.discard(
+            self.redis, self.broker, job_id, meta_key_of=self.app.backend.get_key_for_task
+        )
+
+    def prune(self, *, dry_run: bool = False) -> list[cleanup.Removed]:
+        """Drop the sets whose record fails verification with this key, and index entries
+        that expired or are not set ids; returns what was (``dry_run``: would be) removed."""
+        return cleanup.prune(
+            self.store, self.broker, meta_key_of=self.app.backend.get_key_for_task, dry_run=dry_run
+        )
 
     def find(self, kind: Kind, ref: Any) -> Any:
         return self.store.find(kind, ref)

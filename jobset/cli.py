@@ -22,15 +22,17 @@ import redis
 from qiskit import QuantumCircuit, qpy
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
+from qiskit_aer.aererror import AerError
 
 from . import __version__, live
 from .celery_executor import CeleryExecutor
-from .errors import JobSetError
+from .errors import DecodeError, JobSetError, JobSetNotFoundError, SecurityError
 from .jobset import AerJobSet
 from .scaling import cli as scaling_cli
 from .settings import Settings, redact_url
 from .simulator import run
 from .status import FINAL
+from .validate import check_method
 
 F = TypeVar("F", bound=Callable[..., Any])
 _STATES = ("QUEUED", "RUNNING", "DONE", "ERROR", "CANCELLED")
@@ -53,7 +55,7 @@ def _one_line_errors(fn: F) -> F:
         except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as e:
             url = _settings_url()
             raise UsageFailure(f"cannot reach Redis at {url}: {e}") from None
-        except (JobSetError, redis.RedisError, OSError) as e:
+        except (JobSetError, AerError, redis.RedisError, OSError) as e:
             raise UsageFailure(str(e).splitlines()[0]) from None
 
     return wrapper  # type: ignore[return-value]
@@ -129,6 +131,7 @@ def submit(
     if backend is None:
         backend = AerSimulator(noise_model=noise_model)
     if method is not None:
+        check_method(method)
         backend.set_options(method=method)
     options: dict[str, Any] = {"memory": True} if memory else {}
     if shots is not None:
@@ -274,7 +277,8 @@ def list_sets(limit: int, show_all: bool) -> None:
     if skipped:
         shown = ", ".join(repr(s) for s in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
         click.echo(
-            f"skipped {len(skipped)} job set record(s) that failed verification: {shown}",
+            f"skipped {len(skipped)} job set record(s) written by another deployment's key "
+            f"(or altered): {shown}; `jobset prune` removes them",
             err=True,
         )
     if not infos:
@@ -333,12 +337,40 @@ def timeline(job_id: str, png: Path | None) -> None:
 
 @main.command()
 @click.argument("job_id")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also remove a set whose record cannot be verified (another deployment's key).",
+)
 @_one_line_errors
-def delete(job_id: str) -> None:
+def delete(job_id: str, force: bool) -> None:
     """Remove the set's record, payloads and results (cancelling it first if it runs)."""
     with _executor() as executor:
-        AerJobSet.retrieve(job_id, executor).delete()
+        try:
+            AerJobSet.retrieve(job_id, executor).delete()
+        except (SecurityError, DecodeError, JobSetNotFoundError):
+            if not force:
+                raise
+            keys = executor.discard(job_id)
+            if not keys:
+                raise
+            click.echo(f"{job_id}: removed {keys} key(s) without verifying them (--force)")
+            return
     click.echo(f"{job_id}: deleted")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@_one_line_errors
+def prune(dry_run: bool) -> None:
+    """Drop records this key cannot verify, and expired index entries; says what went."""
+    with _executor() as executor:
+        removed = executor.prune(dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for entry in removed:
+        keys = f", {entry.keys} key(s)" if entry.keys else ""
+        click.echo(f"{verb} {entry.job_id}: {entry.reason}{keys}")
+    click.echo(f"{verb} {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}")
 
 
 scaling_cli.register(main)

@@ -13,6 +13,7 @@
         ├── JobSetNotFoundError          no job set with that id (never ran, expired, deleted)
         │   └── PrimitiveJobNotFoundError  no primitive job with that id
         ├── JobSetFailedError            sub-jobs failed or were cancelled
+        │   ├── JobSetCancelledError     ... because the set was cancelled
         │   └── PrimitiveJobFailedError  ... of a primitive job (also qiskit-aer's AerError)
         ├── JobSetTimeoutError           a wait ran past its deadline (also JobTimeoutError)
         ├── BrokerUnavailableError       Redis (broker or result backend) cannot be reached
@@ -26,6 +27,7 @@
 
     UserWarning
     ├── VersionSkewWarning               no live worker runs the producer's versions
+    ├── AdmissionWarning                 no live worker has the memory a circuit needs
     └── EvictionPolicyWarning            Redis may evict keys under memory pressure
 
 Worker-side errors reach the producer as the message of a failed sub-job
@@ -125,13 +127,75 @@ class SubJobFailure:
 
 
 class JobSetFailedError(JobSetError):
-    """Raised by ``result()`` when any sub-job failed or was cancelled; lists every one."""
+    """Raised by ``result()`` when any sub-job failed or was cancelled.
 
-    def __init__(self, jobset_id: str, failures: list[SubJobFailure]) -> None:
+    Its message is a summary (counts by error type, the first few sub-jobs with their
+    messages); :attr:`failures` lists every one.  ``sub_jobs`` is the set's size, when known.
+    """
+
+    def __init__(
+        self, jobset_id: str, failures: list[SubJobFailure], *, sub_jobs: int | None = None
+    ) -> None:
         self.jobset_id = jobset_id
         self.failures = list(failures)
-        lines = "\n".join(f"  {f}" for f in self.failures)
-        super().__init__(f"job set {jobset_id}: {len(self.failures)} sub-job(s) failed\n{lines}")
+        self.sub_jobs = sub_jobs
+        super().__init__(self._summary())
+
+    def _summary(self) -> str:
+        failed = [f for f in self.failures if f.status != CANCELLED]
+        cancelled = len(self.failures) - len(failed)
+        of = f" of {self.sub_jobs}" if self.sub_jobs is not None else ""
+        counts = [f"{len(failed)} sub-job(s){of} failed"] if failed else []
+        counts += [f"{cancelled} cancelled"] if cancelled else []
+        return f"job set {self.jobset_id}: {', '.join(counts)}{failure_details(failed)}"
+
+
+CANCELLED = "CANCELLED"  # SubJobFailure.status of a cancelled sub-job (JobStatus.CANCELLED.name)
+_EXAMPLES = 3
+_EXAMPLE_CHARS = 300
+
+
+def failure_details(failed: list[SubJobFailure]) -> str:
+    """Counts by error type, the first few failures, and where the rest are: the lines
+    under a :class:`JobSetFailedError` summary (empty when nothing failed)."""
+    if not failed:
+        return ""
+    by_type: dict[str, int] = {}
+    for f in failed:
+        by_type[f.error_type or "unknown error"] = (
+            by_type.get(f.error_type or "unknown error", 0) + 1
+        )
+    lines = ["  by type: " + ", ".join(f"{name} {n}" for name, n in sorted(by_type.items()))]
+    for f in failed[:_EXAMPLES]:
+        text = str(f).splitlines()[0] if str(f) else ""
+        cut = text[:_EXAMPLE_CHARS] + (" ..." if len(text) > _EXAMPLE_CHARS else "")
+        lines.append(f"  {cut}")
+    if len(failed) > _EXAMPLES:
+        lines.append(f"  ... {len(failed) - _EXAMPLES} more: the error's .failures lists every one")
+    return "\n" + "\n".join(lines)
+
+
+class JobSetCancelledError(JobSetFailedError):
+    """Raised by ``result()`` when the set was cancelled before all of it finished.
+
+    :attr:`failures` lists the sub-jobs that did not finish (cancelled, or failed before the
+    cancel); ``result(partial=True)`` returns the finished ones in their places.
+    """
+
+    def _summary(self) -> str:
+        failed = [f for f in self.failures if f.status != CANCELLED]
+        cancelled = len(self.failures) - len(failed)
+        if self.sub_jobs is not None:
+            done = self.sub_jobs - len(self.failures)
+            finished = f"{done} of {self.sub_jobs} sub-job(s) had finished, {cancelled} cancelled"
+        else:
+            finished = f"{cancelled} sub-job(s) cancelled"
+        also = f", {len(failed)} failed" if failed else ""
+        return (
+            f"job set {self.jobset_id} was cancelled: {finished}{also}; result(partial=True) "
+            "returns the finished ones (the others success=False), .failures lists the rest"
+            f"{failure_details(failed)}"
+        )
 
 
 class PrimitiveJobFailedError(JobSetFailedError, AerError):
@@ -199,6 +263,11 @@ class VersionMismatchError(SubJobError):
 
 class VersionSkewWarning(UserWarning):
     """Warned at submit when no live worker runs the producer's result-relevant versions."""
+
+
+class AdmissionWarning(UserWarning):
+    """Warned at submit (``admit`` unset) when a circuit needs more state memory than the
+    largest live worker offers: it would fail there; ``admit="wait"`` refuses it instead."""
 
 
 class EvictionPolicyWarning(UserWarning):

@@ -302,6 +302,13 @@ class Executor(abc.ABC):
         """Why no live worker would run this producer's sub-jobs; None if one would."""
         return None
 
+    def memory_shortfall(self, backend: Any, costs: Any) -> str | None:
+        """Why the largest live worker could not hold a circuit of ``costs`` (a
+        :class:`~jobset.admission.PlanCosts`); None if it could, or if this executor cannot
+        know."""
+        del backend, costs
+        return None
+
     @abc.abstractmethod
     def submit(self, request: SetRequest) -> Submission:
         """Start every sub-job of ``request.plan`` and return the submission."""

@@ -21,6 +21,7 @@ from . import live, registry, tracing
 from .deadline import Deadline, poll
 from .errors import (
     InvalidInputError,
+    JobSetCancelledError,
     JobSetError,
     JobSetFailedError,
     JobSetStateError,
@@ -197,7 +198,9 @@ class AerJobSet(JobV1):
         """The merged ``Result`` of every sub-job, experiments in input order.
 
         One deadline covers the whole wait.  If any sub-job failed or was cancelled this
-        raises :class:`~jobset.errors.JobSetFailedError` listing each; with
+        raises :class:`~jobset.errors.JobSetFailedError`, whose message summarises them and
+        whose ``failures`` lists each (:class:`~jobset.errors.JobSetCancelledError` when the
+        set was cancelled: it says how many sub-jobs had finished); with
         ``partial=True`` it returns every experiment in its place instead, the failed ones
         ``success=False`` with the error in their ``status``.
         """
@@ -213,7 +216,8 @@ class AerJobSet(JobV1):
             failures = submission.failures(states, results)
             tracing.annotate(failed=len(failures))
             if failures and not partial:
-                raise JobSetFailedError(self._job_id, failures)
+                error = JobSetCancelledError if submission.cancelled else JobSetFailedError
+                raise error(self._job_id, failures, sub_jobs=len(states))
             with tracing.span("jobset.merge", sub_jobs=len(results)):
                 merged = merge_results(
                     self._plan,

@@ -227,6 +227,32 @@ def _as_circuits(circuits: Any) -> list[QuantumCircuit]:
     return out
 
 
+def check_parameters(
+    circuits: Sequence[QuantumCircuit], binds: Sequence[Mapping[Any, Any]] | None
+) -> None:
+    """Refuse a circuit whose parameters would stay unbound (Aer refuses it on the worker:
+    "circuits have parameters but parameter_binds is not specified")."""
+    for i, circuit in enumerate(circuits):
+        parameters = getattr(circuit, "parameters", ())
+        if not parameters:
+            continue
+        bound = set(binds[i]) if binds is not None and i < len(binds) else set()
+        missing = [p.name for p in parameters if p not in bound]
+        if not missing:
+            continue
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        if binds is None:
+            raise InvalidInputError(
+                f"circuit {i} ({circuit.name!r}) has unbound parameters ({shown}) and no "
+                "parameter_binds: pass parameter_binds=[{parameter: [values, ...]}, ...] "
+                "(one dict per circuit), or assign_parameters first"
+            )
+        raise InvalidInputError(
+            f"parameter_binds[{i}] leaves parameters of circuit {i} ({circuit.name!r}) "
+            f"unbound: {shown}"
+        )
+
+
 def _bind_counts(
     circuits: Sequence[QuantumCircuit], parameter_binds: Any
 ) -> tuple[list[dict[Any, list[Any]]] | None, list[int]]:
@@ -299,6 +325,7 @@ def make_plan(
     job_size = _positive_int("max_job_size", max_job_size, optional=True)
     shot_size = _positive_int("max_shot_size", max_shot_size, optional=True)
     binds, counts = _bind_counts(circs, parameter_binds)
+    check_parameters(circs, binds)
 
     experiments: list[ExperimentRef] = []
     for c, (circuit, k) in enumerate(zip(circs, counts, strict=True)):

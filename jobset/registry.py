@@ -117,12 +117,24 @@ def load(store: SignedStore, jobset_id: str) -> JobSetRecord:
         check_jobset_id(jobset_id)
     except InvalidInputError:
         raise JobSetNotFoundError(jobset_id) from None
-    record = store.find(Kind.RECORD, jobset_id, expect=JobSetRecord)
+    try:
+        record = store.find(Kind.RECORD, jobset_id, expect=JobSetRecord)
+    except SecurityError:
+        raise SecurityError(foreign_message(jobset_id)) from None
     if record is None:
         raise JobSetNotFoundError(jobset_id)
     if record.jobset_id != jobset_id:
         raise SecurityError(f"the record stored for {jobset_id} names set {record.jobset_id}")
     return record
+
+
+def foreign_message(jobset_id: str) -> str:
+    """What a record that fails verification is, most likely, and how to remove it."""
+    return (
+        f"job set {jobset_id} was written by another deployment's key (another "
+        "JOBSET_SECRET_KEY), or altered: its record fails verification with this key; "
+        f"`jobset delete --force {jobset_id}` removes it"
+    )
 
 
 def list_ids(redis: Any, *, ttl_s: int) -> list[str]:
@@ -229,7 +241,7 @@ def list_sets(
         )
     if skipped and on_skip is None:
         logger.warning(
-            "skipped %d job set record(s) that failed verification: %s",
+            "skipped %d job set record(s) written by another deployment's key (or altered): %s",
             len(skipped),
             ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""),
         )

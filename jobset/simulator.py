@@ -9,18 +9,19 @@ from typing import Any
 
 from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
+from qiskit_aer.aererror import AerError
 
 from . import tracing
 from .admission import PlanCosts
 from .cost import balance_weights, circuit_costs
-from .errors import InvalidInputError, VersionSkewWarning
+from .errors import AdmissionWarning, InvalidInputError, VersionSkewWarning
 from .executors import Executor, SetRequest, SubmitOptions
 from .jobset import AerJobSet
 from .plan import Plan, make_plan
 from .pools import as_executor
 from .protocol import Kind
 from .simulate import local_runner
-from .validate import check_submission
+from .validate import check_submission, did_you_mean
 
 
 def run(
@@ -52,8 +53,9 @@ def run(
     message and its worker serves on.
 
     Everything is validated before anything is queued: the circuits, shots and split
-    sizes, instructions the simulator does not support, unknown run options, the noise
-    model, and (with ``JOBSET_MAX_MEMORY_MB``) the memory each circuit's state needs.  An
+    sizes, parameters left unbound, instructions the simulator does not support, unknown
+    run options and values Aer's ``run`` refuses (method, precision, option types), the
+    noise model, and (with ``JOBSET_MAX_MEMORY_MB``) the memory each circuit's state needs.  An
     unreachable broker raises :class:`~jobset.errors.BrokerUnavailableError` within the
     connect timeout.  A :class:`~jobset.errors.VersionSkewWarning` says that workers are
     online but none runs this producer's qiskit and qiskit-aer versions.
@@ -61,7 +63,9 @@ def run(
     Admission, routing and sharing (Celery only; see docs/admission.md): ``admit="wait"``
     refuses with :class:`~jobset.errors.AdmissionError` a set whose largest experiment
     needs more memory than any live worker offers, and queues it when no worker is
-    online; ``admit="require"`` refuses then too; ``None`` (the default) checks nothing.
+    online; ``admit="require"`` refuses then too; ``None`` (the default) queues the set
+    but warns (:class:`~jobset.errors.AdmissionWarning`) when a circuit needs more memory
+    than the largest live worker offers.
     ``owner`` sends the sub-jobs to that owner's queue, so workers take turns between
     owners.  ``priority`` (``"normal"``, ``"low"`` or ``"lowest"``): workers take a set's
     sub-jobs only while no set of a higher priority waits in the queues they consume,
@@ -161,6 +165,14 @@ def submit_plan(
     skew = target.version_skew()
     if skew is not None:
         warnings.warn(skew, VersionSkewWarning, stacklevel=stacklevel)
+    short = target.memory_shortfall(backend, costs) if costs and options.admit is None else None
+    if short is not None:
+        warnings.warn(
+            f"{short}; it may fail there (\"Insufficient memory\"): pass admit='wait' (or "
+            "'require') to refuse such a set before it is queued",
+            AdmissionWarning,
+            stacklevel=stacklevel,
+        )
     job = AerJobSet(
         backend,
         str(uuid.uuid4()),
@@ -202,6 +214,19 @@ class DistributedAerSimulator(AerSimulator):
 
     Without an executor it is a plain ``AerSimulator``.
     """
+
+    def set_option(self, key: str, value: Any) -> None:
+        """Aer's ``set_option``; an unknown name raises Aer's ``AerError`` with the closest
+        option's name, as :func:`run` answers an unknown run option."""
+        try:
+            super().set_option(key, value)
+        except AerError as e:
+            if e.message != f"Invalid option {key}":
+                raise
+            valid = dict(self.options.items())
+            raise AerError(
+                f"Invalid option {key!r} for {type(self).__name__}{did_you_mean(key, valid)}"
+            ) from None
 
     def run(self, circuits: Any, parameter_binds: Any = None, **run_options: Any) -> Any:
         executor = run_options.pop("executor", None) or self.options.get("executor")

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import difflib
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from qiskit.circuit import QuantumCircuit
 from qiskit_aer import AerSimulator
 from qiskit_aer.aererror import AerError
-from qiskit_aer.backends.aer_compiler import assemble_circuits, compile_circuit
+from qiskit_aer.backends.aer_compiler import (
+    assemble_circuits,
+    compile_circuit,
+    generate_aer_config,
+)
 from qiskit_aer.noise import NoiseModel
 
 from .errors import InvalidInputError
@@ -61,16 +65,76 @@ def check_instructions(backend: Any, circuits: Sequence[QuantumCircuit]) -> None
             ) from None
 
 
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing."""
+    close = difflib.get_close_matches(name, sorted(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_arguments(where: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """Refuse names in ``given`` that are not ``known``, each with the closest known name,
+    as ``run()`` answers an unknown run option."""
+    valid = sorted(known)
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        hints = ", ".join(f"{name!r}{did_you_mean(name, valid)}" for name in unknown)
+        raise InvalidInputError(f"{where}: unknown argument(s) {hints}")
+
+
+# Every method some build of Aer runs (tensor_network needs a GPU build): a method
+# outside it fails on every worker, one inside may need a worker of the right kind.
+METHODS = tuple(getattr(AerSimulator, "_SIMULATION_METHODS", ())) or (
+    "automatic", "statevector", "density_matrix", "stabilizer", "matrix_product_state",
+    "extended_stabilizer", "unitary", "superop", "tensor_network",
+)  # fmt: skip
+PRECISIONS = ("single", "double")
+
+
+def check_method(method: object) -> None:
+    """Refuse a simulation method no Aer build has, with the closest name."""
+    if method is None or method in METHODS:
+        return
+    raise InvalidInputError(
+        f"invalid simulation method {method!r}{did_you_mean(str(method), METHODS)}; the "
+        f"methods are {', '.join(METHODS)}"
+    )
+
+
+def check_option_values(
+    backend: Any, circuits: Sequence[QuantumCircuit], run_options: Mapping[str, Any]
+) -> None:
+    """Refuse option values Aer's ``run`` would refuse on every worker: the method and
+    precision names, and each option's type, checked by building Aer's own run
+    configuration (``generate_aer_config``, as ``AerSimulator.run`` does).  The device is
+    left to the workers: a GPU worker runs what this producer's build cannot."""
+
+    def option(name: str) -> Any:
+        value = run_options.get(name)
+        return backend.options.get(name) if value is None else value
+
+    check_method(option("method"))
+    precision = option("precision")
+    if precision is not None and precision not in PRECISIONS:
+        raise InvalidInputError(
+            f"invalid simulation precision {precision!r}{did_you_mean(str(precision), PRECISIONS)}"
+            f"; Aer takes {' or '.join(map(repr, PRECISIONS))}"
+        )
+    if not circuits:
+        return
+    options = {k: v for k, v in run_options.items() if k not in _OWN_OPTIONS}
+    try:
+        generate_aer_config(list(circuits), backend.options, **options)
+    except (TypeError, ValueError, AerError) as e:
+        raise InvalidInputError(f"{backend.name} refuses the options: {e}") from None
+
+
 def check_run_options(backend: Any, run_options: Mapping[str, Any]) -> None:
     """Refuse run options that are not Aer options: Aer's ``run`` would ignore them."""
     valid = set(dict(backend.options.items())) | _OWN_OPTIONS
     unknown = sorted(set(run_options) - valid)
     if not unknown:
         return
-    hints = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, sorted(valid), n=1)
-        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    hints = [f"{name!r}{did_you_mean(name, valid)}" for name in unknown]
     raise InvalidInputError(
         f"unknown run option(s) for {backend.name}: {', '.join(hints)}; the options are "
         "those of AerSimulator (backend.options)"
@@ -125,6 +189,7 @@ def check_submission(
 ) -> None:
     """Every check above, cheapest first; raises :class:`InvalidInputError`."""
     check_run_options(backend, run_options)
+    check_option_values(backend, circuits, run_options)
     check_noise_model(backend, run_options)
     check_instructions(backend, circuits)
     check_memory(backend, circuits, run_options, max_memory_mb=max_memory_mb)

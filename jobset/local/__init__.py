@@ -8,7 +8,9 @@ touching a Redis someone else runs.  Each module imports only those listed above
 ``server``     :class:`RedisServer`, a throw-away server on a free loopback port, never 6379
 ``cluster``    :class:`LocalCluster`, N workers run with exactly ``settings.to_env()``
 ``flower``     :class:`FlowerProcess`, Flower with basic auth, as compose runs it
-``command``    ``scripts/cluster``: compose's topology on this machine, until Ctrl-C
+``state``      the cluster folder's private files: its kept identity, its verified pid file
+``report``     the sets a cluster holds: unfinished ones, ones another key wrote
+``command``    ``scripts/cluster``: compose's topology on this machine (start, status, stop)
 
 This package is the one part of ``jobset`` that starts processes; the library proper
 never imports it.

@@ -78,6 +78,10 @@ class LocalCluster(StartStop):
     :attr:`settings`.  With ``metrics=True`` each worker serves Prometheus metrics on its
     own free loopback port (``WorkerHandle.metrics_port``) from its own multiprocess
     directory under the log directory.
+
+    It is the in-notebook cluster: ``cluster = LocalCluster(workers=2).start()``, then
+    ``CeleryExecutor(cluster.settings)``; it stops with ``cluster.stop()``, the ``with``
+    block or the kernel, and keeps nothing (``scripts/cluster`` keeps its sets).
     """
 
     def __init__(

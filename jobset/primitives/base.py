@@ -8,20 +8,24 @@ to Aer's primitive, built from this one's options and simulator, and returns its
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from qiskit.primitives import PrimitiveJob, PrimitiveResult
 from qiskit_aer import AerSimulator
+from qiskit_aer.aererror import AerError
 
 from ..errors import InvalidInputError
 from ..executors import SubmitOptions
 from ..plan import Plan
 from ..pools import as_executor
+from ..validate import check_arguments, did_you_mean
 from .job import DistributedPrimitiveJob, submit
 from .layout import PrimitiveRecord, positive_or_none
 
 P = TypeVar("P", bound="DistributedPrimitive")
+_O = TypeVar("_O")
 
 
 def empty_job() -> PrimitiveJob[PrimitiveResult[Any]]:
@@ -34,6 +38,37 @@ def empty_job() -> PrimitiveJob[PrimitiveResult[Any]]:
     )
     job._submit()
     return job
+
+
+def checked_options(where: str, cls: type[_O], options: dict[str, Any] | None) -> _O:
+    """``cls(**options)``, an unknown key refused with the closest name (not a TypeError)."""
+    if not options:
+        return cls()
+    fields = dataclasses.fields(cast(Any, cls))
+    check_arguments(f"{where} options", options, (f.name for f in fields))
+    return cls(**options)
+
+
+def check_init_arguments(primitive: Any, unknown: dict[str, Any]) -> None:
+    """Refuse keyword arguments ``__init__`` does not take, with the closest name."""
+    if unknown:
+        known = inspect.signature(type(primitive).__init__).parameters
+        names = [n for n, p in known.items() if p.kind is p.KEYWORD_ONLY]
+        check_arguments(type(primitive).__name__, unknown, names)
+
+
+def simulator(where: str, backend_options: dict[str, Any]) -> AerSimulator:
+    """``AerSimulator(**backend_options)``, an unknown option refused with the closest name."""
+    try:
+        return AerSimulator(**backend_options)
+    except AerError as e:
+        name = next((k for k in backend_options if e.message == f"Invalid option {k}"), None)
+        if name is None:
+            raise
+        valid = dict(AerSimulator().options.items())
+        raise InvalidInputError(
+            f"{where} backend_options: unknown option {name!r}{did_you_mean(name, valid)}"
+        ) from None
 
 
 def option_fields(options: Any) -> dict[str, Any]:
@@ -73,7 +108,7 @@ class DistributedPrimitive:
             # Aer's primitive runs everything at once: a split size would change nothing.
             raise InvalidInputError("max_job_size and max_shot_size need an executor")
         self._tags = self._submit_options.tags
-        self._backend: Any = AerSimulator(**backend_options)
+        self._backend: Any = simulator(type(self).__name__, backend_options)
 
     @classmethod
     def from_backend(cls: type[P], backend: Any, *, executor: Any = None, **kwargs: Any) -> P:

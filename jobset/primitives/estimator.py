@@ -10,7 +10,13 @@ from qiskit.primitives import BaseEstimatorV2, PrimitiveJob
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
 
-from .base import DistributedPrimitive, empty_job, option_fields
+from .base import (
+    DistributedPrimitive,
+    check_init_arguments,
+    checked_options,
+    empty_job,
+    option_fields,
+)
 from .job import DistributedPrimitiveJob
 from .layout import clean_run_options, plan_estimator, positive_or_none, resolve_seed
 
@@ -72,8 +78,10 @@ class EstimatorV2(DistributedPrimitive, BaseEstimatorV2):
         priority: str = "normal",
         admit: str | None = None,
         cache_ttl_s: int | None = None,
+        **unknown: Any,
     ) -> None:
-        self._options = EstimatorOptions(**options) if options else EstimatorOptions()
+        check_init_arguments(self, unknown)
+        self._options = checked_options(type(self).__name__, EstimatorOptions, options)
         super().__init__(
             executor=executor,
             backend_options=self._options.backend_options,

@@ -133,7 +133,7 @@ class DistributedPrimitiveJob(BasePrimitiveJob[PrimitiveResult[Any], JobStatus])
             try:
                 merged = self._job_set.result(timeout)
             except JobSetFailedError as e:
-                raise PrimitiveJobFailedError(e.jobset_id, e.failures) from e
+                raise PrimitiveJobFailedError(e.jobset_id, e.failures, sub_jobs=e.sub_jobs) from e
             simulator_metadata = dict(getattr(merged, "metadata", None) or {})
             self._result = PrimitiveResult(
                 pub_results(self._record, merged.results, simulator_metadata),

@@ -11,7 +11,13 @@ from qiskit.primitives import BaseSamplerV2, PrimitiveJob
 from qiskit.primitives.containers.sampler_pub import SamplerPub
 from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
 
-from .base import DistributedPrimitive, empty_job, option_fields
+from .base import (
+    DistributedPrimitive,
+    check_init_arguments,
+    checked_options,
+    empty_job,
+    option_fields,
+)
 from .job import DistributedPrimitiveJob
 from .layout import clean_run_options, plan_sampler, resolve_seed
 
@@ -62,10 +68,12 @@ class SamplerV2(DistributedPrimitive, BaseSamplerV2):
         priority: str = "normal",
         admit: str | None = None,
         cache_ttl_s: int | None = None,
+        **unknown: Any,
     ) -> None:
         self._default_shots = default_shots
         self._seed = seed
-        self._options = SamplerOptions(**options) if options else SamplerOptions()
+        check_init_arguments(self, unknown)
+        self._options = checked_options(type(self).__name__, SamplerOptions, options)
         super().__init__(
             executor=executor,
             backend_options=self._options.backend_options,

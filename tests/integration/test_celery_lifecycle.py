@@ -11,6 +11,7 @@ from qiskit.providers import JobError, JobStatus, JobTimeoutError
 from qiskit_aer import AerSimulator
 
 from jobset import (
+    AdmissionWarning,
     AerJobSet,
     CeleryExecutor,
     ConfigurationError,
@@ -90,14 +91,15 @@ def test_shot_split_experiment_maps_to_the_list_of_its_chunk_sub_jobs(executor):
 
 def test_aer_failure_makes_the_set_error_and_result_lists_every_failed_sub_job(executor):
     circuits = [*qv_circuits(2), _too_big_for_memory(), *qv_circuits(1, name="tail")]
-    job = run(
-        AerSimulator(method="statevector"),
-        circuits,
-        executor=executor,
-        max_job_size=1,
-        shots=50,
-        seed_simulator=1,
-    )
+    with pytest.warns(AdmissionWarning, match="circuit 2 needs"):  # queued all the same
+        job = run(
+            AerSimulator(method="statevector"),
+            circuits,
+            executor=executor,
+            max_job_size=1,
+            shots=50,
+            seed_simulator=1,
+        )
     job.wait_for_final_state(timeout=120, wait=0.2)
     assert job.status() is JobStatus.ERROR
     assert job.status(2) is JobStatus.ERROR and job.status(3) is JobStatus.DONE

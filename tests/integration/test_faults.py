@@ -19,7 +19,7 @@ from qiskit import QuantumCircuit
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
-from jobset import CeleryExecutor, JobSetFailedError, run
+from jobset import AdmissionWarning, CeleryExecutor, JobSetFailedError, run
 from jobset.celeryconf import restore_interval_s
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import SubJobRef, task_id
@@ -177,7 +177,8 @@ def test_a_deterministic_simulation_error_is_not_retried(cluster):
     too_big.h(range(40))
     too_big.measure_all()
     with CeleryExecutor(cluster.settings) as executor:
-        job = submit(executor, [too_big, *qv_circuits(1)])
+        with pytest.warns(AdmissionWarning):  # the producer says so, and queues it anyway
+            job = submit(executor, [too_big, *qv_circuits(1)])
         job.wait_for_final_state(timeout=60, wait=0.1)
         assert job.status([0, 1]) == [JobStatus.ERROR, JobStatus.DONE]
         assert starts(executor, job, 0) == 1

@@ -8,6 +8,8 @@ workers and on a real Dask cluster.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import redis
@@ -23,7 +25,7 @@ from qiskit_aer.aererror import AerError
 from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
 from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
 
-from jobset import InvalidInputError, JobSetFailedError
+from jobset import AdmissionWarning, CeleryExecutor, InvalidInputError, JobSetFailedError
 from jobset.plan import MAX_SEED, MIN_SEED
 from jobset.primitives import DistributedPrimitiveJob, EstimatorV2, SamplerV2
 from jobset.protocol import DEFAULT_QUEUE
@@ -322,12 +324,20 @@ def test_a_failed_simulation_is_caught_as_aers_error_and_as_a_job_set_failure(
 ):
     with pytest.raises(AerError, match="Insufficient memory"):
         AerSamplerV2().run([_too_big()], shots=10).result()
-    for job in (
-        SamplerV2(executor=distributed_executor).run([_bell(), _too_big()], shots=10),
-        EstimatorV2(executor=distributed_executor).run(
-            [(_too_big().remove_final_measurements(inplace=False), SparsePauliOp("Z" * 40))]
-        ),
-    ):
+    with warnings.catch_warnings(record=True) as seen:
+        # With Celery the producer knows no live worker has the memory: it warns, and
+        # (admit unset) queues the job all the same.
+        warnings.simplefilter("always", AdmissionWarning)
+        jobs = (
+            SamplerV2(executor=distributed_executor).run([_bell(), _too_big()], shots=10),
+            EstimatorV2(executor=distributed_executor).run(
+                [(_too_big().remove_final_measurements(inplace=False), SparsePauliOp("Z" * 40))]
+            ),
+        )
+    warned = [w for w in seen if issubclass(w.category, AdmissionWarning)]
+    assert len(warned) == (2 if isinstance(distributed_executor, CeleryExecutor) else 0)
+    assert all("Insufficient memory" in str(w.message) for w in warned)
+    for job in jobs:
         with pytest.raises(AerError, match="Insufficient memory") as caught:
             job.result()
         assert isinstance(caught.value, JobSetFailedError)

@@ -15,6 +15,7 @@ PACKAGE = Path(jobset.__file__).parent
 def test_public_names_are_exactly_the_pinned_list():
     assert sorted(jobset.__all__) == [
         "AdmissionError",
+        "AdmissionWarning",
         "AerJobSet",
         "BrokerUnavailableError",
         "CeleryExecutor",
@@ -23,6 +24,7 @@ def test_public_names_are_exactly_the_pinned_list():
         "DistributedAerSimulator",
         "EvictionPolicyWarning",
         "InvalidInputError",
+        "JobSetCancelledError",
         "JobSetError",
         "JobSetFailedError",
         "JobSetInfo",
