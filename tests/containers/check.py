@@ -3,7 +3,8 @@
 The producer is this machine's ``jobset`` (``CeleryExecutor`` and ``run``) talking to the
 containers' Redis on a loopback port; every wait polls for an event with a deadline.  In order:
 three worker containers share a set exactly; one killed mid sub-job; a scale-down to one while
-a set runs; a Redis restart; Flower's login and its list of sub-jobs; Prometheus scraping the
+a set runs; a Redis restart; ``jobset scale``'s compose backend adding containers for a
+backlog and draining the idle ones; Flower's login and its list of sub-jobs; Prometheus scraping the
 workers; the images' user and secrets; and ``down -v`` leaving nothing behind.  The summary
 goes to ``--summary``.
 """
@@ -33,7 +34,11 @@ from qiskit_aer import AerSimulator
 
 from jobset import AerJobSet, CeleryExecutor, Settings, run
 from jobset.deadline import wait_for
-from jobset.protocol import WORKER_KEY_PREFIX
+from jobset.protocol import DEFAULT_QUEUE, WORKER_KEY_PREFIX
+from jobset.scaling.backends import ComposeBackend
+from jobset.scaling.backlog import BacklogReader
+from jobset.scaling.loop import Scaler
+from jobset.scaling.reconcile import ScalePolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -295,6 +300,36 @@ def check_redis_restart(dep: Deployment, executor: CeleryExecutor) -> None:
     log("the set across a Redis restart: exact")
 
 
+def check_autoscale(dep: Deployment, executor: CeleryExecutor) -> None:
+    """The compose backend of ``jobset scale``: up for a backlog, down when idle, exact."""
+    dep.worker_hostnames(1)  # as the scale-down left it
+    backend = ComposeBackend(
+        project_dir=ROOT,
+        files=(ROOT / "docker-compose.yml", ROOT / "tests" / "containers" / "compose.test.yml"),
+        compose=("docker-compose", "--project-name", dep.project, "--env-file", str(dep.env_file)),
+        stop_timeout_s=60,
+    )
+    # A rate of one work unit a second makes any backlog "too long to drain": up to --max.
+    reader = BacklogReader(executor, work_rate=1.0)
+    policy = ScalePolicy(1, 3, 1, target_drain_s=1, idle_grace_s=0)
+    scaler = Scaler(reader, backend, policy, DEFAULT_QUEUE)
+    cs = circuits(12, 19, 16, seed=500)
+    job = submit(dep, executor, cs, seed=11, max_job_size=1)
+    decision = scaler.reconcile()
+    assert decision is not None and decision.add == 2, decision
+    dep.worker_hostnames(3)
+    log("jobset scale (compose): 1 -> 3 worker containers for a backlog")
+    assert_exact(job, cs, 11, timeout_s=300)
+
+    def drained() -> bool:
+        scaler.reconcile()  # drains idle workers once their heartbeats say so (every 10 s)
+        return len(dep.containers("worker")) == 1
+
+    wait_until(drained, 180, "the idle worker containers to be drained")
+    dep.worker_hostnames(1)
+    log("jobset scale (compose): idle containers drained back to 1, the set exact")
+
+
 def check_flower(dep: Deployment, jobset_id: str, hostnames: set[str]) -> None:
     for path in ("/", "/api/tasks", f"/api/tasks?search={jobset_id}"):
         assert dep.flower_status(path) == 401, path
@@ -373,10 +408,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_kill(dep, executor)
         check_scale_down(dep, executor)
         check_redis_restart(dep, executor)
+        check_autoscale(dep, executor)
     dep.redis.close()
     check_down(dep)
     args.summary.write_text(
         f"{len(hostnames)} worker containers, set exact, kill/scale/restart survived, "
+        "jobset scale up and down, "
         "Flower auth ok, Prometheus scraped 3 workers"
     )
     return 0
