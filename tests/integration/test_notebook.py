@@ -57,6 +57,12 @@ def _html(output: dict) -> str | None:
     return output.get("data", {}).get("text/html")
 
 
+def _shown(cell: nbformat.NotebookNode) -> dict:
+    """The cell's value as the notebook shows it (beside it, warnings may be printed)."""
+    (output,) = [o for o in cell.outputs if o["output_type"] == "execute_result"]
+    return output
+
+
 @pytest.fixture(scope="module")
 def notebook(cluster, tmp_path_factory, monkeypatch_module) -> nbformat.NotebookNode:
     for name, value in cluster.settings.to_env().items():
@@ -96,7 +102,7 @@ def test_watch_updates_one_output_in_place_and_ends_showing_the_set_done(noteboo
 
 
 def test_a_job_set_renders_as_html_with_id_state_progress_dates_and_escaped_tags(notebook):
-    (output,) = notebook.cells[2].outputs
+    output = _shown(notebook.cells[2])
     view = _html(output)
     assert view is not None
     job_id = re.search(r'data-jobset-id="([0-9a-f-]{36})"', view).group(1)
@@ -110,7 +116,7 @@ def test_a_job_set_renders_as_html_with_id_state_progress_dates_and_escaped_tags
 
 
 def test_a_failed_set_shows_its_failures_with_the_workers_message(notebook):
-    (output,) = notebook.cells[3].outputs
+    output = _shown(notebook.cells[3])
     view = _html(output)
     assert view is not None
     assert ">ERROR<" in view and "done 1" in view and "error 1" in view
@@ -119,19 +125,19 @@ def test_a_failed_set_shows_its_failures_with_the_workers_message(notebook):
 
 
 def test_the_listing_is_a_table_newest_first_with_dates(notebook):
-    (output,) = notebook.cells[4].outputs
+    output = _shown(notebook.cells[4])
     table = _html(output)
     assert table is not None and table.startswith('<table class="jobset-listing">')
     ids = re.findall(r"<tr><td><code>([0-9a-f-]{36})</code></td><td>(\d{4}-[^<]+ UTC)</td>", table)
-    watched = re.search(r'data-jobset-id="([0-9a-f-]{36})"', _html(notebook.cells[2].outputs[0]))
-    failing = re.search(r'data-jobset-id="([0-9a-f-]{36})"', _html(notebook.cells[3].outputs[0]))
+    watched = re.search(r'data-jobset-id="([0-9a-f-]{36})"', _html(_shown(notebook.cells[2])))
+    failing = re.search(r'data-jobset-id="([0-9a-f-]{36})"', _html(_shown(notebook.cells[3])))
     order = [i for i, _ in ids]
     assert order.index(failing.group(1)) < order.index(watched.group(1))  # newest first
     assert "JobStatus." not in table and ">ERROR<" in table
 
 
 def test_a_primitive_job_renders_as_its_job_set_named_after_the_primitive(notebook):
-    (output,) = notebook.cells[5].outputs
+    output = _shown(notebook.cells[5])
     view = _html(output)
     assert view is not None and "<b>sampler job</b>" in view and ">DONE<" in view
     assert output["data"]["text/plain"].startswith("sampler job ")

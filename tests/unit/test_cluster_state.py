@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from jobset import CeleryExecutor
+from jobset.deadline import wait_for
 from jobset.errors import ConfigurationError
 from jobset.local import command
 from jobset.local.state import (
@@ -89,6 +90,12 @@ def test_the_pid_file_of_this_very_command_is_recognised(tmp_path: Path) -> None
         [sys.executable, "-c", "import time; time.sleep(600)", "jobset.local.command"]
     )
     try:
+        # Its command line is the parent's until the child has exec'd: wait for its own.
+        wait_for(
+            lambda: "jobset.local.command" in (process_signature(child.pid) or ""),
+            60,
+            "the child to run its command",
+        )
         write_pid_file(folder, child.pid)
         assert running_pid(folder) == child.pid
     finally:
