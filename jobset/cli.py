@@ -181,7 +181,9 @@ def watch(job_id: str, interval: float) -> None:
                 final = sum(counts.get(s.name, 0) for s in FINAL)
                 bar.update(final - shown)
                 shown = final
-                if final == total:
+                # The counts are the workers' unsigned tally: the end is the set's status,
+                # which the signed proofs back (jobset.evidence).
+                if final == total and job.status() in FINAL:
                     break
                 time.sleep(interval)
         final_status = job.status()

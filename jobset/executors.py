@@ -139,6 +139,9 @@ class Submission(abc.ABC):
     """A set of sub-jobs handed to an executor."""
 
     task_ids: tuple[str, ...]
+    # Whether cancel() writes its mark even on a set that reads final: where that reading
+    # rests on what others can write (Redis), a mark too many is the safe side.
+    cancel_when_final = False
 
     @property
     @abc.abstractmethod

@@ -12,6 +12,10 @@ under the keys below, each signed (see :mod:`jobset.codec`) and each with a TTL:
 ``jobset:{id}:batch:{k}``    sub-job ``k``'s circuits and run options (signed pickle)
 ``jobset:{id}:result:{k}``   sub-job ``k``'s ``qiskit.result.Result`` (signed pickle)
 ``jobset:{id}:cancelled``    the durable cancel mark, checked by workers before they run
+                             (its value is a MAC: the evidence that the set's producer
+                             cancelled it, see :mod:`jobset.evidence`)
+``jobset:{id}:ends``         index -> letter and MAC: a worker's signed word that a sub-job
+                             ended (:mod:`jobset.evidence`)
 ``jobset:{id}:cancelled:{k}`` the same for sub-job ``k`` alone
 ``jobset:{id}:primitive``    a primitive job's layout: PUB shapes, observables, seeds (signed
                              pickle; only for sets made by :mod:`jobset.primitives`)
@@ -98,6 +102,10 @@ class Kind(enum.Enum):
     RECORD = "record"
     PRIMITIVE = "primitive"
     CACHE = "cache"
+    # Not envelopes: short MACs that prove a sub-job ended or a set was cancelled by a
+    # holder of the key (see jobset.evidence).
+    END = "end"
+    CANCEL = "cancel"
 
 
 # Bounds of every number a message or key may carry: generous for real sets, small
@@ -177,6 +185,10 @@ def sub_job_cancel_key(jobset_id: str, index: int) -> str:
     return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:cancelled:{check_index(index)}"
 
 
+def ends_key(jobset_id: str) -> str:
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:ends"
+
+
 def primitive_key(jobset_id: str) -> str:
     return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:primitive"
 
@@ -200,6 +212,8 @@ def signed_key(kind: Kind, ref: Ref) -> str:
     if kind is Kind.CACHE:
         return cache_key(ref)
     builders = {Kind.BACKEND: backend_key, Kind.RECORD: record_key, Kind.PRIMITIVE: primitive_key}
+    if kind not in builders:
+        raise InvalidInputError(f"a {kind.value} is not stored as a signed envelope")
     return builders[kind](ref)
 
 

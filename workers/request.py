@@ -21,7 +21,7 @@ from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
-from jobset import tally
+from jobset import evidence, tally
 from jobset.errors import JobSetError, SubJobTimeoutError, timeout_message
 from jobset.protocol import SubJobRef
 
@@ -69,5 +69,5 @@ class SubJobRequest(Request):
         """The pool child was killed: only the parent can record the failure in the tally."""
         ref = tally.ref_of(self.id, self.kwargs)
         if ref is not None:
-            ttl_s = self.task.app.conf.jobset_settings.result_ttl_s
-            tally.move_quietly(self.task.backend.client, ref, tally.FAILED, ttl_s=ttl_s)
+            settings = self.task.app.conf.jobset_settings
+            evidence.record_move(self.task.backend.client, settings, ref, tally.FAILED)

@@ -13,7 +13,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import task_postrun, task_revoked
 from qiskit.result import Result
 
-from jobset import tally
+from jobset import evidence, tally
 from jobset.codec import batch_digest
 from jobset.compat import version_mismatch
 from jobset.errors import (
@@ -172,7 +172,9 @@ _FINAL_LETTERS = {
 def tally_move(
     client: Any, ref: SubJobRef, letter: str, settings: Settings, *, start: bool = False
 ) -> None:
-    tally.move_quietly(client, ref, letter, ttl_s=settings.result_ttl_s, start=start)
+    # With the signed end record of a final letter (jobset.evidence): what a status that
+    # reads final is checked against.
+    evidence.record_move(client, settings, ref, letter, start=start)
 
 
 @task_postrun.connect(sender=run_sub_job)

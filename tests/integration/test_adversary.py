@@ -22,8 +22,19 @@ from celery import Celery
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
-from jobset import AerJobSet, CeleryExecutor, DecodeError, SecurityError, run
+from jobset import (
+    AerJobSet,
+    CeleryExecutor,
+    DecodeError,
+    JobSetTimeoutError,
+    SecurityError,
+    Settings,
+    run,
+    tally,
+)
 from jobset.codec import MAGIC
+from jobset.evidence import cancel_proven
+from jobset.local import RedisServer
 from jobset.protocol import (
     DEFAULT_QUEUE,
     INDEX_KEY,
@@ -33,6 +44,7 @@ from jobset.protocol import (
     Kind,
     backend_key,
     batch_key,
+    ends_key,
     record_key,
     result_key,
     worker_key,
@@ -47,7 +59,7 @@ HEADER = len(MAGIC) + 1 + 32
 SET_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 PROJECT_KEY = re.compile(
     rf"jobset:(index|owner-queues|worker:[^*?\[\]\x00]+|cache:[0-9a-f]{{64}}|"
-    rf"{SET_ID.pattern}:(record|backend|primitive|runs|cancelled|"
+    rf"{SET_ID.pattern}:(record|backend|primitive|runs|cancelled|ends|"
     rf"(batch|result|cancelled):\d+))"
 )
 
@@ -291,3 +303,43 @@ def test_garbage_heartbeats_and_owner_queues_do_not_stop_anyone_from_submitting(
     finally:
         executor.redis.delete(*bad)
         executor.redis.zrem(OWNER_QUEUES_KEY, "celery", "jobset.cpu.owner.a*b")
+
+
+def _copy_hash(source, key: str, target, to: str) -> None:
+    fields = source.hgetall(key)
+    if fields:
+        target.hset(to, mapping=fields)
+
+
+def test_a_finished_sets_tally_copied_onto_a_queued_set_neither_ends_it_nor_stops_its_cancel(
+    executor, victim
+):
+    """Every hash a worker writes for the finished victim, and Celery's records, copied
+    onto a set that waits in a queue no worker consumes: nothing proves its end."""
+    with (
+        RedisServer() as server,
+        CeleryExecutor(
+            Settings(broker_url=server.url, secret_key=executor.settings.secret_key)
+        ) as idle,
+    ):
+        queued = run(AerSimulator(), qv_circuits(3), executor=idle, max_job_size=1, shots=16)
+        source, target, v, q = executor.redis, idle.redis, victim.job_id(), queued.job_id()
+        for key in (tally.states_key, tally.counts_key, ends_key):
+            _copy_hash(source, key(v), target, key(q))
+        target.rpush(tally.ended_key(q), *source.lrange(tally.ended_key(v), 0, -1))
+        for k in range(3):
+            meta = source.get(executor.app.backend.get_key_for_task(f"{v}-{k}"))
+            forged = meta.replace(v.encode(), q.encode())
+            target.set(idle.app.backend.get_key_for_task(f"{q}-{k}"), forged)
+        assert queued.progress() == {"DONE": 3}  # the unsigned tally says so
+        assert queued.status() is JobStatus.QUEUED
+        assert AerJobSet.retrieve(q, idle).status() is JobStatus.QUEUED
+        assert [i.status for i in AerJobSet.list_sets(idle)] == [JobStatus.QUEUED]
+        with pytest.raises(JobSetTimeoutError):
+            queued.wait_for_final_state(timeout=0.5, wait=0.1)
+        assert queued.cancel() is True
+        assert cancel_proven(target, idle.settings, q)
+        assert target.llen(DEFAULT_QUEUE) == 0  # purged
+        assert queued.status() is JobStatus.CANCELLED
+    # The victim itself, read from scratch, is still DONE: its proofs are its own.
+    assert AerJobSet.retrieve(v, executor).status() is JobStatus.DONE
