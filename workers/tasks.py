@@ -54,9 +54,11 @@ TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 
 class SubJobTask(Task):
-    """A task whose requests turn time limits into clear errors (see ``workers.request``)."""
+    """A task whose messages are checked whole before a request is made of them, and whose
+    requests turn time limits into clear errors (see ``workers.request``)."""
 
     Request = "workers.request:SubJobRequest"
+    Strategy = "workers.request:sub_job_strategy"
 
 
 def retry_io(action: Callable[[], T], what: str) -> T:

@@ -8,6 +8,8 @@ the namespace, no set reads another's result, and the workers serve on.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import pickle
 import re
@@ -42,8 +44,10 @@ from jobset.protocol import (
     PROTOCOL_VERSION,
     RUN_SUB_JOB_TASK,
     Kind,
+    SubJobRef,
     backend_key,
     batch_key,
+    check_envelope,
     ends_key,
     record_key,
     result_key,
@@ -166,7 +170,7 @@ def test_crafted_messages_in_every_field_are_refused_write_nothing_and_run_nothi
     refused = failures[:older] + failures[older + 1 : -1]
     assert all(f.startswith("SecurityError") for f in refused), refused
     assert "task id" in failures[-2]
-    assert failures[-1].startswith("TypeError")  # positional arguments: no such signature
+    assert failures[-1] == "SecurityError: refused a sub-job message with positional arguments"
     written = set(_project_keys(executor)) - before
     assert all(PROJECT_KEY.fullmatch(k) for k in written), sorted(written)[:5]
     assert [k for k in written if "worker:" not in k] == []
@@ -342,4 +346,65 @@ def test_a_finished_sets_tally_copied_onto_a_queued_set_neither_ends_it_nor_stop
         assert target.llen(DEFAULT_QUEUE) == 0  # purged
         assert queued.status() is JobStatus.CANCELLED
     # The victim itself, read from scratch, is still DONE: its proofs are its own.
+    assert AerJobSet.retrieve(v, executor).status() is JobStatus.DONE
+
+
+def test_the_producers_messages_carry_exactly_the_envelope_workers_accept(executor):
+    with (
+        RedisServer() as server,
+        CeleryExecutor(
+            Settings(broker_url=server.url, secret_key=executor.settings.secret_key)
+        ) as idle,
+    ):
+        run(AerSimulator(), qv_circuits(2), executor=idle, max_job_size=1, shots=8, timeout_s=30)
+        raws = server.client().lrange(DEFAULT_QUEUE, 0, -1)
+    assert len(raws) == 2
+    for raw in raws:
+        message = json.loads(raw)
+        body = json.loads(base64.b64decode(message["body"]))
+        check_envelope(message["headers"], body)
+        assert SubJobRef.from_kwargs(body[1]).task_id == message["headers"]["id"]
+        assert body[2] == {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def _settled(executor: CeleryExecutor, tid: str) -> str:
+    """The refusal in Celery's record, once the worker is done with the message: it acks
+    the message after anything it would publish for it, and stores the failure."""
+    failure = _failure(executor, tid)
+    wait_until(
+        lambda: all(tid.encode() not in v for v in executor.redis.hvals("unacked")),
+        60,
+        f"the worker to acknowledge {tid}",
+    )
+    return failure
+
+
+def test_a_message_with_callbacks_errbacks_a_chord_or_a_group_is_refused_and_followed_nowhere(
+    executor, attacker, victim, cluster
+):
+    v = victim.job_id()
+    mark = f"jobset:{v}:cancelled"  # a list LPUSHed there would be a durable cancel
+    good = {"jobset_id": v, "index": 0, "experiments": 1, "version": PROTOCOL_VERSION}
+    to_mark = attacker.signature("jobset.anything", queue=mark)
+    crafted = {
+        "errbacks": {"link_error": to_mark},
+        "callbacks": {"link": attacker.signature("jobset.anything", queue=f"{mark}:0")},
+        "chord": {"chord": to_mark, "group_id": "evil-group"},
+        "replaced_task_nesting": {"replaced_task_nesting": 1},
+        "group": {"group_id": "evil-group", "group_index": 0},
+    }
+    refusals = {}
+    for field, options in crafted.items():
+        tid = str(uuid.uuid4())
+        attacker.send_task(
+            RUN_SUB_JOB_TASK, kwargs=good, task_id=tid, queue=DEFAULT_QUEUE, **options
+        )
+        refusals[field] = (tid, _settled(executor, tid))
+    for field, (_, failure) in refusals.items():
+        assert failure.startswith("SecurityError") and field in failure, failure
+    assert not executor.redis.exists(mark, f"{mark}:0")
+    assert [k for k in executor.redis.scan_iter(match="*evil*", count=1000)] == []
+    logs = "".join(p.read_text(errors="replace") for p in cluster.log_dir.glob("worker-*.log"))
+    for tid, _ in refusals.values():
+        assert logs.count(f"sub-job message {tid}: refused") == 1
     assert AerJobSet.retrieve(v, executor).status() is JobStatus.DONE
