@@ -383,6 +383,7 @@ _HEADER_FIELDS = frozenset(
         "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
         "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin",
         "ignore_result", "replaced_task_nesting", "stamped_headers", "stamps",
+        "redelivered",  # kombu's Redis transport, on a message it put back in its queue
     }
 )  # fmt: skip
 # Headers that would make a worker act beyond running the sub-job (join a group or
@@ -421,6 +422,8 @@ def check_envelope(headers: object, body: object) -> None:
     carried = [name for name in _EMPTY_HEADERS if headers.get(name)]
     if headers.get("replaced_task_nesting"):
         carried.append("replaced_task_nesting")
+    if not isinstance(headers.get("redelivered", False), bool):
+        carried.append("redelivered")
     retries = headers.get("retries", 0)
     if (
         isinstance(retries, bool)

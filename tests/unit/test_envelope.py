@@ -25,6 +25,7 @@ def test_the_message_celery_builds_for_the_producer_passes(message):
     headers, body = message
     check_envelope(headers, body)
     check_envelope({**headers, "retries": 3, "eta": "2026-12-04T21:00:00+00:00"}, body)
+    check_envelope({**headers, "redelivered": True}, body)  # kombu put it back in its queue
 
 
 WORKFLOW = [
@@ -63,6 +64,7 @@ HEADERS = [
     ("id", "x" * 65),
     ("parent_id", 7),
     ("eta", "a\x00b"),
+    ("redelivered", "yes"),
     ("kwargsrepr", "x" * 5000),
 ]
 
