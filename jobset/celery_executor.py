@@ -249,7 +249,7 @@ class CeleryExecutor(Executor):
         return StoredSet(record, backend, run)
 
     def stored_ids(self) -> list[str]:
-        return registry.list_ids(self.redis, ttl_s=self.settings.result_ttl_s)
+        return registry.list_ids(self.redis)
 
     def find(self, kind: Kind, ref: Any) -> Any:
         return self.store.find(kind, ref)

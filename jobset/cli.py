@@ -255,7 +255,7 @@ def list_sets() -> None:
     if skipped:
         shown = ", ".join(repr(s) for s in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
         click.echo(
-            f"skipped {len(skipped)} job set record(s) that failed verification: {shown}",
+            f"skipped {len(skipped)} job set(s) that could not be read or verified: {shown}",
             err=True,
         )
     if not infos:

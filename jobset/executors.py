@@ -300,7 +300,7 @@ class Executor(abc.ABC):
         raise self._not_stored("retrieve")
 
     def stored_ids(self) -> list[str]:
-        """The ids of every stored set, oldest first."""
+        """The ids of every stored set, in no order (``list_sets`` orders by the records)."""
         raise self._not_stored("list_sets")
 
     def find(self, kind: Kind, ref: Any) -> Any:

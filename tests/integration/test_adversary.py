@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from celery import Celery
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
@@ -36,7 +37,7 @@ from jobset import (
 )
 from jobset.codec import MAGIC
 from jobset.evidence import cancel_proven
-from jobset.local import RedisServer
+from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import (
     DEFAULT_QUEUE,
     INDEX_KEY,
@@ -408,3 +409,124 @@ def test_a_message_with_callbacks_errbacks_a_chord_or_a_group_is_refused_and_fol
     for tid, _ in refusals.values():
         assert logs.count(f"sub-job message {tid}: refused") == 1
     assert AerJobSet.retrieve(v, executor).status() is JobStatus.DONE
+
+
+# --- the attacker is Flower: its Redis user from config/redis-users.acl ---------------
+
+ACL_FILE = Path(__file__).resolve().parents[2] / "config" / "redis-users.acl"
+
+
+def acl_lines(jobset_password: str, flower_password: str) -> list[str]:
+    """config/redis-users.acl as compose fills it in; the default user may only PING (the
+    server's start-up check), where compose switches it off."""
+    text = ACL_FILE.read_text()
+    text = text.replace("@JOBSET_REDIS_PASSWORD@", jobset_password)
+    text = text.replace("@FLOWER_REDIS_PASSWORD@", flower_password)
+    users = [line for line in text.splitlines() if line.startswith("user ")]
+    assert users[0] == "user default off"
+    return ["user default on nopass resetkeys -@all +ping", *users[1:]]
+
+
+@pytest.fixture(scope="module")
+def acl_cluster(cluster) -> Iterator[tuple[str, Settings]]:
+    """A Redis with the deployment's users and one worker as ``jobset``; the flower URL."""
+    jobset_pw, flower_pw = uuid.uuid4().hex, uuid.uuid4().hex
+    with RedisServer(config=acl_lines(jobset_pw, flower_pw)) as server:
+        settings = Settings(
+            broker_url=f"redis://jobset:{jobset_pw}@127.0.0.1:{server.port}/0",
+            secret_key=cluster.settings.secret_key,
+        )
+        with LocalCluster(workers=1, settings=settings):
+            yield f"redis://flower:{flower_pw}@127.0.0.1:{server.port}/0", settings
+
+
+def test_the_flower_user_can_neither_kill_pause_nor_script_nor_scan(acl_cluster):
+    flower = redis.Redis.from_url(acl_cluster[0])
+    try:
+        refused = [
+            ("CLIENT", "KILL", "TYPE", "normal"),
+            ("CLIENT", "PAUSE", "10000"),
+            ("CLIENT", "LIST"),
+            ("EVAL", "while true do end", "0"),
+            ("SCRIPT", "LOAD", "while true do end"),
+            ("FUNCTION", "FLUSH"),
+            ("KEYS", "*"),
+            ("SCAN", "0"),
+            ("SET", "celeryev.x", "1"),
+            ("LPUSH", DEFAULT_QUEUE, "{}"),
+            ("CONFIG", "GET", "*"),
+        ]
+        for command in refused:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                flower.execute_command(*command)
+        assert flower.ping()
+    finally:
+        flower.close()
+
+
+def test_workers_ignore_control_commands_from_flower_that_would_steer_them(acl_cluster):
+    flower_url, settings = acl_cluster
+    app = Celery("flower-attacker", broker=flower_url)
+    try:
+        control = app.control
+        hosts = list(control.inspect(timeout=5).ping() or {})
+        assert len(hosts) == 1
+        replies = {
+            "add_consumer": control.add_consumer("celeryev.evil", reply=True, timeout=5),
+            "cancel_consumer": control.cancel_consumer(DEFAULT_QUEUE, reply=True, timeout=5),
+            "pool_grow": control.pool_grow(4, reply=True, timeout=5),
+            "rate_limit": control.rate_limit(RUN_SUB_JOB_TASK, "1/h", reply=True, timeout=5),
+            "time_limit": control.time_limit(RUN_SUB_JOB_TASK, 1, 1, reply=True, timeout=5),
+            "shutdown": control.broadcast("shutdown", reply=True, timeout=5),
+        }
+        for name, reply in replies.items():
+            answers = [a for r in reply for a in r.values()]
+            assert answers and all("error" in a for a in answers), (name, reply)
+        queues = control.inspect(timeout=5).active_queues()
+        assert [q["name"] for q in queues[hosts[0]]] == [DEFAULT_QUEUE]
+        assert list(control.inspect(timeout=5).ping() or {}) == hosts  # still serving
+        stats = control.inspect(timeout=5).stats()[hosts[0]]
+        assert stats["pool"]["max-concurrency"] == 1
+    finally:
+        app.close()
+    # A producer's set still runs there.
+    with CeleryExecutor(settings) as ex:
+        circuits = qv_circuits(1, name="acl")
+        _exact(
+            run(AerSimulator(), circuits, executor=ex, shots=16, seed_simulator=1),
+            circuits,
+            shots=16,
+            seed_simulator=1,
+        )
+
+
+def test_a_wrong_type_record_or_a_rescored_or_removed_index_entry_neither_breaks_nor_hides(
+    executor, cluster, victim
+):
+    """The index is unsigned: it may lie about which sets exist and when they were made."""
+    broken = str(uuid.uuid4())
+    client, v = executor.redis, victim.job_id()
+    client.zadd(INDEX_KEY, {broken: 1e12})
+    client.hset(record_key(broken), "x", "1")  # WRONGTYPE for GET
+    client.expire(record_key(broken), 600)
+    env = {**os.environ, **cluster.settings.to_env()}
+    try:
+        for tamper in (
+            lambda: client.zadd(INDEX_KEY, {v: 0}),  # rescored: the next listing pruned it
+            lambda: client.zadd(INDEX_KEY, {v: 1e12}),  # made to look newest
+            lambda: client.zrem(INDEX_KEY, v),  # removed
+        ):
+            tamper()
+            infos = AerJobSet.list_sets(executor)
+            assert v in [i.job_id for i in infos]
+            assert [i.created_at for i in infos] == sorted(i.created_at for i in infos)
+            done = subprocess.run(
+                [sys.executable, "-m", "jobset.cli", "ls"], env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stderr
+            assert v in done.stdout
+            lines = [line for line in done.stderr.splitlines() if "skipped" in line]
+            assert len(lines) == 1 and broken in lines[0], done.stderr
+    finally:
+        client.zrem(INDEX_KEY, broken)
+        client.delete(record_key(broken))
