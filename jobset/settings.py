@@ -383,7 +383,10 @@ class MetricsSettings(EnvSettings):
         default_doc="none: no metrics (compose sets `9808`)",
     )
     addr: str = setting(
-        ENV_METRICS_ADDR, "0.0.0.0", "address the metrics server binds", side="workers"
+        ENV_METRICS_ADDR,
+        "127.0.0.1",
+        "address the metrics server binds (compose: every interface of the container)",
+        side="workers",
     )
     set_ttl_s: int = setting(
         ENV_METRICS_SET_TTL_S,

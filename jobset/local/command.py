@@ -38,12 +38,31 @@ from .server import RedisServer
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` readable by its owner only, replacing ``path`` at once."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Write ``text`` readable by its owner only, replacing ``path`` at once.
+
+    The temporary file gets a fresh random name and is created with ``O_EXCL`` and
+    ``O_NOFOLLOW``: a file or link planted at a guessable name is never written through.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def private_dir(directory: Path) -> Path:
+    """``directory`` and its parts made owner-only: it holds the key, the data, the logs."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    for sub in ("logs", "redis"):
+        (directory / sub).mkdir(mode=0o700, exist_ok=True)
+        (directory / sub).chmod(0o700)
+    return directory
 
 
 def _env_file(settings: Settings) -> str:
@@ -94,11 +113,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    directory: Path = args.dir.resolve()
-    for sub in ("logs", "redis"):
-        # The AOF holds every payload and result, the logs name the sets: owner only.
-        (directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-        (directory / sub).chmod(0o700)
+    # The key file, the AOF (every payload and result) and the logs: owner only.
+    directory = private_dir(args.dir.resolve())
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

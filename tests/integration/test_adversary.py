@@ -530,3 +530,12 @@ def test_a_wrong_type_record_or_a_rescored_or_removed_index_entry_neither_breaks
     finally:
         client.zrem(INDEX_KEY, broken)
         client.delete(record_key(broken))
+
+
+def test_a_message_for_an_invented_set_writes_no_key_for_it(executor, attacker):
+    invented = str(uuid.uuid4())
+    kwargs = {"jobset_id": invented, "index": 0, "experiments": 1, "version": PROTOCOL_VERSION}
+    tid = _send(attacker, kwargs, tid=f"{invented}-0")
+    failure = _settled(executor, tid)
+    assert failure == f"SecurityError: refused: no set {invented} is stored in this Redis"
+    assert list(executor.redis.scan_iter(match=f"jobset:{invented}*", count=1000)) == []
