@@ -13,8 +13,12 @@ OTHER = b"o" * 32
 def test_an_end_token_verifies_only_for_its_own_set_index_letter_and_key():
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
     token = evidence.end_token(KEY, a, 3, "D")
-    assert evidence._verified_letter([KEY], a, 3, token.encode()) == "D"
-    assert evidence._verified_letter([OTHER, KEY], a, 3, token) == "D"  # a previous key
+
+    def verified(keys, set_id, index, raw):
+        return evidence._verified_letter([evidence._EndMacs(k, set_id) for k in keys], index, raw)
+
+    assert verified([KEY], a, 3, token.encode()) == "D"
+    assert verified([OTHER, KEY], a, 3, token) == "D"  # a previous key
     for keys, set_id, index, raw in [
         ([OTHER], a, 3, token),  # another key
         ([KEY], b, 3, token),  # copied to another set
@@ -24,9 +28,9 @@ def test_an_end_token_verifies_only_for_its_own_set_index_letter_and_key():
         ([KEY], a, 3, "D"),
         ([KEY], a, 3, b"\xff" * 40),
         ([KEY], a, 3, 7),
-        ([b""], a, 3, token),
+        ([b"x" * 32], a, 3, token),
     ]:
-        assert evidence._verified_letter(keys, set_id, index, raw) is None
+        assert verified(keys, set_id, index, raw) is None
 
 
 def test_an_end_token_and_a_cancel_mark_never_verify_as_each_other():
@@ -34,5 +38,6 @@ def test_an_end_token_and_a_cancel_mark_never_verify_as_each_other():
     mark = evidence.cancel_token(KEY, a)
     assert mark != evidence.cancel_token(KEY, str(uuid.uuid4()))
     assert mark != evidence.cancel_token(OTHER, a)
-    assert all(evidence._verified_letter([KEY], a, 0, letter + mark) is None for letter in "DFC")
+    macs = [evidence._EndMacs(KEY, a)]
+    assert all(evidence._verified_letter(macs, 0, letter + mark) is None for letter in "DFC")
     assert evidence.end_token(KEY, a, 0, "C")[1:] != mark
