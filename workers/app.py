@@ -15,7 +15,7 @@ from celery import Celery
 from jobset.celeryconf import celery_config
 from jobset.settings import MetricsSettings, Settings
 
-from .control import drop_steering_commands, enabled_commands
+from .control import KombuScripts, drop_steering_commands, enabled_commands
 from .lifecycle import Heartbeat, OwnerQueues
 from .metrics import MetricsServer
 
@@ -28,5 +28,6 @@ app.conf.jobset_settings = settings
 app.conf.jobset_metrics = metrics_settings
 app.steps["worker"].add(Heartbeat)
 app.steps["worker"].add(MetricsServer)
+app.steps["worker"].add(KombuScripts)
 app.steps["consumer"].add(OwnerQueues)
 drop_steering_commands(enabled_commands(settings.worker_control))

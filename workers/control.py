@@ -7,15 +7,36 @@ steer the workers: ``add_consumer`` for a list it can write would have them run 
 it pushes there.  So a worker drops those commands from its control panel, unless the
 operator names them in ``JOBSET_WORKER_CONTROL``; a command it dropped is answered as
 unknown.  Revoke stays: a producer's cancel needs it (and a revoke only stops work).
+
+Workers also keep kombu's scripts loaded (:class:`KombuScripts`), so that Flower's user
+needs no SCRIPT LOAD.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import redis
+from celery import bootsteps
 from celery.worker.control import Panel
+from kombu.transport import redis as kombu_redis
+
+from jobset.connect import redis_client
+from jobset.protocol import WORKER_HEARTBEAT_S
 
 logger = logging.getLogger(__name__)
+
+# The Lua scripts kombu's Redis transport runs by EVALSHA (kombu 5.7: queue bindings with
+# an expiry, such as a control client's reply queue, and their sweep).
+KOMBU_SCRIPTS = tuple(
+    script
+    for script in (
+        getattr(kombu_redis, "REFRESH_BINDING", None),
+        getattr(kombu_redis, "SWEEP_BINDINGS", None),
+    )
+    if script
+)
 
 STEERING_COMMANDS = (
     "add_consumer",
@@ -48,3 +69,42 @@ def drop_steering_commands(enabled: frozenset[str]) -> list[str]:
         del Panel.data[name]
         Panel.meta.pop(name, None)
     return dropped
+
+
+class KombuScripts(bootsteps.StartStopStep):
+    """Keep kombu's binding scripts loaded in the broker, for clients that may not load any.
+
+    kombu declares a control client's reply queue with a Lua script run by EVALSHA, and
+    loads it on a miss with SCRIPT LOAD, which would let its user run any Lua (a busy loop
+    blocks Redis).  Flower's Redis user has EVALSHA only, so the workers load the scripts:
+    at start and every heartbeat (a restarted Redis has forgotten them).
+    """
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.tref: Any = None
+        self.client: redis.Redis | None = None
+
+    def start(self, worker: Any) -> None:
+        settings = worker.app.conf.jobset_settings
+        self.client = redis_client(
+            settings.broker_url, settings, socket_timeout=settings.connect_timeout_s
+        )
+        self._load()
+        self.tref = worker.timer.call_repeatedly(WORKER_HEARTBEAT_S, self._load)
+
+    def stop(self, worker: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+        if self.client is not None:
+            self.client.close()
+
+    def _load(self) -> None:
+        assert self.client is not None
+        try:
+            for script in KOMBU_SCRIPTS:
+                self.client.script_load(script)
+        except redis.RedisError:
+            logger.warning("could not load kombu's scripts; will retry", exc_info=True)
