@@ -274,7 +274,7 @@ class CeleryExecutor(Executor):
         return StoredSet(record, backend, run)
 
     def stored_ids(self) -> list[str]:
-        return registry.list_ids(self.redis, ttl_s=self.settings.result_ttl_s)
+        return registry.list_ids(self.redis)
 
     def discard(self, job_id: str) -> int:
         """Remove every key of set ``job_id`` without verifying its record, and its queued

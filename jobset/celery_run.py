@@ -1,7 +1,9 @@
 """A set published to Celery, read back: states, tally, results, waits, cancel, reruns.
 
 Every read is one pipelined round trip; a whole-set status reads the workers' tally
-(:mod:`jobset.tally`), not one key per sub-job.
+(:mod:`jobset.tally`), not one key per sub-job.  The tally and Celery's records are
+unsigned, so a final state read from them is believed only once the signed proofs of
+:mod:`jobset.evidence` confirm it, checked when the tally first says final.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import itertools
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -19,7 +22,7 @@ import redis
 from qiskit.providers import JobStatus
 from qiskit.result import Result
 
-from . import recovery, registry, tally, timeline, tracing
+from . import evidence, recovery, registry, tally, timeline, tracing
 from .deadline import Deadline, Pause, growing_sleep, poll
 from .errors import JobSetTimeoutError, SubJobsLostError, timeout_message
 from .executors import SubJobState, Submission, not_final_error
@@ -74,6 +77,8 @@ def _failure(meta: dict[str, Any], index: int, jobset_id: str, timeout_s: Any) -
 class CeleryRun(Submission):
     """A set published to Celery; every read is one pipelined round trip."""
 
+    cancel_when_final = True
+
     def __init__(
         self,
         executor: CeleryExecutor,
@@ -92,6 +97,8 @@ class CeleryRun(Submission):
         self._cancelled = False
         self._progress: tuple[int, float, float] | None = None  # finals, since, check after
         self._tally_seen: tuple[dict[JobStatus, int], float] | None = None
+        # The last final claim checked against the proofs, when, and what it was taken for.
+        self._checked: tuple[object, float, JobStatus] | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -162,9 +169,43 @@ class CeleryRun(Submission):
         """
         counted = self.tallied()
         status = aggregate_counts(counted, len(self.task_ids), cancelled=self._cancelled)
-        if status in FINAL or not self._tally_stalled(counted):
+        if status in FINAL:
+            return self._proven(status, frozenset(counted.items()))
+        if not self._tally_stalled(counted):
             return status
-        return aggregate_status((s.status for s in self.states()), cancelled=self._cancelled)
+        return self._claim_of(self.states())
+
+    def _claim_of(self, states: Sequence[SubJobState]) -> JobStatus:
+        """The aggregate of Celery's states, a final one only as far as the proofs go."""
+        status = aggregate_status((s.status for s in states), cancelled=self._cancelled)
+        seen = frozenset(Counter(s.status for s in states).items())
+        return self._proven(status, ("states", seen)) if status in FINAL else status
+
+    def _proven(self, claimed: JobStatus, seen: object) -> JobStatus:
+        """``claimed`` (final) as the proofs of :mod:`jobset.evidence` give it, read once
+        per claim: a claim no proof backs reads RUNNING (QUEUED when no end is proven)
+        and is checked again when it changes, or ``_TALLY_FALLBACK_S`` later."""
+        now, seen = time.monotonic(), (claimed, seen)
+        if self._checked is not None and self._checked[0] == seen:
+            proven = self._checked[2]
+            if proven in FINAL or now - self._checked[1] < _TALLY_FALLBACK_S:
+                return proven
+        status, ended = evidence.proven_status(
+            self.executor.store, self.jobset_id, len(self.task_ids)
+        )
+        if status is None:
+            status = JobStatus.RUNNING if ended else JobStatus.QUEUED
+            logger.warning(
+                "job set %s reads %s, but only %d of its %d sub-jobs have a signed proof of "
+                "their end: taken as %s",
+                self.jobset_id,
+                claimed.name,
+                ended,
+                len(self.task_ids),
+                status.name,
+            )
+        self._checked = (seen, now, status)
+        return status
 
     def progress(self) -> dict[str, int]:
         counted = self.tallied()
@@ -219,7 +260,7 @@ class CeleryRun(Submission):
             if final in FINAL or self._tally_stalled(counted) or deadline.passed():
                 states = self.states()
                 self._watch(states)
-                if all(s.status in FINAL for s in states):
+                if self._claim_of(states) in FINAL:
                     return states
             return None
 
@@ -304,6 +345,7 @@ class CeleryRun(Submission):
             dispatch=self.dispatch,
         )
         self._progress = None
+        self._checked = None
 
     def _watch(self, states: Sequence[SubJobState]) -> None:
         """Raise :class:`SubJobsLostError` when a stalled set turns out to have lost sub-jobs.
@@ -378,9 +420,11 @@ class CeleryRun(Submission):
         wait behind them; only the running sub-jobs are revoked (a revoke of every id
         would make each worker look up every one of them).
         """
-        redis_client, ttl = self.executor.redis, self.executor.settings.result_ttl_s
+        redis_client, settings = self.executor.redis, self.executor.settings
+        ttl = settings.result_ttl_s
         if indices is None:
-            redis_client.set(cancel_key(self.jobset_id), "1", ex=ttl)
+            mark = evidence.cancel_token(settings.secret_key, self.jobset_id)
+            redis_client.set(cancel_key(self.jobset_id), mark, ex=ttl)
             self._cancelled = True
             targets = list(range(len(self.task_ids)))
             needles = [self.jobset_id]
@@ -408,6 +452,7 @@ class CeleryRun(Submission):
                 self.executor.app.backend.mark_as_revoked(self.task_ids[i], "cancelled")
             pipe = redis_client.pipeline(transaction=False)
             for i in queued:
+                evidence.write_end(pipe, settings, self.jobset_id, i, tally.CANCELLED)
                 tally.move(pipe, self.jobset_id, i, tally.CANCELLED, ttl_s=ttl)
             pipe.execute()
 

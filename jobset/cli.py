@@ -277,8 +277,8 @@ def list_sets(limit: int, show_all: bool) -> None:
     if skipped:
         shown = ", ".join(repr(s) for s in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
         click.echo(
-            f"skipped {len(skipped)} job set record(s) written by another deployment's key "
-            f"(or altered): {shown}; `jobset prune` removes them",
+            f"skipped {len(skipped)} job set(s) that could not be read or verified (written by "
+            f"another deployment's key, or altered): {shown}; `jobset prune` removes them",
             err=True,
         )
     if not infos:

@@ -125,8 +125,33 @@ def sentinel_kwargs(
         **tls_options(parsed.tls),
     }
     if settings.sentinel_password:
-        kwargs["password"] = settings.sentinel_password
+        kwargs["credential_provider"] = SentinelCredentials(settings.sentinel_password)
     return kwargs
+
+
+class SentinelCredentials(redis.CredentialProvider):
+    """The sentinels' password, handed to redis-py as a credential provider rather than
+    as a ``password`` option: these options travel in Celery's transport options, which
+    ``inspect stats``, ``inspect conf`` and ``celery report`` echo to whoever may ask
+    (Celery hides only a top-level ``password``).  Its repr and JSON form hide it."""
+
+    def __init__(self, password: str) -> None:
+        self._password = password
+
+    def get_credentials(self) -> tuple[str]:
+        return (self._password,)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(***)"
+
+    def __json__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SentinelCredentials) and other._password == self._password
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._password))
 
 
 def tls_options(tls: dict[str, str]) -> dict[str, Any]:

@@ -141,6 +141,9 @@ class Submission(abc.ABC):
     """A set of sub-jobs handed to an executor."""
 
     task_ids: tuple[str, ...]
+    # Whether cancel() writes its mark even on a set that reads final: where that reading
+    # rests on what others can write (Redis), a mark too many is the safe side.
+    cancel_when_final = False
 
     @property
     @abc.abstractmethod
@@ -319,7 +322,7 @@ class Executor(abc.ABC):
         raise self._not_stored("retrieve")
 
     def stored_ids(self) -> list[str]:
-        """The ids of every stored set, oldest first."""
+        """The ids of every stored set, in no order (``list_sets`` orders by the records)."""
         raise self._not_stored("list_sets")
 
     def find(self, kind: Kind, ref: Any) -> Any:

@@ -184,13 +184,16 @@ class AerJobSet(JobV1):
 
         With Celery: queued sub-jobs are dropped, running ones stopped, and a durable mark
         in Redis makes the cancel hold even for workers that were offline when it was sent.
+        The mark is written whatever the set reads: "already final" is only the answer,
+        taken from the signed proofs of each sub-job's end (:mod:`jobset.evidence`), never
+        a reason to skip the cancel.
         With a ``concurrent.futures`` executor only sub-jobs not yet started are dropped.
         """
         submission = self._require_submitted()
-        if self.status() in FINAL:
-            return False
-        submission.cancel()
-        return True
+        already_final = self.status() in FINAL
+        if not already_final or submission.cancel_when_final:
+            submission.cancel()
+        return not already_final
 
     # ------------------------------------------------------------------ results
 

@@ -12,6 +12,10 @@ under the keys below, each signed (see :mod:`jobset.codec`) and each with a TTL:
 ``jobset:{id}:batch:{k}``    sub-job ``k``'s circuits and run options (signed pickle)
 ``jobset:{id}:result:{k}``   sub-job ``k``'s ``qiskit.result.Result`` (signed pickle)
 ``jobset:{id}:cancelled``    the durable cancel mark, checked by workers before they run
+                             (its value is a MAC: the evidence that the set's producer
+                             cancelled it, see :mod:`jobset.evidence`)
+``jobset:{id}:ends``         index -> letter and MAC: a worker's signed word that a sub-job
+                             ended (:mod:`jobset.evidence`)
 ``jobset:{id}:cancelled:{k}`` the same for sub-job ``k`` alone
 ``jobset:{id}:primitive``    a primitive job's layout: PUB shapes, observables, seeds (signed
                              pickle; only for sets made by :mod:`jobset.primitives`)
@@ -98,6 +102,10 @@ class Kind(enum.Enum):
     RECORD = "record"
     PRIMITIVE = "primitive"
     CACHE = "cache"
+    # Not envelopes: short MACs that prove a sub-job ended or a set was cancelled by a
+    # holder of the key (see jobset.evidence).
+    END = "end"
+    CANCEL = "cancel"
 
 
 # Bounds of every number a message or key may carry: generous for real sets, small
@@ -177,6 +185,10 @@ def sub_job_cancel_key(jobset_id: str, index: int) -> str:
     return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:cancelled:{check_index(index)}"
 
 
+def ends_key(jobset_id: str) -> str:
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:ends"
+
+
 def primitive_key(jobset_id: str) -> str:
     return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:primitive"
 
@@ -200,6 +212,8 @@ def signed_key(kind: Kind, ref: Ref) -> str:
     if kind is Kind.CACHE:
         return cache_key(ref)
     builders = {Kind.BACKEND: backend_key, Kind.RECORD: record_key, Kind.PRIMITIVE: primitive_key}
+    if kind not in builders:
+        raise InvalidInputError(f"a {kind.value} is not stored as a signed envelope")
     return builders[kind](ref)
 
 
@@ -360,3 +374,92 @@ def _check_versions(value: object) -> tuple[tuple[str, str], ...]:
             if not text.isprintable():
                 raise InvalidInputError(f"versions must be printable, got {_short(text)}")
     return tuple(sorted(value.items()))
+
+
+# The headers of a sub-job message, as Celery's create_task_message writes them for the
+# producer (and for a worker's own retry): a message with any other is refused.
+_HEADER_FIELDS = frozenset(
+    {
+        "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
+        "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin",
+        "ignore_result", "replaced_task_nesting", "stamped_headers", "stamps",
+        "redelivered",  # kombu's Redis transport, on a message it put back in its queue
+    }
+)  # fmt: skip
+# Headers that would make a worker act beyond running the sub-job (join a group or
+# chord, count a replacement, stamp, drop by expiry) and that the producer sends empty.
+_EMPTY_HEADERS = ("shadow", "expires", "group", "group_index", "stamped_headers", "stamps")
+# The body's third part: Celery's workflow fields, which make a worker publish to queues
+# and write keys the message names.  The producer sends each as None.
+_EMBED_FIELDS = frozenset({"callbacks", "errbacks", "chain", "chord"})
+_MAX_ID_CHARS = 64
+_MAX_REPR_CHARS = 4096
+_MAX_RETRIES = 100
+
+
+def _text_field(headers: Mapping[str, Any], name: str, limit: int, *, optional: bool) -> None:
+    value = headers.get(name)
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or len(value) > limit or not value.isprintable():
+        raise SecurityError(f"refused a sub-job message: bad {name} header {_short(value)}")
+
+
+def check_envelope(headers: object, body: object) -> None:
+    """Refuse (:class:`SecurityError`) a sub-job message whose headers or body carry more
+    than the producer sends: callbacks, errbacks, chains, chords, groups, a replacement
+    count, positional arguments, or any field not in Celery's protocol 2 for this task.
+    The keyword arguments are :meth:`SubJobRef.from_kwargs`'s to check."""
+    if not isinstance(headers, Mapping):
+        raise SecurityError("refused a sub-job message: its headers are not a mapping")
+    unknown = set(headers) - _HEADER_FIELDS
+    if unknown:
+        raise SecurityError(
+            f"refused a sub-job message with unknown headers {_short(sorted(map(str, unknown)))}"
+        )
+    if headers.get("task") != RUN_SUB_JOB_TASK or headers.get("lang", "py") != "py":
+        raise SecurityError("refused a sub-job message: not a message of the sub-job task")
+    carried = [name for name in _EMPTY_HEADERS if headers.get(name)]
+    if headers.get("replaced_task_nesting"):
+        carried.append("replaced_task_nesting")
+    if not isinstance(headers.get("redelivered", False), bool):
+        carried.append("redelivered")
+    retries = headers.get("retries", 0)
+    if (
+        isinstance(retries, bool)
+        or not isinstance(retries, int)
+        or not 0 <= retries <= _MAX_RETRIES
+    ):
+        carried.append("retries")
+    timelimit = headers.get("timelimit")
+    if timelimit is not None and not (
+        isinstance(timelimit, (list, tuple))
+        and len(timelimit) == 2
+        and all(
+            t is None or (isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0)
+            for t in timelimit
+        )
+    ):
+        carried.append("timelimit")
+    for name, limit, optional in (
+        ("id", _MAX_ID_CHARS, False),
+        ("root_id", _MAX_ID_CHARS, True),
+        ("parent_id", _MAX_ID_CHARS, True),
+        ("eta", _MAX_ID_CHARS, True),  # a retry's countdown
+        ("origin", 4 * MAX_VERSION_CHARS, True),
+        ("argsrepr", _MAX_REPR_CHARS, True),
+        ("kwargsrepr", _MAX_REPR_CHARS, True),
+    ):
+        _text_field(headers, name, limit, optional=optional)
+    if not isinstance(body, (list, tuple)) or len(body) != 3:
+        raise SecurityError("refused a sub-job message: its body is not (args, kwargs, embed)")
+    args, _, embed = body
+    if args:
+        raise SecurityError("refused a sub-job message with positional arguments")
+    if embed is not None and not isinstance(embed, Mapping):
+        raise SecurityError("refused a sub-job message: its embed is not a mapping")
+    embed = embed or {}
+    carried += sorted(str(k) for k in set(embed) - _EMBED_FIELDS)
+    carried += sorted(k for k in _EMBED_FIELDS if embed.get(k))
+    if carried:
+        raise SecurityError(f"refused a sub-job message that carries {_short(carried)}")

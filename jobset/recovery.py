@@ -31,7 +31,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import compat, tally
+from . import compat, evidence, tally
 from .compat import version_mismatch
 from .connect import execute_replicated, redis_client
 from .errors import (
@@ -354,6 +354,7 @@ def republish(
         store.put(Kind.BACKEND, jobset_id, portable_backend(backend), pipe=pipe)
     for i in missing:
         store.put(Kind.BATCH, (jobset_id, i), batches[i], pipe=pipe)
+    evidence.forget_ends(pipe, jobset_id, indices)  # they have not ended any more
     for i in indices:
         pipe.delete(
             executor.app.backend.get_key_for_task(task_id(jobset_id, i)), result_key(jobset_id, i)

@@ -3,8 +3,11 @@
 A record holds what rebuilding the set needs besides the payloads: the plan without its
 circuits (the sub-batch layout, experiment names, shot chunks, the seed), the sub-jobs'
 task ids in order, the creation time and the owner's tags.  It is a signed envelope like
-every payload, written with the same TTL as results, and listed in a sorted set scored by
-creation time so ``ls`` needs no key scan.
+every payload, written with the same TTL as results, and listed in a sorted set of set
+ids.  The index is unsigned (anyone who can write to Redis can add, remove or rescore an
+entry), so it is only where listing starts: a bounded SCAN of record keys finds sets whose
+entry was removed, ordering and pruning go by the signed record (its ``created_at``, its
+existence), never by the index's scores, and one set that cannot be read is skipped.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from qiskit.providers import JobStatus
 
 from .errors import (
@@ -34,6 +38,7 @@ from .protocol import (
     Kind,
     check_jobset_id,
     glob_escape,
+    record_key,
 )
 from .store import SignedStore
 from .view import ListingRow, listing_html, listing_text
@@ -101,8 +106,6 @@ def write(store: SignedStore, pipe: Any, record: JobSetRecord) -> None:
     ttl_s = store.ttl_s
     store.put(Kind.RECORD, record.jobset_id, record, pipe=pipe)
     pipe.zadd(INDEX_KEY, {record.jobset_id: record.created_at})
-    # Entries older than the TTL point at expired records: drop them as we go.
-    pipe.zremrangebyscore(INDEX_KEY, "-inf", record.created_at - ttl_s)
     pipe.expire(INDEX_KEY, ttl_s)
 
 
@@ -137,18 +140,51 @@ def foreign_message(jobset_id: str) -> str:
     )
 
 
-def list_ids(redis: Any, *, ttl_s: int) -> list[str]:
-    """Ids of known sets, oldest first (expired ones pruned; entries that are not set ids
-    skipped: anyone who can write to Redis can add to the index)."""
-    redis.zremrangebyscore(INDEX_KEY, "-inf", time.time() - ttl_s)
-    ids = []
-    for member in redis.zrange(INDEX_KEY, 0, -1):
-        text = member.decode(errors="replace") if isinstance(member, bytes) else str(member)
-        try:
-            ids.append(check_jobset_id(text))
-        except InvalidInputError:
-            continue
-    return ids
+# The SCAN that finds records the index lost examines at most this many keys.
+SCAN_COUNT = 1000
+MAX_SCANNED_KEYS = 2_000_000
+_RECORD_SUFFIX = ":record"
+
+
+def _set_id(raw: object) -> str | None:
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    try:
+        return check_jobset_id(text)
+    except InvalidInputError:
+        return None
+
+
+def list_ids(client: Any) -> list[str]:
+    """Ids of the sets that may have a record, unordered: the index's entries and those a
+    bounded SCAN of record keys finds (an entry removed from the index hides nothing).
+    Entries that are not set ids are skipped; entries whose record is gone are pruned."""
+    indexed = [i for i in map(_set_id, client.zrange(INDEX_KEY, 0, -1)) if i is not None]
+    found = dict.fromkeys(indexed)
+    cursor, scanned = 0, 0
+    pattern = f"{KEY_PREFIX}:*{_RECORD_SUFFIX}"
+    while scanned < MAX_SCANNED_KEYS:
+        cursor, keys = client.scan(cursor=cursor, match=pattern, count=SCAN_COUNT)
+        scanned += SCAN_COUNT
+        for key in keys:
+            text = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+            found.setdefault(_set_id(text[len(KEY_PREFIX) + 1 : -len(_RECORD_SUFFIX)]) or "")
+        if not cursor:
+            break
+    else:
+        logger.warning("listing stopped its scan for records after %d keys", scanned)
+    found.pop("", None)
+    _prune(client, indexed)
+    return list(found)
+
+
+def _prune(client: Any, indexed: Sequence[str]) -> None:
+    """Drop the index entries whose record is gone (expired or deleted)."""
+    pipe = client.pipeline(transaction=False)
+    for jobset_id in indexed:
+        pipe.exists(record_key(jobset_id))
+    gone = [i for i, there in zip(indexed, pipe.execute(), strict=True) if not there]
+    if gone:
+        client.zrem(INDEX_KEY, *gone)
 
 
 def delete(redis: Any, record: JobSetRecord, celery_meta_keys: Sequence[Any]) -> None:
@@ -208,8 +244,11 @@ def list_sets(
 ) -> JobSetListing:
     """Every set ``target`` (an executor that stores sets) knows of, oldest first.
 
-    A record that fails verification is skipped: ``on_skip(job_id, error)`` is called for
-    each, and without it one warning is logged for all of them.
+    Oldest first (newest first with ``newest_first``) by the signed records' creation
+    times; ``limit`` reads at most that many records, taken in the index's order.  A set that cannot be read (a
+    record that fails verification, any Redis error on one of its keys) is skipped:
+    ``on_skip(job_id, error)`` is called for each, and without it one warning is logged
+    for all of them.
     """
     infos, skipped = JobSetListing(), []
     ids = target.stored_ids()
@@ -220,16 +259,8 @@ def list_sets(
     for job_id in ids:
         try:
             stored = target.stored_set(job_id)
-        except JobSetNotFoundError:
-            continue
-        except (SecurityError, DecodeError) as e:
-            skipped.append(job_id)
-            if on_skip is not None:
-                on_skip(job_id, e)
-            continue
-        record = stored.record
-        infos.append(
-            JobSetInfo(
+            record = stored.record
+            info = JobSetInfo(
                 job_id=job_id,
                 created_at=record.created_at,
                 tags=record.tags,
@@ -238,10 +269,20 @@ def list_sets(
                 experiments=record.experiments,
                 status=stored.submission.aggregate(),
             )
-        )
+        except JobSetNotFoundError:
+            continue
+        except (JobSetError, redis.RedisError) as e:
+            skipped.append(job_id)
+            if on_skip is not None:
+                on_skip(job_id, e if isinstance(e, JobSetError) else DecodeError(str(e)))
+            continue
+        infos.append(info)
+    # Which records a limit reads follows the index; their order is the signed times'.
+    infos.sort(key=lambda info: info.created_at, reverse=newest_first)
     if skipped and on_skip is None:
         logger.warning(
-            "skipped %d job set record(s) written by another deployment's key (or altered): %s",
+            "skipped %d job set(s) that could not be read or verified (written by another "
+            "deployment's key, or altered): %s",
             len(skipped),
             ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""),
         )

@@ -33,6 +33,7 @@ ENV_PREVIOUS_SECRET_KEYS = "JOBSET_PREVIOUS_SECRET_KEYS"
 ENV_RESULT_TTL_S = "JOBSET_RESULT_TTL_S"
 ENV_VISIBILITY_TIMEOUT_S = "JOBSET_VISIBILITY_TIMEOUT_S"
 ENV_AER_THREADS = "JOBSET_AER_THREADS"
+ENV_WORKER_CONTROL = "JOBSET_WORKER_CONTROL"
 ENV_CONNECT_TIMEOUT_S = "JOBSET_CONNECT_TIMEOUT_S"
 ENV_MAX_WORKER_LOSSES = "JOBSET_MAX_WORKER_LOSSES"
 ENV_MAX_RESULT_BYTES = "JOBSET_MAX_RESULT_BYTES"
@@ -293,6 +294,14 @@ class Settings(EnvSettings):
         default_doc="cores / worker concurrency (cores: the CPU affinity, capped by a "
         "container's CPU quota)",
     )
+    worker_control: str = setting(
+        ENV_WORKER_CONTROL,
+        "",
+        "control commands that steer a worker which it obeys, comma-separated (e.g. "
+        "`shutdown,pool_grow`; the others are ignored: see docs/security.md)",
+        side="workers",
+        default_doc="none",
+    )
     connect_timeout_s: int = setting(
         ENV_CONNECT_TIMEOUT_S,
         5,
@@ -431,7 +440,10 @@ class MetricsSettings(EnvSettings):
         default_doc="none: no metrics (compose sets `9808`)",
     )
     addr: str = setting(
-        ENV_METRICS_ADDR, "0.0.0.0", "address the metrics server binds", side="workers"
+        ENV_METRICS_ADDR,
+        "127.0.0.1",
+        "address the metrics server binds (compose: every interface of the container)",
+        side="workers",
     )
     set_ttl_s: int = setting(
         ENV_METRICS_SET_TTL_S,

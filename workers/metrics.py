@@ -16,7 +16,8 @@ unbounded, so a set's series are exported only while it has a sub-job running he
 for ``JOBSET_METRICS_SET_TTL_S`` (default one hour) after its last sub-job started or
 ended here; a scraper keeps the last values it saw.  The per-worker series never expire.
 The files keep every set's values until the worker restarts (about a kilobyte per set
-and pool process), so recycle workers that serve hundreds of thousands of sets.
+and pool process), so a process labels at most ``MAX_SET_LABELS`` sets by id and later
+ones as ``other``: recycle workers that serve more sets than that.
 
 States: ``succeeded``, ``failed``, ``cancelled`` (revoked, or skipped because the set was
 cancelled: the only sub-jobs a worker ignores), ``retried``.
@@ -271,15 +272,33 @@ def _prepare(sender: str, conf: Any, **kwargs: Any) -> None:
 # The label of sub-jobs whose message names no valid set: an attacker who can write to
 # Redis must not be able to mint one label per message.
 INVALID_SET_LABEL = "invalid"
+# A process labels at most this many sets by their id (each costs its metric files about
+# a kilobyte until the worker restarts); later ones share OTHER_SETS_LABEL.  A valid but
+# invented set id per message then adds nothing past the cap.
+MAX_SET_LABELS = 10_000
+OTHER_SETS_LABEL = "other"
+_labelled: set[str] = set()
 
 
 def set_label(kwargs: Any) -> str:
-    """The set id label of a message: its set id if that is a canonical UUID."""
+    """The set id label of a message: its set id if that is a canonical UUID and this
+    process has labelled fewer than ``MAX_SET_LABELS`` other sets."""
     raw = kwargs.get("jobset_id") if isinstance(kwargs, dict) else None
     try:
-        return check_jobset_id(raw)
+        jobset_id = check_jobset_id(raw)
     except InvalidInputError:
         return INVALID_SET_LABEL
+    if jobset_id not in _labelled:
+        if len(_labelled) >= MAX_SET_LABELS:
+            return OTHER_SETS_LABEL
+        _labelled.add(jobset_id)
+        if len(_labelled) == MAX_SET_LABELS:
+            logger.warning(
+                "%d job sets labelled in this process: later sets share the label %r",
+                MAX_SET_LABELS,
+                OTHER_SETS_LABEL,
+            )
+    return jobset_id
 
 
 @task_prerun.connect

@@ -1,4 +1,18 @@
-"""The worker-side request of a sub-job: the words of its hard time limit (prefork parent).
+"""The worker's side of a sub-job message: its envelope checked before anything acts on
+it (:func:`sub_job_strategy`), and the words of its hard time limit (prefork parent).
+
+Celery follows a message's callbacks, errbacks, chain, chord and group fields on its own
+(it publishes to the queues they name and writes the keys they name, even for a task
+that fails or is revoked), and whoever can write to Redis can put anything there.  So
+every sub-job message is checked whole (:func:`jobset.protocol.check_envelope`) before a
+request is even made of it: one that carries more than the producer sends is stored as
+failed with a :class:`~jobset.errors.SecurityError`, acknowledged and logged once, and
+nothing else sees it.  This is the task's own strategy (``Task.Strategy``, a public
+hook), wrapping Celery's: the request class cannot do it, because Celery subclasses it
+per pool with its own ``execute_using_pool``, and the pool child decodes the message body
+again from the raw bytes.
+
+Time limits:
 
 A set's ``timeout_s`` reaches Celery as a soft limit and, a little later, a hard one.  Aer
 holds the GIL while it simulates (measured on qiskit-aer 0.18: another Python thread and a
@@ -27,12 +41,45 @@ from typing import Any
 from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
+from celery.worker.strategy import default as default_strategy
 
-from jobset import tally
-from jobset.errors import JobSetError, SubJobTimeoutError, timeout_message
-from jobset.protocol import SubJobRef, ended_field, runs_key
+from jobset import evidence, tally
+from jobset.errors import JobSetError, SecurityError, SubJobTimeoutError, timeout_message
+from jobset.protocol import SubJobRef, check_envelope, ended_field, runs_key
 
 logger = logging.getLogger(__name__)
+
+
+def sub_job_strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
+    """Celery's strategy for ``task``, behind a check of each message's whole envelope."""
+    handle = default_strategy(task, app, consumer, **kwargs)
+
+    def on_message(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any) -> Any:
+        try:
+            if body is not None:  # a protocol 1 message: the producer sends protocol 2
+                raise SecurityError("refused a sub-job message of Celery's protocol 1")
+            check_envelope(message.headers, message.payload)
+        except SecurityError as e:
+            _refuse(task, message.headers, e)
+            ack(logger, consumer.connection_errors)
+            return None
+        return handle(message, body, ack, reject, callbacks)
+
+    return on_message
+
+
+def _refuse(task: Any, headers: Any, error: SecurityError) -> None:
+    """Store the refusal as the message's outcome (where its id can name a record) without
+    following anything it carries, and log it once."""
+    tid = headers.get("id") if isinstance(headers, dict) else None
+    if not (isinstance(tid, str) and 0 < len(tid) <= 64 and tid.isprintable()):
+        logger.error("sub-job message: %s", error)
+        return
+    logger.error("sub-job message %s: %s", tid, error)
+    try:
+        task.backend.mark_as_failure(tid, error, request=None, call_errbacks=False)
+    except Exception:  # the refusal stands: nothing of the message is followed
+        logger.warning("could not store the refusal of %s", tid, exc_info=True)
 
 
 class SubJobRequest(Request):
@@ -93,5 +140,5 @@ class SubJobRequest(Request):
         """The pool child was killed: only the parent can record the failure in the tally."""
         ref = tally.ref_of(self.id, self.kwargs)
         if ref is not None:
-            ttl_s = self.task.app.conf.jobset_settings.result_ttl_s
-            tally.move_quietly(self.task.backend.client, ref, tally.FAILED, ttl_s=ttl_s)
+            settings = self.task.app.conf.jobset_settings
+            evidence.record_move(self.task.backend.client, settings, ref, tally.FAILED)

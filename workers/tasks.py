@@ -13,7 +13,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import task_postrun, task_revoked
 from qiskit.result import Result
 
-from jobset import tally
+from jobset import evidence, tally
 from jobset.codec import batch_digest
 from jobset.compat import version_mismatch
 from jobset.errors import (
@@ -30,8 +30,10 @@ from jobset.protocol import (
     RUN_SUB_JOB_TASK,
     Kind,
     SubJobRef,
+    batch_key,
     cancel_key,
     ended_field,
+    record_key,
     runs_key,
     started_field,
     sub_job_cancel_key,
@@ -55,9 +57,11 @@ TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 
 class SubJobTask(Task):
-    """A task whose requests turn time limits into clear errors (see ``workers.request``)."""
+    """A task whose messages are checked whole before a request is made of them, and whose
+    requests turn time limits into clear errors (see ``workers.request``)."""
 
     Request = "workers.request:SubJobRequest"
+    Strategy = "workers.request:sub_job_strategy"
 
 
 def retry_io(action: Callable[[], T], what: str) -> T:
@@ -80,6 +84,17 @@ def _record_start(client: Any, ref: SubJobRef, settings: Settings) -> int:
     pipe.expire(key, settings.result_ttl_s)
     started, ended, _ = pipe.execute()
     return int(started) - 1 - int(ended or 0)
+
+
+def _stored_and_cancelled(client: Any, ref: SubJobRef) -> tuple[bool, bool]:
+    """Whether the set has a record or this sub-job's batch, and whether it was cancelled,
+    in one round trip.  A message for a set that was never stored (an invented id) writes
+    nothing: no tally, no run count, no proof, each of which would live for days."""
+    pipe = client.pipeline(transaction=False)
+    pipe.exists(record_key(ref.jobset_id), batch_key(ref.jobset_id, ref.index))
+    pipe.exists(cancel_key(ref.jobset_id), sub_job_cancel_key(ref.jobset_id, ref.index))
+    stored, cancelled = pipe.execute()
+    return bool(stored), bool(cancelled)
 
 
 def _record_end(client: Any, ref: SubJobRef) -> None:
@@ -121,8 +136,13 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
     client = self.app.backend.client
     # Reads before the simulation ride out a lost Redis here: Celery's own retry would need
     # the broker to publish the retry, and a failed publish drops the message.
-    marks = (cancel_key(ref.jobset_id), sub_job_cancel_key(ref.jobset_id, ref.index))
-    if retry_io(lambda: client.exists(*marks), f"reading the cancel marks of {ref.task_id}"):
+    stored, cancelled = retry_io(
+        lambda: _stored_and_cancelled(client, ref), f"reading the cancel marks of {ref.task_id}"
+    )
+    if not stored:
+        raise SecurityError(f"refused: no set {ref.jobset_id} is stored in this Redis")
+    self.request.jobset_stored = True  # from here on its outcome is tallied
+    if cancelled:
         logger.info("sub-job %d of %s skipped: cancelled", ref.index, ref.jobset_id)
         self.backend.mark_as_revoked(self.request.id, "job set cancelled", request=self.request)
         tally_move(client, ref, tally.CANCELLED, settings)
@@ -174,17 +194,23 @@ _FINAL_LETTERS = {
 def tally_move(
     client: Any, ref: SubJobRef, letter: str, settings: Settings, *, start: bool = False
 ) -> None:
-    tally.move_quietly(client, ref, letter, ttl_s=settings.result_ttl_s, start=start)
+    # With the signed end record of a final letter (jobset.evidence): what a status that
+    # reads final is checked against.
+    evidence.record_move(client, settings, ref, letter, start=start)
 
 
 @task_postrun.connect(sender=run_sub_job)
 def _tally_outcome(
     task_id: str | None = None,
+    task: Any = None,
     kwargs: Any = None,
     state: str | None = None,
     **_: Any,
 ) -> None:
-    """After Celery stored the outcome (so the tally never runs ahead of Celery)."""
+    """After Celery stored the outcome (so the tally never runs ahead of Celery); only for
+    a set that is stored here (see ``_stored_and_cancelled``)."""
+    if not getattr(getattr(task, "request", None), "jobset_stored", False):
+        return
     letter = _FINAL_LETTERS.get(state or "")
     ref = tally.ref_of(task_id, kwargs)
     if letter is not None and ref is not None:

@@ -128,7 +128,7 @@ class BacklogReader:
         redis = self.executor.redis
         ids = [
             i
-            for i in registry.list_ids(redis, ttl_s=self.executor.settings.result_ttl_s)
+            for i in registry.list_ids(redis)
             if i not in self._done
         ]
         pipe = redis.pipeline(transaction=False)

@@ -8,6 +8,8 @@ the namespace, no set reads another's result, and the workers serve on.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import pickle
 import re
@@ -18,12 +20,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from celery import Celery
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
-from jobset import AerJobSet, CeleryExecutor, DecodeError, SecurityError, run
+from jobset import (
+    AerJobSet,
+    CeleryExecutor,
+    DecodeError,
+    JobSetTimeoutError,
+    SecurityError,
+    Settings,
+    run,
+    tally,
+)
 from jobset.codec import MAGIC
+from jobset.evidence import cancel_proven
+from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import (
     DEFAULT_QUEUE,
     INDEX_KEY,
@@ -31,8 +45,11 @@ from jobset.protocol import (
     PROTOCOL_VERSION,
     RUN_SUB_JOB_TASK,
     Kind,
+    SubJobRef,
     backend_key,
     batch_key,
+    check_envelope,
+    ends_key,
     record_key,
     result_key,
     worker_key,
@@ -47,7 +64,7 @@ HEADER = len(MAGIC) + 1 + 32
 SET_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 PROJECT_KEY = re.compile(
     rf"jobset:(index|owner-queues|worker:[^*?\[\]\x00]+|cache:[0-9a-f]{{64}}|"
-    rf"{SET_ID.pattern}:(record|backend|primitive|runs|cancelled|"
+    rf"{SET_ID.pattern}:(record|backend|primitive|runs|cancelled|ends|"
     rf"(batch|result|cancelled):\d+))"
 )
 
@@ -154,7 +171,7 @@ def test_crafted_messages_in_every_field_are_refused_write_nothing_and_run_nothi
     refused = failures[:older] + failures[older + 1 : -1]
     assert all(f.startswith("SecurityError") for f in refused), refused
     assert "task id" in failures[-2]
-    assert failures[-1].startswith("TypeError")  # positional arguments: no such signature
+    assert failures[-1] == "SecurityError: refused a sub-job message with positional arguments"
     written = set(_project_keys(executor)) - before
     assert all(PROJECT_KEY.fullmatch(k) for k in written), sorted(written)[:5]
     assert [k for k in written if "worker:" not in k] == []
@@ -291,3 +308,234 @@ def test_garbage_heartbeats_and_owner_queues_do_not_stop_anyone_from_submitting(
     finally:
         executor.redis.delete(*bad)
         executor.redis.zrem(OWNER_QUEUES_KEY, "celery", "jobset.cpu.owner.a*b")
+
+
+def _copy_hash(source, key: str, target, to: str) -> None:
+    fields = source.hgetall(key)
+    if fields:
+        target.hset(to, mapping=fields)
+
+
+def test_a_finished_sets_tally_copied_onto_a_queued_set_neither_ends_it_nor_stops_its_cancel(
+    executor, victim
+):
+    """Every hash a worker writes for the finished victim, and Celery's records, copied
+    onto a set that waits in a queue no worker consumes: nothing proves its end."""
+    with (
+        RedisServer() as server,
+        CeleryExecutor(
+            Settings(broker_url=server.url, secret_key=executor.settings.secret_key)
+        ) as idle,
+    ):
+        queued = run(AerSimulator(), qv_circuits(3), executor=idle, max_job_size=1, shots=16)
+        source, target, v, q = executor.redis, idle.redis, victim.job_id(), queued.job_id()
+        for key in (tally.states_key, tally.counts_key, ends_key):
+            _copy_hash(source, key(v), target, key(q))
+        target.rpush(tally.ended_key(q), *source.lrange(tally.ended_key(v), 0, -1))
+        for k in range(3):
+            meta = source.get(executor.app.backend.get_key_for_task(f"{v}-{k}"))
+            forged = meta.replace(v.encode(), q.encode())
+            target.set(idle.app.backend.get_key_for_task(f"{q}-{k}"), forged)
+        assert queued.progress() == {"DONE": 3}  # the unsigned tally says so
+        assert queued.status() is JobStatus.QUEUED
+        assert AerJobSet.retrieve(q, idle).status() is JobStatus.QUEUED
+        assert [i.status for i in AerJobSet.list_sets(idle)] == [JobStatus.QUEUED]
+        with pytest.raises(JobSetTimeoutError):
+            queued.wait_for_final_state(timeout=0.5, wait=0.1)
+        assert queued.cancel() is True
+        assert cancel_proven(target, idle.settings, q)
+        assert target.llen(DEFAULT_QUEUE) == 0  # purged
+        assert queued.status() is JobStatus.CANCELLED
+    # The victim itself, read from scratch, is still DONE: its proofs are its own.
+    assert AerJobSet.retrieve(v, executor).status() is JobStatus.DONE
+
+
+def test_the_producers_messages_carry_exactly_the_envelope_workers_accept(executor):
+    with (
+        RedisServer() as server,
+        CeleryExecutor(
+            Settings(broker_url=server.url, secret_key=executor.settings.secret_key)
+        ) as idle,
+    ):
+        run(AerSimulator(), qv_circuits(2), executor=idle, max_job_size=1, shots=8, timeout_s=30)
+        raws = server.client().lrange(DEFAULT_QUEUE, 0, -1)
+    assert len(raws) == 2
+    for raw in raws:
+        message = json.loads(raw)
+        body = json.loads(base64.b64decode(message["body"]))
+        check_envelope(message["headers"], body)
+        assert SubJobRef.from_kwargs(body[1]).task_id == message["headers"]["id"]
+        assert body[2] == {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def _settled(executor: CeleryExecutor, tid: str) -> str:
+    """The refusal in Celery's record, once the worker is done with the message: it acks
+    the message after anything it would publish for it, and stores the failure."""
+    failure = _failure(executor, tid)
+    wait_until(
+        lambda: all(tid.encode() not in v for v in executor.redis.hvals("unacked")),
+        60,
+        f"the worker to acknowledge {tid}",
+    )
+    return failure
+
+
+def test_a_message_with_callbacks_errbacks_a_chord_or_a_group_is_refused_and_followed_nowhere(
+    executor, attacker, victim, cluster
+):
+    v = victim.job_id()
+    mark = f"jobset:{v}:cancelled"  # a list LPUSHed there would be a durable cancel
+    good = {"jobset_id": v, "index": 0, "experiments": 1, "version": PROTOCOL_VERSION}
+    to_mark = attacker.signature("jobset.anything", queue=mark)
+    crafted = {
+        "errbacks": {"link_error": to_mark},
+        "callbacks": {"link": attacker.signature("jobset.anything", queue=f"{mark}:0")},
+        "chord": {"chord": to_mark, "group_id": "evil-group"},
+        "replaced_task_nesting": {"replaced_task_nesting": 1},
+        "group": {"group_id": "evil-group", "group_index": 0},
+    }
+    refusals = {}
+    for field, options in crafted.items():
+        tid = str(uuid.uuid4())
+        attacker.send_task(
+            RUN_SUB_JOB_TASK, kwargs=good, task_id=tid, queue=DEFAULT_QUEUE, **options
+        )
+        refusals[field] = (tid, _settled(executor, tid))
+    for field, (_, failure) in refusals.items():
+        assert failure.startswith("SecurityError") and field in failure, failure
+    assert not executor.redis.exists(mark, f"{mark}:0")
+    assert [k for k in executor.redis.scan_iter(match="*evil*", count=1000)] == []
+    logs = "".join(p.read_text(errors="replace") for p in cluster.log_dir.glob("worker-*.log"))
+    for tid, _ in refusals.values():
+        assert logs.count(f"sub-job message {tid}: refused") == 1
+    assert AerJobSet.retrieve(v, executor).status() is JobStatus.DONE
+
+
+# --- the attacker is Flower: its Redis user from config/redis-users.acl ---------------
+
+ACL_FILE = Path(__file__).resolve().parents[2] / "config" / "redis-users.acl"
+
+
+def acl_lines(jobset_password: str, flower_password: str) -> list[str]:
+    """config/redis-users.acl as compose fills it in; the default user may only PING (the
+    server's start-up check), where compose switches it off."""
+    text = ACL_FILE.read_text()
+    text = text.replace("@JOBSET_REDIS_PASSWORD@", jobset_password)
+    text = text.replace("@FLOWER_REDIS_PASSWORD@", flower_password)
+    users = [line for line in text.splitlines() if line.startswith("user ")]
+    assert users[0] == "user default off"
+    return ["user default on nopass resetkeys -@all +ping", *users[1:]]
+
+
+@pytest.fixture(scope="module")
+def acl_cluster(cluster) -> Iterator[tuple[str, Settings]]:
+    """A Redis with the deployment's users and one worker as ``jobset``; the flower URL."""
+    jobset_pw, flower_pw = uuid.uuid4().hex, uuid.uuid4().hex
+    with RedisServer(config=acl_lines(jobset_pw, flower_pw)) as server:
+        settings = Settings(
+            broker_url=f"redis://jobset:{jobset_pw}@127.0.0.1:{server.port}/0",
+            secret_key=cluster.settings.secret_key,
+        )
+        with LocalCluster(workers=1, settings=settings):
+            yield f"redis://flower:{flower_pw}@127.0.0.1:{server.port}/0", settings
+
+
+def test_the_flower_user_can_neither_kill_pause_nor_script_nor_scan(acl_cluster):
+    flower = redis.Redis.from_url(acl_cluster[0])
+    try:
+        refused = [
+            ("CLIENT", "KILL", "TYPE", "normal"),
+            ("CLIENT", "PAUSE", "10000"),
+            ("CLIENT", "LIST"),
+            ("EVAL", "while true do end", "0"),
+            ("SCRIPT", "LOAD", "while true do end"),
+            ("FUNCTION", "FLUSH"),
+            ("KEYS", "*"),
+            ("SCAN", "0"),
+            ("SET", "celeryev.x", "1"),
+            ("LPUSH", DEFAULT_QUEUE, "{}"),
+            ("CONFIG", "GET", "*"),
+        ]
+        for command in refused:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                flower.execute_command(*command)
+        assert flower.ping()
+    finally:
+        flower.close()
+
+
+def test_workers_ignore_control_commands_from_flower_that_would_steer_them(acl_cluster):
+    flower_url, settings = acl_cluster
+    app = Celery("flower-attacker", broker=flower_url)
+    try:
+        control = app.control
+        hosts = list(control.inspect(timeout=5).ping() or {})
+        assert len(hosts) == 1
+        replies = {
+            "add_consumer": control.add_consumer("celeryev.evil", reply=True, timeout=5),
+            "cancel_consumer": control.cancel_consumer(DEFAULT_QUEUE, reply=True, timeout=5),
+            "pool_grow": control.pool_grow(4, reply=True, timeout=5),
+            "rate_limit": control.rate_limit(RUN_SUB_JOB_TASK, "1/h", reply=True, timeout=5),
+            "time_limit": control.time_limit(RUN_SUB_JOB_TASK, 1, 1, reply=True, timeout=5),
+            "shutdown": control.broadcast("shutdown", reply=True, timeout=5),
+        }
+        for name, reply in replies.items():
+            answers = [a for r in reply for a in r.values()]
+            assert answers and all("error" in a for a in answers), (name, reply)
+        queues = control.inspect(timeout=5).active_queues()
+        assert [q["name"] for q in queues[hosts[0]]] == [DEFAULT_QUEUE]
+        assert list(control.inspect(timeout=5).ping() or {}) == hosts  # still serving
+        stats = control.inspect(timeout=5).stats()[hosts[0]]
+        assert stats["pool"]["max-concurrency"] == 1
+    finally:
+        app.close()
+    # A producer's set still runs there.
+    with CeleryExecutor(settings) as ex:
+        circuits = qv_circuits(1, name="acl")
+        _exact(
+            run(AerSimulator(), circuits, executor=ex, shots=16, seed_simulator=1),
+            circuits,
+            shots=16,
+            seed_simulator=1,
+        )
+
+
+def test_a_wrong_type_record_or_a_rescored_or_removed_index_entry_neither_breaks_nor_hides(
+    executor, cluster, victim
+):
+    """The index is unsigned: it may lie about which sets exist and when they were made."""
+    broken = str(uuid.uuid4())
+    client, v = executor.redis, victim.job_id()
+    client.zadd(INDEX_KEY, {broken: 1e12})
+    client.hset(record_key(broken), "x", "1")  # WRONGTYPE for GET
+    client.expire(record_key(broken), 600)
+    env = {**os.environ, **cluster.settings.to_env()}
+    try:
+        for tamper in (
+            lambda: client.zadd(INDEX_KEY, {v: 0}),  # rescored: the next listing pruned it
+            lambda: client.zadd(INDEX_KEY, {v: 1e12}),  # made to look newest
+            lambda: client.zrem(INDEX_KEY, v),  # removed
+        ):
+            tamper()
+            infos = AerJobSet.list_sets(executor)
+            assert v in [i.job_id for i in infos]
+            assert [i.created_at for i in infos] == sorted(i.created_at for i in infos)
+            done = subprocess.run(
+                [sys.executable, "-m", "jobset.cli", "ls"], env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stderr
+            assert v in done.stdout
+            lines = [line for line in done.stderr.splitlines() if "skipped" in line]
+            assert len(lines) == 1 and broken in lines[0], done.stderr
+    finally:
+        client.zrem(INDEX_KEY, broken)
+        client.delete(record_key(broken))
+
+
+def test_a_message_for_an_invented_set_writes_no_key_for_it(executor, attacker):
+    invented = str(uuid.uuid4())
+    kwargs = {"jobset_id": invented, "index": 0, "experiments": 1, "version": PROTOCOL_VERSION}
+    tid = _send(attacker, kwargs, tid=f"{invented}-0")
+    failure = _settled(executor, tid)
+    assert failure == f"SecurityError: refused: no set {invented} is stored in this Redis"
+    assert list(executor.redis.scan_iter(match=f"jobset:{invented}*", count=1000)) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -328,3 +329,24 @@ def test_a_producer_rides_out_redis_gone_longer_than_its_client_retries_inside_i
         assert away_s > 5
         assert_same_counts_and_memory(result, reference_result(circuits, SHOTS, SEED))
         logger.warning("the producer waited through %.1f s without Redis", away_s)
+
+
+def test_neither_password_appears_in_inspect_stats_conf_or_report(sentinels):
+    """Flower's user may ask workers anything on the control channel: no secret answers."""
+    settings = settings_for(
+        sentinels.url,
+        sentinel_master=sentinels.master_name,
+        sentinel_password=sentinels.sentinel_password,
+    )
+    with (
+        LocalCluster(workers=1, settings=settings) as cluster,
+        CeleryExecutor(cluster.settings) as executor,
+    ):
+        inspect = executor.app.control.inspect(timeout=10)
+        replies = [inspect.stats(), inspect.conf(with_defaults=True), inspect.report()]
+        assert all(replies), replies
+        text = json.dumps(replies, default=repr)
+        assert "sentinel_kwargs" in text  # the options are there, their secret is not
+        assert sentinels.sentinel_password not in text
+        assert sentinels.password not in text
+        assert executor.redis.ping()  # and the password still reaches the sentinels

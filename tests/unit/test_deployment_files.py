@@ -165,18 +165,19 @@ def test_workers_get_every_setting_and_flower_gets_no_signing_key(
 ) -> None:
     services = _services(compose)
     raw_services = load_compose()["services"]
-    # Every variable of the table but the result backend (the broker, in compose) and the
-    # metrics address (the default binds every interface of the container).
+    # Every variable of the table but the result backend (the broker, in compose).
     expected = {
         var.env
         for cls in jobset_settings.SETTINGS_CLASSES
         for _, var in jobset_settings.variables(cls)
-    } - {jobset_settings.ENV_RESULT_BACKEND, jobset_settings.ENV_METRICS_ADDR}
+    } - {jobset_settings.ENV_RESULT_BACKEND}
     for name in ("worker", "gpu-worker"):
         assert expected <= set(services[name]["environment"]), name
         assert "FLOWER_BASIC_AUTH" not in services[name]["environment"]
         secret = raw_services[name]["environment"]["JOBSET_SECRET_KEY"]
         assert secret.startswith("${JOBSET_SECRET_KEY:?")
+        # The metrics server binds loopback by default; compose opens it to its network.
+        assert services[name]["environment"]["JOBSET_METRICS_ADDR"] == "0.0.0.0"
 
     flower_env = services["flower"]["environment"]
     assert flower_env["JOBSET_SECRET_KEY"] != OPERATOR_ENV["JOBSET_SECRET_KEY"]

@@ -98,9 +98,9 @@ def test_workers_and_flower_reach_redis_through_the_sentinels_with_their_own_use
         )
         conf = celery_config(settings)
         assert conf["broker_transport_options"]["master_name"] == "jobset"
-        assert (
-            conf["result_backend_transport_options"]["sentinel_kwargs"]["password"]
-            == (OPERATOR_ENV["SENTINEL_PASSWORD"])
+        credentials = conf["result_backend_transport_options"]["sentinel_kwargs"]
+        assert credentials["credential_provider"].get_credentials() == (
+            OPERATOR_ENV["SENTINEL_PASSWORD"],
         )
         assert password not in repr(settings)
 

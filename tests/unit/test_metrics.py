@@ -131,3 +131,17 @@ def test_set_labels_come_only_from_valid_set_ids():
     assert set_label({"jobset_id": good}) == good
     for bad in ({"jobset_id": "x" * 10_000}, {"jobset_id": "../x"}, {}, None, ["a"]):
         assert set_label(bad) == INVALID_SET_LABEL
+
+
+def test_fresh_set_ids_past_the_cap_share_one_label(monkeypatch):
+    import uuid
+
+    from workers import metrics
+
+    monkeypatch.setattr(metrics, "_labelled", set())
+    monkeypatch.setattr(metrics, "MAX_SET_LABELS", 3)
+    first = [str(uuid.uuid4()) for _ in range(3)]
+    assert [metrics.set_label({"jobset_id": i}) for i in first] == first
+    later = {metrics.set_label({"jobset_id": str(uuid.uuid4())}) for _ in range(50)}
+    assert later == {metrics.OTHER_SETS_LABEL}
+    assert metrics.set_label({"jobset_id": first[0]}) == first[0]  # known ones keep theirs

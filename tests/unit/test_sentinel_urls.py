@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 
 import pytest
 from celery import Celery
 from celery.backends.redis import SentinelBackend
 from kombu import Connection
+from kombu.utils.json import JSONEncoder
 
 from jobset import urls
 from jobset.celeryconf import celery_config
@@ -46,7 +48,9 @@ def test_celery_gets_the_master_name_and_the_sentinels_password_on_both_sides():
     conf = celery_config(sentinel_settings(sentinel_password="sp"))
     for options in (conf["broker_transport_options"], conf["result_backend_transport_options"]):
         assert options["master_name"] == "jobset"
-        assert options["sentinel_kwargs"]["password"] == "sp"
+        credentials = options["sentinel_kwargs"]["credential_provider"]
+        assert credentials.get_credentials() == ("sp",) and "password" not in options
+        assert "sp" not in repr(options) and "sp" not in json.dumps(options, cls=JSONEncoder)
     assert conf["broker_url"].startswith("sentinel://:pw@127.0.0.1:26399/3;")
     assert "broker_use_ssl" not in conf
 
@@ -76,7 +80,8 @@ def test_the_projects_client_asks_the_sentinels_for_the_named_primary():
         26399,
         26398,
     ]
-    assert manager.sentinels[0].connection_pool.connection_kwargs["password"] == "sp"
+    sentinel_kwargs = manager.sentinels[0].connection_pool.connection_kwargs
+    assert sentinel_kwargs["credential_provider"].get_credentials() == ("sp",)
 
 
 @pytest.mark.parametrize(
