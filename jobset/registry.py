@@ -155,9 +155,12 @@ def _set_id(raw: object) -> str | None:
 
 
 def list_ids(client: Any) -> list[str]:
-    """Ids of the sets that may have a record, unordered: the index's entries and those a
-    bounded SCAN of record keys finds (an entry removed from the index hides nothing).
-    Entries that are not set ids are skipped; entries whose record is gone are pruned."""
+    """Ids of the sets that may have a record: those a bounded SCAN of record keys finds
+    outside the index (an entry removed from the index hides nothing), then the index's
+    entries in its order, oldest first.  The order is a hint only (the index is unsigned):
+    listings sort by the signed records; a listing cut to its newest reads the sets found
+    outside the index last.  Entries that are not set ids are skipped; entries whose
+    record is gone are pruned."""
     indexed = [i for i in map(_set_id, client.zrange(INDEX_KEY, 0, -1)) if i is not None]
     found = dict.fromkeys(indexed)
     cursor, scanned = 0, 0
@@ -174,7 +177,8 @@ def list_ids(client: Any) -> list[str]:
         logger.warning("listing stopped its scan for records after %d keys", scanned)
     found.pop("", None)
     _prune(client, indexed)
-    return list(found)
+    listed = set(indexed)
+    return [i for i in found if i not in listed] + indexed
 
 
 def _prune(client: Any, indexed: Sequence[str]) -> None:
@@ -245,8 +249,9 @@ def list_sets(
     """Every set ``target`` (an executor that stores sets) knows of, oldest first.
 
     Oldest first (newest first with ``newest_first``) by the signed records' creation
-    times; ``limit`` reads at most that many records, taken in the index's order.  A set that cannot be read (a
-    record that fails verification, any Redis error on one of its keys) is skipped:
+    times; ``limit`` reads at most that many records, taken in the index's order.  A set
+    that cannot be read (a record that fails verification, any Redis error on one of its
+    keys) is skipped:
     ``on_skip(job_id, error)`` is called for each, and without it one warning is logged
     for all of them.
     """

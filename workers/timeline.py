@@ -14,6 +14,7 @@ from typing import Any
 from celery.signals import task_postrun, task_prerun
 
 from jobset import tally
+from jobset.errors import SecurityError
 from jobset.protocol import RUN_SUB_JOB_TASK
 from jobset.timeline import run_entry, timeline_key
 
@@ -30,13 +31,19 @@ def _note_start(task_id: str = "", task: Any = None, **_: Any) -> None:
 
 @task_postrun.connect
 def _record_run(
-    task_id: str = "", task: Any = None, kwargs: Any = None, state: str | None = None, **_: Any
+    task_id: str = "",
+    task: Any = None,
+    kwargs: Any = None,
+    retval: Any = None,
+    state: str | None = None,
+    **_: Any,
 ) -> None:
     if getattr(task, "name", None) != RUN_SUB_JOB_TASK:
         return
     started = _started.pop(task_id, None)
     ref = tally.ref_of(task_id, kwargs)
-    if started is None or ref is None:
+    # A refused message (no such set, a forged field) is no run: it writes nothing of a set.
+    if started is None or ref is None or isinstance(retval, SecurityError):
         return
     request = task.request
     queue = (getattr(request, "delivery_info", None) or {}).get("routing_key") or ""

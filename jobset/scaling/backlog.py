@@ -126,11 +126,7 @@ class BacklogReader:
         """Backlog of each of ``queues`` and of every other queue a live set uses."""
         tallies: dict[str, _Tally] = {q: _Tally() for q in queues}
         redis = self.executor.redis
-        ids = [
-            i
-            for i in registry.list_ids(redis)
-            if i not in self._done
-        ]
+        ids = [i for i in registry.list_ids(redis) if i not in self._done]
         pipe = redis.pipeline(transaction=False)
         for jobset_id in ids:
             pipe.hgetall(tally.counts_key(jobset_id))

@@ -469,7 +469,10 @@ def test_workers_ignore_control_commands_from_flower_that_would_steer_them(acl_c
     app = Celery("flower-attacker", broker=flower_url)
     try:
         control = app.control
-        hosts = list(control.inspect(timeout=5).ping() or {})
+        # A reply may miss one ping's window on a busy machine: ask until the worker answers.
+        hosts = wait_until(
+            lambda: list(control.inspect(timeout=5).ping() or {}), 120, "the worker's pong"
+        )
         assert len(hosts) == 1
         replies = {
             "add_consumer": control.add_consumer("celeryev.evil", reply=True, timeout=5),
