@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
 QUEUE = "bench.baseline"
 
@@ -47,6 +47,15 @@ def _warm(**_: Any) -> None:
     circuit = QuantumCircuit(1, 1)
     circuit.measure(0, 0)
     _simulator.run(circuit, shots=1).result()
+
+
+@worker_ready.connect
+def _ready(sender: Any = None, **_: Any) -> None:
+    """Tell the benchmark this worker consumes (a file, so no log level has to say it)."""
+    directory = os.environ.get("BASELINE_READY_DIR")
+    if directory:
+        with open(os.path.join(directory, f"{os.getpid()}.ready"), "w"):
+            pass
 
 
 @app.task(name="bench.noop")

@@ -73,21 +73,25 @@ class BaselineWorkers:
         )
 
     def __enter__(self) -> BaselineWorkers:
-        env = {**os.environ, "BASELINE_BROKER_URL": self.url, "OMP_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "BASELINE_BROKER_URL": self.url,
+            "BASELINE_READY_DIR": str(self.log_dir),
+            "OMP_NUM_THREADS": "1",
+        }
         for i in range(self.count):
             log = (self.log_dir / f"worker{i}.log").open("ab")
             self.processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "celery", "-A", "baseline_tasks", "worker",
                      "-c", "1", "-Q", "bench.baseline", "-n", f"baseline{i}@%h",
-                     "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
+                     "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
                     cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True,
                 )
             )  # fmt: skip
         deadline = time.monotonic() + 120
-        logs = [self.log_dir / f"worker{i}.log" for i in range(self.count)]
-        while not all(b" ready." in log.read_bytes() for log in logs):  # Celery's INFO line
+        while len(list(self.log_dir.glob("*.ready"))) < self.count:
             if time.monotonic() > deadline:
                 self.__exit__()
                 raise RuntimeError(f"baseline workers did not start; logs in {self.log_dir}")
