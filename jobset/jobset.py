@@ -27,7 +27,7 @@ from .errors import (
     JobSetTimeoutError,
 )
 from .executors import SetRequest, SubJobState, Submission, SubmitOptions
-from .merge import merge_results
+from .merge import bulk_allocation, merge_results
 from .plan import Plan, SubBatch, plan_from_sub_batches
 from .pools import as_executor, default_executor
 from .registry import JobSetInfo
@@ -192,19 +192,20 @@ class AerJobSet(JobV1):
         submission = self._require_submitted()
         everything = range(len(self._sub_batches))
         states = self._observe(submission.wait(everything, Deadline(timeout)))
-        results = submission.results(
-            i for i, s in enumerate(states) if s.status is not JobStatus.CANCELLED
-        )
-        failures = submission.failures(states, results)
-        if failures and not partial:
-            raise JobSetFailedError(self._job_id, failures)
-        return merge_results(
-            self._plan,
-            results,
-            job_id=self._job_id,
-            time_taken=self._time_taken(submission),
-            failures={f.index: f"{f.status}: {f.message}" for f in failures},
-        )
+        with bulk_allocation():
+            results = submission.results(
+                i for i, s in enumerate(states) if s.status is not JobStatus.CANCELLED
+            )
+            failures = submission.failures(states, results)
+            if failures and not partial:
+                raise JobSetFailedError(self._job_id, failures)
+            return merge_results(
+                self._plan,
+                results,
+                job_id=self._job_id,
+                time_taken=self._time_taken(submission),
+                failures={f.index: f"{f.status}: {f.message}" for f in failures},
+            )
 
     def _time_taken(self, submission: Submission) -> float:
         """Submit to last sub-result: measured here, or from the workers' records when retrieved."""
@@ -309,7 +310,8 @@ class AerJobSet(JobV1):
         failures = [f for f in submission.failures(states) if f.index in indices]
         if failures:
             raise JobSetFailedError(self._job_id, failures)
-        results = submission.results(indices)
+        with bulk_allocation():
+            results = submission.results(indices)
         gone = [f for f in submission.failures(states, results) if f.index in indices]
         if gone:
             raise JobSetFailedError(self._job_id, gone)
