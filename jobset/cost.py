@@ -22,6 +22,7 @@ proportional to measured run time across very different circuits is pinned by a 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,17 @@ FUSION_GAIN = 6.0
 DENSITY_FUSION_GAIN = 2.5  # fitted on an 8-qubit density matrix
 # Instructions after which a measurement no longer lets Aer sample all shots from one run.
 _PER_SHOT_NAMES = frozenset({"reset", "if_else", "while_loop", "for_loop", "switch_case"})
+# What one sub-job costs in the queue, in work units: publishing, delivery, the worker's
+# Redis steps, Celery's record and the result's trip back.  Measured with
+# ``./scripts/bench throughput`` (docs/benchmarks.md): about 2-3 ms per sub-job against
+# Aer's 0.26 ms for a two-qubit one-shot experiment (``EXPERIMENT_WORK`` + a shot, so about
+# 1.4 ns per unit).
+QUEUE_COST_WORK = 2.0e6
+# The automatic split aims each sub-job at this much work (50 x the queue's cost, about
+# 0.15 s of Aer), and cuts below it only to give every worker slot a sub-job of at least
+# SPREAD_SUB_JOB_WORK (10 x the queue's cost) rather than let a slot idle.
+TARGET_SUB_JOB_WORK = 50 * QUEUE_COST_WORK
+SPREAD_SUB_JOB_WORK = 10 * QUEUE_COST_WORK
 # The automatic split balances work only when experiments differ by more than this factor;
 # below it the count rule (plan.auto_job_size) splits the set as it always did.
 BALANCE_RATIO = 2.0
@@ -121,6 +133,26 @@ def balance_weights(costs: Sequence[ExperimentCost]) -> list[float] | None:
     if not works or max(works) <= BALANCE_RATIO * min(works):
         return None
     return works
+
+
+def sub_jobs_for_work(total_work: float, slots: int) -> int:
+    """The most sub-jobs the automatic split makes of a set of ``total_work``.
+
+    As many as hold :data:`TARGET_SUB_JOB_WORK` each; when that is fewer than the worker
+    slots, as many slots as get :data:`SPREAD_SUB_JOB_WORK` each (an idle slot costs more
+    than the queue then); never fewer than one.
+    """
+    by_target = int(total_work // TARGET_SUB_JOB_WORK)
+    if by_target >= slots:
+        return by_target
+    spread = min(max(1, slots), int(total_work // SPREAD_SUB_JOB_WORK))
+    return max(1, by_target, spread)
+
+
+def job_size_for_work(experiment_work: float, experiments: int) -> int:
+    """Experiments per sub-job that reach :data:`TARGET_SUB_JOB_WORK` (at most all)."""
+    per = max(experiment_work, 1.0)
+    return max(1, min(experiments, math.ceil(TARGET_SUB_JOB_WORK / per)))
 
 
 def size_class(memory_bytes: int | None, *, large_memory_bytes: int) -> str:

@@ -11,8 +11,14 @@ from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 
 from .admission import PlanCosts
-from .cost import balance_weights, circuit_costs
-from .errors import InvalidInputError, VersionSkewWarning
+from .cost import (
+    QUEUE_COST_WORK,
+    TARGET_SUB_JOB_WORK,
+    balance_weights,
+    circuit_costs,
+    job_size_for_work,
+)
+from .errors import InvalidInputError, PerformanceWarning, VersionSkewWarning
 from .executors import Executor, SetRequest, SubmitOptions
 from .jobset import AerJobSet
 from .plan import Plan, make_plan
@@ -126,10 +132,36 @@ def _plan(
         run_options=run_options,
         slots=target.slots(),
         circuit_weights=balance_weights(costs) if costs and max_job_size is None else None,
+        circuit_work=[c.work for c in costs] if costs and max_job_size is None else None,
     )
     if costs is None:
         return plan, None
+    if max_job_size is not None:
+        warn_small_sub_jobs(plan, [c.work for c in costs])
     return plan, PlanCosts(costs, [e.circuit for e in plan.experiments])
+
+
+def warn_small_sub_jobs(plan: Plan, circuit_work: Sequence[float], stacklevel: int = 4) -> None:
+    """Warn (:class:`~jobset.errors.PerformanceWarning`) when the caller's split leaves
+    sub-jobs whose estimated work is below the queue's own cost per sub-job."""
+    if not plan.experiments or not plan.sub_batches:
+        return
+    total = sum(float(circuit_work[e.circuit]) for e in plan.experiments)
+    per_sub_job = total / len(plan.sub_batches)
+    if per_sub_job >= QUEUE_COST_WORK:
+        return
+    per_experiment = total / len(plan.experiments)
+    better = job_size_for_work(per_experiment * len(plan.chunk_shots), len(plan.experiments))
+    warnings.warn(
+        f"{len(plan.sub_batches)} sub-jobs of about {per_sub_job / QUEUE_COST_WORK:.2f}x the "
+        f"queue's own cost per sub-job each (estimated work {per_sub_job:.3g} against "
+        f"{QUEUE_COST_WORK:.3g}, jobset.cost): the queue costs more than the simulation. "
+        f"max_job_size={better}{' with no max_shot_size' if len(plan.chunk_shots) > 1 else ''}"
+        f" would give sub-jobs of about {TARGET_SUB_JOB_WORK / QUEUE_COST_WORK:.0f}x it, "
+        "and max_job_size=None sizes them by cost",
+        PerformanceWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def submit_plan(
