@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,10 +18,12 @@ from .cost import (
     balance_weights,
     circuit_costs,
     job_size_for_work,
+    resolved_method,
 )
 from .errors import InvalidInputError, PerformanceWarning, VersionSkewWarning
 from .executors import Executor, SetRequest, SubmitOptions
 from .jobset import AerJobSet
+from .memory import scan
 from .plan import Plan, make_plan
 from .pools import as_executor
 from .protocol import Kind
@@ -138,6 +141,8 @@ def _plan(
         return plan, None
     if max_job_size is not None:
         warn_small_sub_jobs(plan, [c.work for c in costs])
+    if len(plan.chunk_shots) > 1:
+        warn_repeated_runs(plan, circuit_list, costs, options | run_options)
     return plan, PlanCosts(costs, [e.circuit for e in plan.experiments])
 
 
@@ -159,6 +164,47 @@ def warn_small_sub_jobs(plan: Plan, circuit_work: Sequence[float], stacklevel: i
         f"max_job_size={better}{' with no max_shot_size' if len(plan.chunk_shots) > 1 else ''}"
         f" would give sub-jobs of about {TARGET_SUB_JOB_WORK / QUEUE_COST_WORK:.0f}x it, "
         "and max_job_size=None sizes them by cost",
+        PerformanceWarning,
+        stacklevel=stacklevel,
+    )
+
+
+# A shot split whose chunks together cost more than this many times the unsplit run warns.
+SPLIT_WASTE_RATIO = 1.5
+
+
+def warn_repeated_runs(
+    plan: Plan,
+    circuits: Sequence[QuantumCircuit],
+    costs: Sequence[Any],
+    options: dict[str, Any],
+    stacklevel: int = 4,
+) -> None:
+    """Warn (:class:`~jobset.errors.PerformanceWarning`) when the caller's shot split makes
+    every chunk repeat a simulation whose cost does not grow with shots (a density matrix,
+    which Aer picks for small noisy circuits, or a noiseless state sampled once)."""
+    whole = sum(c.work for c in costs)
+    split = 0.0
+    for shots, count in Counter(plan.chunk_shots).items():
+        split += count * sum(c.work for c in circuit_costs(circuits, shots=shots, options=options))
+    if whole <= 0 or split <= SPLIT_WASTE_RATIO * whole:
+        return
+    scans = [scan(c) for c in circuits]
+    noise = options.get("noise_model")
+    noisy = noise is not None and not getattr(noise, "is_ideal", lambda: False)()
+    methods = sorted(
+        {
+            resolved_method(seen, str(options.get("method") or "automatic"), shots=s, noisy=noisy)
+            for seen in scans
+            for s in set(plan.chunk_shots)
+        }
+    )
+    warnings.warn(
+        f"max_shot_size splits {plan.shots} shots into {len(plan.chunk_shots)} chunks, but Aer "
+        f"runs these circuits with method {', '.join(methods)}, whose cost does not grow with "
+        f"shots: each chunk repeats the whole simulation, {split / whole:.1f}x the estimated "
+        "work of one run (jobset.cost). max_shot_size=None runs each circuit once; for noisy "
+        "trajectories whose cost grows with shots, set method='statevector'",
         PerformanceWarning,
         stacklevel=stacklevel,
     )

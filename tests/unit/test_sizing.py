@@ -6,19 +6,23 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from qiskit import QuantumCircuit
+from qiskit import QuantumCircuit, transpile
 from qiskit.circuit.library import quantum_volume
 from qiskit_aer import AerSimulator
+from qiskit_aer.noise import NoiseModel, depolarizing_error
 
 from jobset import PerformanceWarning
 from jobset.cost import (
     QUEUE_COST_WORK,
+    SHOT_WORK,
     SPREAD_SUB_JOB_WORK,
     TARGET_SUB_JOB_WORK,
     circuit_costs,
     job_size_for_work,
+    resolved_method,
     sub_jobs_for_work,
 )
+from jobset.memory import scan
 from jobset.plan import make_plan
 from jobset.simulator import _plan
 
@@ -101,3 +105,62 @@ def test_an_explicit_split_of_heavy_sub_jobs_is_quiet():
 def test_the_warning_is_part_of_the_exported_tree():
     assert issubclass(PerformanceWarning, UserWarning)
     assert PerformanceWarning.__module__ == "jobset.errors"
+
+
+# Shot splits
+
+
+def noisy_qv(qubits: int) -> tuple[QuantumCircuit, NoiseModel]:
+    noise = NoiseModel()
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.001, 1), ["rz", "sx", "x"])
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.01, 2), ["cx"])
+    circuit = transpile(
+        quantum_volume(qubits, seed=1).measure_all(inplace=False),
+        basis_gates=["cx", "rz", "sx", "x"],
+        seed_transpiler=1,
+    )
+    return circuit, noise
+
+
+@pytest.mark.parametrize("shots", [15, 16, 17, 40])
+def test_the_resolved_method_is_the_one_aer_picks(shots):
+    circuit, noise = noisy_qv(4)
+    picked = AerSimulator(noise_model=noise).run(circuit, shots=shots).result()
+    expected = picked.results[0].metadata["method"]
+    assert resolved_method(scan(circuit), "automatic", shots=shots, noisy=True) == expected
+    ideal = AerSimulator().run(circuit, shots=shots).result().results[0].metadata["method"]
+    assert resolved_method(scan(circuit), "automatic", shots=shots, noisy=False) == ideal
+    clifford = bells(1)[0]
+    stabilizer = AerSimulator(noise_model=noise).run(clifford, shots=shots).result()
+    assert (
+        resolved_method(scan(clifford), "automatic", shots=shots, noisy=True)
+        == stabilizer.results[0].metadata["method"]
+    )
+
+
+def test_a_density_matrix_run_costs_the_same_for_more_shots_and_trajectories_do_not():
+    circuit, noise = noisy_qv(6)
+    options = {"noise_model": noise}
+    dm = [circuit_costs([circuit], shots=s, options=options)[0].work for s in (1000, 4000)]
+    assert dm[1] - dm[0] == pytest.approx(3000 * SHOT_WORK)  # only the sampling grows
+    trajectories = {"noise_model": noise, "method": "statevector"}
+    sv = [circuit_costs([circuit], shots=s, options=trajectories)[0].work for s in (1000, 4000)]
+    assert sv[1] > 3.5 * sv[0]
+
+
+def test_splitting_the_shots_of_a_density_matrix_run_warns_with_the_figures():
+    circuit, noise = noisy_qv(6)
+    backend = AerSimulator(noise_model=noise)
+    with pytest.warns(PerformanceWarning, match="density_matrix") as caught:
+        _plan(backend, [circuit], {"shots": 20000}, None, 5000, Slots(2))
+    assert "4 chunks" in str(caught[0].message)
+    assert "max_shot_size=None" in str(caught[0].message)
+
+
+def test_splitting_the_shots_of_noisy_trajectories_is_quiet():
+    circuit, noise = noisy_qv(6)
+    backend = AerSimulator(noise_model=noise, method="statevector")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PerformanceWarning)
+        plan, _ = _plan(backend, [circuit], {"shots": 4000}, None, 1000, Slots(2))
+    assert len(plan.sub_batches) == 4
