@@ -1,7 +1,9 @@
 """The Redis steps around one sub-job's simulation, each one round trip.
 
 Before: :func:`begin` runs ``jobset/lua/begin.lua``, which checks both cancel marks,
-counts the start against the cap on worker losses, moves the tally to RUNNING and reads
+writes Celery's STARTED record (the task runs with ``track_started=False``, so Celery
+does not write it again in two round trips of its own), counts the start against the
+cap on worker losses, moves the tally to RUNNING and reads
 the signed batch (and the signed backend, when this pool child does not hold the set's
 backend yet), all at once.  After: the result is written in the same pipeline that
 records the end (:func:`end_on`).  Celery's own record and the final tally move follow
@@ -15,9 +17,12 @@ simulator object.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+
+from celery import states
 
 from jobset import scripts, tally
 from jobset.errors import DecodeError
@@ -47,8 +52,42 @@ class Begun:
     backend_blob: bytes | None = None
 
 
-def begin(client: Any, ref: SubJobRef, settings: Settings, *, read_backend: bool) -> Begun:
-    """Check the cancel marks, count the start, tally RUNNING, read the payload: one trip."""
+@dataclass(frozen=True)
+class StartedRecord:
+    """Celery's STARTED record of a task, as its ``task_track_started`` would store it."""
+
+    key: str
+    value: str
+    ttl_s: int
+
+
+def started_record(task: Any) -> StartedRecord:
+    """The record Celery's tracer stores when a tracked task starts (``{pid, hostname}``)."""
+    backend, request = task.backend, task.request
+    result = {"pid": os.getpid(), "hostname": request.hostname}
+    meta = backend._get_result_meta(
+        result=result, state=states.STARTED, traceback=None, request=request
+    )
+    meta["task_id"] = request.id
+    key = backend.get_key_for_task(request.id)
+    expires = backend.expires
+    return StartedRecord(
+        key.decode() if isinstance(key, bytes) else str(key),
+        backend.encode(meta),
+        int(expires.total_seconds() if hasattr(expires, "total_seconds") else expires or 0),
+    )
+
+
+def begin(
+    client: Any,
+    ref: SubJobRef,
+    settings: Settings,
+    started: StartedRecord,
+    *,
+    read_backend: bool,
+) -> Begun:
+    """Check the cancel marks, write Celery's STARTED record, count the start, tally
+    RUNNING, read the payload: one round trip."""
     j, k = ref.jobset_id, ref.index
     keys = (
         cancel_key(j),
@@ -60,6 +99,7 @@ def begin(client: Any, ref: SubJobRef, settings: Settings, *, read_backend: bool
         tally.ended_key(j),
         signed_key(Kind.BATCH, (j, k)),
         signed_key(Kind.BACKEND, j),
+        started.key,
     )
     args = (
         str(k),
@@ -68,6 +108,8 @@ def begin(client: Any, ref: SubJobRef, settings: Settings, *, read_backend: bool
         ended_field(k),
         settings.max_worker_losses,
         "1" if read_backend else "",
+        started.value,
+        started.ttl_s,
     )
     reply = scripts.run(client, "begin.lua", keys, args)
     if not isinstance(reply, list) or not reply:

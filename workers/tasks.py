@@ -92,6 +92,8 @@ def _record_end(client: Any, ref: SubJobRef) -> None:
     retry_backoff_max=60,
     retry_jitter=True,
     max_retries=5,
+    # Its STARTED record is written with the other first steps (workers.steps.begin).
+    track_started=False,
 )
 def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
     """Run sub-job ``index`` of set ``jobset_id`` and store its signed Result in Redis.
@@ -99,9 +101,9 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
     Checks the set's durable cancel mark first (a revoke broadcast is lost when no worker
     is online), then the producer's versions, then how often this sub-job already took
     its worker down (``JOBSET_MAX_WORKER_LOSSES``); every Redis step before the
-    simulation is one round trip (:func:`workers.steps.begin`).  Storing under the sub-job's own key
-    makes a second run of the same sub-job (a redelivery) overwrite, never add: the merge
-    counts it once.
+    simulation is one round trip (:func:`workers.steps.begin`).  Storing under the
+    sub-job's own key makes a second run of the same sub-job (a redelivery) overwrite,
+    never add: the merge counts it once.
     """
     ref = SubJobRef.from_kwargs(kwargs)  # SecurityError for anything but the schema
     if self.request.id != ref.task_id:
@@ -123,8 +125,9 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
     # Reads before the simulation ride out a lost Redis here: Celery's own retry would need
     # the broker to publish the retry, and a failed publish drops the message.
     warm = _warm_backends.get(ref.jobset_id)
+    started = steps.started_record(self)
     begun = retry_io(
-        lambda: steps.begin(client, ref, settings, read_backend=warm is None),
+        lambda: steps.begin(client, ref, settings, started, read_backend=warm is None),
         f"starting {ref.task_id}",
     )
     if begun.cancelled:  # the durable mark: a revoke broadcast is lost with no worker online
