@@ -156,14 +156,16 @@ def warn_small_sub_jobs(plan: Plan, circuit_work: Sequence[float], stacklevel: i
     if per_sub_job >= QUEUE_COST_WORK:
         return
     per_experiment = total / len(plan.experiments)
-    better = job_size_for_work(per_experiment * len(plan.chunk_shots), len(plan.experiments))
+    whole = per_experiment * len(plan.chunk_shots)  # one experiment, all its shots
+    better = job_size_for_work(whole, len(plan.experiments))
     warnings.warn(
         f"{len(plan.sub_batches)} sub-jobs of about {per_sub_job / QUEUE_COST_WORK:.2f}x the "
         f"queue's own cost per sub-job each (estimated work {per_sub_job:.3g} against "
         f"{QUEUE_COST_WORK:.3g}, jobset.cost): the queue costs more than the simulation. "
         f"max_job_size={better}{' with no max_shot_size' if len(plan.chunk_shots) > 1 else ''}"
-        f" would give sub-jobs of about {TARGET_SUB_JOB_WORK / QUEUE_COST_WORK:.0f}x it, "
-        "and max_job_size=None sizes them by cost",
+        f" would give sub-jobs of about {better * whole / QUEUE_COST_WORK:.1f}x it (the "
+        f"target is {TARGET_SUB_JOB_WORK / QUEUE_COST_WORK:.0f}x), and max_job_size=None "
+        "sizes them by cost",
         PerformanceWarning,
         stacklevel=stacklevel,
     )
