@@ -10,7 +10,9 @@ meant to be proportional to Aer's run time:
   polynomially: ``(instructions + 1) x qubits^2``;
 * a circuit is run once and its shots sampled from the final state unless it must be
   re-run per shot (a noise model, a measurement or reset before the end, control flow):
-  then the run cost is paid ``shots`` times;
+  then the run cost is paid ``shots`` times, except on a density matrix, which carries
+  the noise in one run (``automatic`` is resolved first, as Aer resolves it:
+  :func:`resolved_method`);
 * on statevectors of 14 qubits or more Aer fuses gates: an instruction counts 1 / FUSION_GAIN;
 * every sampled shot adds ``SHOT_WORK``, and every experiment a fixed ``EXPERIMENT_WORK``.
 
@@ -22,13 +24,14 @@ proportional to measured run time across very different circuits is pinned by a 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from qiskit.circuit import QuantumCircuit
 
-from .memory import STATE_GROWTH, CircuitScan, estimate_memory, scan
+from .memory import CLIFFORD_NAMES, STATE_GROWTH, CircuitScan, estimate_memory, scan
 
 # Work of one experiment besides its gates and shots (Aer's per-experiment setup and
 # result), and of one sampled shot: fitted on 200 GHZ-5 circuits x 1000 shots.
@@ -42,6 +45,17 @@ FUSION_GAIN = 6.0
 DENSITY_FUSION_GAIN = 2.5  # fitted on an 8-qubit density matrix
 # Instructions after which a measurement no longer lets Aer sample all shots from one run.
 _PER_SHOT_NAMES = frozenset({"reset", "if_else", "while_loop", "for_loop", "switch_case"})
+# What one sub-job costs in the queue, in work units: publishing, delivery, the worker's
+# Redis steps, Celery's record and the result's trip back.  Measured with
+# ``./scripts/bench throughput`` (docs/benchmarks.md): about 2-3 ms per sub-job against
+# Aer's 0.26 ms for a two-qubit one-shot experiment (``EXPERIMENT_WORK`` + a shot, so about
+# 1.4 ns per unit).
+QUEUE_COST_WORK = 2.0e6
+# The automatic split aims each sub-job at this much work (50 x the queue's cost, about
+# 0.15 s of Aer), and cuts below it only to give every worker slot a sub-job of at least
+# SPREAD_SUB_JOB_WORK (10 x the queue's cost) rather than let a slot idle.
+TARGET_SUB_JOB_WORK = 50 * QUEUE_COST_WORK
+SPREAD_SUB_JOB_WORK = 10 * QUEUE_COST_WORK
 # The automatic split balances work only when experiments differ by more than this factor;
 # below it the count rule (plan.auto_job_size) splits the set as it always did.
 BALANCE_RATIO = 2.0
@@ -73,6 +87,7 @@ def experiment_cost(
 ) -> ExperimentCost:
     """The estimated memory and work of one run of ``circuit`` for ``shots`` shots."""
     seen = scan(circuit)
+    method = resolved_method(seen, method, shots=shots, noisy=noisy, truncation=truncation)
     memory = estimate_memory(seen, method=method, precision=precision, truncation=truncation)
     qubits = max(1, seen.qubits(truncation=truncation))
     ops = seen.ops
@@ -83,9 +98,31 @@ def experiment_cost(
         per_run = (passes + 1) * float(2**state_qubits)
     else:
         per_run = (ops + 1) * float(qubits * qubits)
-    repeats = shots if (noisy or _needs_per_shot_runs(seen)) else 1
+    per_shot = noisy or _needs_per_shot_runs(seen)
+    # A density matrix carries the noise in one run, whatever the shots.
+    repeats = shots if per_shot and method != "density_matrix" else 1
     work = per_run * repeats + SHOT_WORK * shots + EXPERIMENT_WORK
     return ExperimentCost(None if memory is None else memory.bytes, work)
+
+
+def resolved_method(
+    circuit: CircuitScan, method: str, *, shots: int, noisy: bool, truncation: bool = True
+) -> str:
+    """The method Aer runs ``circuit`` with: ``method`` itself unless it is ``automatic``.
+
+    Aer's automatic choice (measured on qiskit-aer 0.18.2): a noisy circuit with more shots
+    than ``2^qubits`` runs on a density matrix (one run carries the noise for every shot),
+    Clifford ones included; otherwise a Clifford circuit runs on the stabilizer method and
+    anything else on a statevector.
+    """
+    if method != "automatic":
+        return method
+    qubits = circuit.qubits(truncation=truncation)
+    if noisy and qubits < 64 and shots > 2**qubits:
+        return "density_matrix"
+    if circuit.names <= CLIFFORD_NAMES:
+        return "stabilizer"
+    return "statevector"
 
 
 def circuit_costs(
@@ -121,6 +158,26 @@ def balance_weights(costs: Sequence[ExperimentCost]) -> list[float] | None:
     if not works or max(works) <= BALANCE_RATIO * min(works):
         return None
     return works
+
+
+def sub_jobs_for_work(total_work: float, slots: int) -> int:
+    """The most sub-jobs the automatic split makes of a set of ``total_work``.
+
+    As many as hold :data:`TARGET_SUB_JOB_WORK` each; when that is fewer than the worker
+    slots, as many slots as get :data:`SPREAD_SUB_JOB_WORK` each (an idle slot costs more
+    than the queue then); never fewer than one.
+    """
+    by_target = int(total_work // TARGET_SUB_JOB_WORK)
+    if by_target >= slots:
+        return by_target
+    spread = min(max(1, slots), int(total_work // SPREAD_SUB_JOB_WORK))
+    return max(1, by_target, spread)
+
+
+def job_size_for_work(experiment_work: float, experiments: int) -> int:
+    """Experiments per sub-job that reach :data:`TARGET_SUB_JOB_WORK` (at most all)."""
+    per = max(experiment_work, 1.0)
+    return max(1, min(experiments, math.ceil(TARGET_SUB_JOB_WORK / per)))
 
 
 def size_class(memory_bytes: int | None, *, large_memory_bytes: int) -> str:

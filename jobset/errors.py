@@ -28,7 +28,8 @@
     UserWarning
     ├── VersionSkewWarning               no live worker runs the producer's versions
     ├── AdmissionWarning                 no live worker has the memory a circuit needs
-    └── EvictionPolicyWarning            Redis may evict keys under memory pressure
+    ├── EvictionPolicyWarning            Redis may evict keys under memory pressure
+    └── PerformanceWarning               sub-jobs so small that the queue's cost dominates
 
 Worker-side errors reach the producer as the message of a failed sub-job
 (``SubJobFailure.message`` starts with the class name); each takes one message string so
@@ -273,3 +274,8 @@ class AdmissionWarning(UserWarning):
 class EvictionPolicyWarning(UserWarning):
     """Warned once per executor when Redis may evict keys (``maxmemory-policy`` is not
     ``noeviction``): payloads and results could vanish under memory pressure."""
+
+
+class PerformanceWarning(UserWarning):
+    """Warned at submit when an explicit ``max_job_size`` or ``max_shot_size`` makes
+    sub-jobs so small that the queue costs more than their work; says which size would not."""

@@ -29,7 +29,7 @@ from .errors import (
     SubJobFailure,
 )
 from .executors import SetRequest, SubJobState, Submission, SubmitOptions
-from .merge import merge_results
+from .merge import bulk_allocation, merge_results
 from .plan import Plan, SubBatch, plan_from_sub_batches
 from .pools import as_executor, default_executor
 from .registry import JobSetListing
@@ -213,22 +213,23 @@ class AerJobSet(JobV1):
         ):
             everything = range(len(self._sub_batches))
             states = self._observe(submission.wait(everything, Deadline(timeout)))
-            results = submission.results(
-                i for i, s in enumerate(states) if s.status is not JobStatus.CANCELLED
-            )
-            failures = submission.failures(states, results)
-            tracing.annotate(failed=len(failures))
-            if failures and not partial:
-                error = JobSetCancelledError if submission.cancelled else JobSetFailedError
-                raise error(self._job_id, failures, sub_jobs=len(states))
-            with tracing.span("jobset.merge", sub_jobs=len(results)):
-                merged = merge_results(
-                    self._plan,
-                    results,
-                    job_id=self._job_id,
-                    time_taken=self._time_taken(submission),
-                    failures={f.index: f"{f.status}: {f.message}" for f in failures},
+            with bulk_allocation():
+                results = submission.results(
+                    i for i, s in enumerate(states) if s.status is not JobStatus.CANCELLED
                 )
+                failures = submission.failures(states, results)
+                tracing.annotate(failed=len(failures))
+                if failures and not partial:
+                    error = JobSetCancelledError if submission.cancelled else JobSetFailedError
+                    raise error(self._job_id, failures, sub_jobs=len(states))
+                with tracing.span("jobset.merge", sub_jobs=len(results)):
+                    merged = merge_results(
+                        self._plan,
+                        results,
+                        job_id=self._job_id,
+                        time_taken=self._time_taken(submission),
+                        failures={f.index: f"{f.status}: {f.message}" for f in failures},
+                    )
         if self._merged_at is None:
             self._merged_at = time.time()
             submission.note_merged(self._merged_at)
@@ -434,7 +435,8 @@ class AerJobSet(JobV1):
         failures = [f for f in submission.failures(states) if f.index in indices]
         if failures:
             raise JobSetFailedError(self._job_id, failures)
-        results = submission.results(indices)
+        with bulk_allocation():
+            results = submission.results(indices)
         gone = [f for f in submission.failures(states, results) if f.index in indices]
         if gone:
             raise JobSetFailedError(self._job_id, gone)

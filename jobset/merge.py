@@ -8,14 +8,35 @@ experiment whose sub-job failed or has no result becomes a ``success=False`` ent
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from qiskit.result import Result
 from qiskit.result.models import ExperimentResult, ExperimentResultData
 
 from .plan import Plan
+
+
+@contextlib.contextmanager
+def bulk_allocation() -> Iterator[None]:
+    """Hold off Python's cycle collector while a big set's results are decoded and merged.
+
+    Decoding tens of thousands of sub-results allocates millions of objects and none of
+    them is garbage yet, so every collection the allocations trigger is wasted work, and
+    the oldest generation's grows with everything the process already holds (a second
+    ``result()`` paid for the first's merged Result).  Measured on 20 000 one-shot
+    sub-results: most of the merge.  Collection resumes, as it was, on the way out.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _failed_experiment(shots: int, name: str, message: str) -> ExperimentResult:
@@ -106,12 +127,14 @@ def merge_results(
         else:
             merged.append(_combine_chunks(present))
 
-    template = next((results[k] for k in sorted(results)), None)
+    template = results[min(results)] if results else None
     success = all(e.success for e in merged)
     return Result(
         backend_name=getattr(template, "backend_name", "aer_simulator"),
         backend_version=getattr(template, "backend_version", None),
         job_id=job_id,
+        # One run of Aer names its input with a fresh id; the set's id names this one.
+        qobj_id=job_id,
         success=success,
         results=merged,
         date=getattr(template, "date", None),

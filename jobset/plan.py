@@ -25,7 +25,10 @@ binding takes, so every seed Aer accepts splits exactly too.
 
 The automatic ``max_job_size`` (:func:`auto_job_size`) aims at ``SUB_JOBS_PER_SLOT`` sub-jobs
 per worker slot: enough to spread the set over every slot and absorb stragglers, few
-enough to keep per-message overhead small.
+enough to keep per-message overhead small.  Given the circuits' estimated work, it also
+makes no more sub-jobs than :func:`jobset.cost.sub_jobs_for_work` allows: each aims at
+50 x the queue's own cost per sub-job, so a set of tiny circuits is not cut into
+sub-jobs the queue costs more than.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import Any
 import numpy as np
 from qiskit.circuit import ControlFlowOp, QuantumCircuit
 
+from .cost import sub_jobs_for_work
 from .errors import InvalidInputError
 
 SEED_STRIDE = 2113
@@ -313,11 +317,14 @@ def make_plan(
     run_options: Mapping[str, Any] | None = None,
     slots: int = 1,
     circuit_weights: Sequence[float] | None = None,
+    circuit_work: Sequence[float] | None = None,
 ) -> Plan:
     """Validate the input and split it into sub-batches; raises before anything is queued.
 
     ``circuit_weights`` (estimated work per circuit, :mod:`jobset.cost`) changes only the
     automatic split: the same number of sub-jobs, cut where the work evens out.
+    ``circuit_work`` (estimated work per circuit, all shots) caps the automatic split's
+    number of sub-jobs by :func:`~jobset.cost.sub_jobs_for_work`.
     """
     circs = _as_circuits(circuits)
     n_shots = _positive_int("shots", shots, optional=False)
@@ -348,6 +355,11 @@ def make_plan(
         seed, drawn = check_seed(seed_simulator), False
 
     size = job_size or auto_job_size(len(experiments), slots, len(chunks))
+    if job_size is None and circuit_work is not None:
+        # Sized by work, not count: never more sub-jobs than the work pays the queue for.
+        total = sum(float(circuit_work[e.circuit]) for e in experiments)
+        blocks = max(1, sub_jobs_for_work(total, slots) // len(chunks))
+        size = max(size, math.ceil(len(experiments) / blocks))
     if job_size is None and circuit_weights is not None:
         if len(circuit_weights) != len(circs):
             raise InvalidInputError("circuit_weights needs one weight per circuit")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -13,10 +14,23 @@ from qiskit_aer.aererror import AerError
 
 from . import tracing
 from .admission import PlanCosts
-from .cost import balance_weights, circuit_costs
-from .errors import AdmissionWarning, InvalidInputError, VersionSkewWarning
+from .cost import (
+    QUEUE_COST_WORK,
+    TARGET_SUB_JOB_WORK,
+    balance_weights,
+    circuit_costs,
+    job_size_for_work,
+    resolved_method,
+)
+from .errors import (
+    AdmissionWarning,
+    InvalidInputError,
+    PerformanceWarning,
+    VersionSkewWarning,
+)
 from .executors import Executor, SetRequest, SubmitOptions
 from .jobset import AerJobSet
+from .memory import scan
 from .plan import Plan, make_plan
 from .pools import as_executor
 from .protocol import Kind
@@ -133,10 +147,81 @@ def _plan(
         run_options=run_options,
         slots=target.slots(),
         circuit_weights=balance_weights(costs) if costs and max_job_size is None else None,
+        circuit_work=[c.work for c in costs] if costs and max_job_size is None else None,
     )
     if costs is None:
         return plan, None
+    if max_job_size is not None:
+        warn_small_sub_jobs(plan, [c.work for c in costs])
+    if len(plan.chunk_shots) > 1:
+        warn_repeated_runs(plan, circuit_list, costs, options | run_options)
     return plan, PlanCosts(costs, [e.circuit for e in plan.experiments])
+
+
+def warn_small_sub_jobs(plan: Plan, circuit_work: Sequence[float], stacklevel: int = 4) -> None:
+    """Warn (:class:`~jobset.errors.PerformanceWarning`) when the caller's split leaves
+    sub-jobs whose estimated work is below the queue's own cost per sub-job."""
+    if not plan.experiments or not plan.sub_batches:
+        return
+    total = sum(float(circuit_work[e.circuit]) for e in plan.experiments)
+    per_sub_job = total / len(plan.sub_batches)
+    if per_sub_job >= QUEUE_COST_WORK:
+        return
+    per_experiment = total / len(plan.experiments)
+    whole = per_experiment * len(plan.chunk_shots)  # one experiment, all its shots
+    better = job_size_for_work(whole, len(plan.experiments))
+    warnings.warn(
+        f"{len(plan.sub_batches)} sub-jobs of about {per_sub_job / QUEUE_COST_WORK:.2f}x the "
+        f"queue's own cost per sub-job each (estimated work {per_sub_job:.3g} against "
+        f"{QUEUE_COST_WORK:.3g}, jobset.cost): the queue costs more than the simulation. "
+        f"max_job_size={better}{' with no max_shot_size' if len(plan.chunk_shots) > 1 else ''}"
+        f" would give sub-jobs of about {better * whole / QUEUE_COST_WORK:.1f}x it (the "
+        f"target is {TARGET_SUB_JOB_WORK / QUEUE_COST_WORK:.0f}x), and max_job_size=None "
+        "sizes them by cost",
+        PerformanceWarning,
+        stacklevel=stacklevel,
+    )
+
+
+# A shot split whose chunks together cost more than this many times the unsplit run warns.
+SPLIT_WASTE_RATIO = 1.5
+
+
+def warn_repeated_runs(
+    plan: Plan,
+    circuits: Sequence[QuantumCircuit],
+    costs: Sequence[Any],
+    options: dict[str, Any],
+    stacklevel: int = 4,
+) -> None:
+    """Warn (:class:`~jobset.errors.PerformanceWarning`) when the caller's shot split makes
+    every chunk repeat a simulation whose cost does not grow with shots (a density matrix,
+    which Aer picks for small noisy circuits, or a noiseless state sampled once)."""
+    whole = sum(c.work for c in costs)
+    split = 0.0
+    for shots, count in Counter(plan.chunk_shots).items():
+        split += count * sum(c.work for c in circuit_costs(circuits, shots=shots, options=options))
+    if whole <= 0 or split <= SPLIT_WASTE_RATIO * whole:
+        return
+    scans = [scan(c) for c in circuits]
+    noise = options.get("noise_model")
+    noisy = noise is not None and not getattr(noise, "is_ideal", lambda: False)()
+    methods = sorted(
+        {
+            resolved_method(seen, str(options.get("method") or "automatic"), shots=s, noisy=noisy)
+            for seen in scans
+            for s in set(plan.chunk_shots)
+        }
+    )
+    warnings.warn(
+        f"max_shot_size splits {plan.shots} shots into {len(plan.chunk_shots)} chunks, but Aer "
+        f"runs these circuits with method {', '.join(methods)}, whose cost does not grow with "
+        f"shots: each chunk repeats the whole simulation, {split / whole:.1f}x the estimated "
+        "work of one run (jobset.cost). max_shot_size=None runs each circuit once; for noisy "
+        "trajectories whose cost grows with shots, set method='statevector'",
+        PerformanceWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def submit_plan(

@@ -10,7 +10,7 @@ under the key, it was written for.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from . import codec
@@ -51,12 +51,17 @@ class SignedStore:
         """Write what :meth:`encode` made."""
         (pipe if pipe is not None else self.client).set(key, blob, ex=ttl_s or self.ttl_s)
 
-    def write_replicated(self, key: str, blob: bytes) -> None:
+    def write_replicated(
+        self, key: str, blob: bytes, *, also: Callable[[Any], None] | None = None
+    ) -> None:
         """Write what :meth:`encode` made and, on a replicated Redis, return once a replica
         has it (:func:`~jobset.connect.execute_replicated`): a value written before what
-        announces it (a result before its "done") then survives the loss of the primary."""
+        announces it (a result before its "done") then survives the loss of the primary.
+        ``also(pipe)`` adds the caller's own writes to the same round trip."""
         pipe = self.client.pipeline(transaction=False)
         self.write(key, blob, pipe=pipe)
+        if also is not None:
+            also(pipe)
         execute_replicated(pipe, self.settings)
 
     def put(

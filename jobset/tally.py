@@ -2,14 +2,14 @@
 
 Workers record each sub-job's progress in two small Redis hashes per set:
 ``jobset:{id}:states`` (index -> one letter) and ``jobset:{id}:counts`` (letter -> how
-many).  One Lua script moves a sub-job from its old letter to its new one and adjusts both
-counts, atomically and idempotently, so a redelivered sub-job is counted once.  A
-producer then reads the aggregate status and the progress from ``counts`` alone: O(1)
-however many sub-jobs the set has.  Celery's own record of each sub-job stays the truth
-for ``status(k)`` and failure messages; the tally is written after it (from Celery's
-``task_postrun``, ``task_revoked`` and time-limit hooks), so whatever the tally calls
-final, Celery does too.  Each move is announced on a channel named after the counts key,
-which a producer's wait subscribes to.
+many).  One Lua script (``jobset/lua/transition.lua``) moves a sub-job from its old
+letter to its new one and adjusts both counts, atomically and idempotently, so a
+redelivered sub-job is counted once.  A producer then reads the aggregate status and the
+progress from ``counts`` alone: O(1) however many sub-jobs the set has.  Celery's own
+record of each sub-job stays the truth for ``status(k)`` and failure messages; the tally
+is written after it (from Celery's ``task_postrun``, ``task_revoked`` and time-limit
+hooks), so whatever the tally calls final, Celery does too.  Each move is announced on a
+channel named after the counts key, which a producer's wait subscribes to.
 
 Two more keys follow the same moves, for the reads that must not cost O(queue) or
 O(set) per poll: ``jobset:{id}:pending``, a bitmap with bit k set while sub-job k was
@@ -27,6 +27,7 @@ from typing import Any
 
 from qiskit.providers import JobStatus
 
+from . import scripts
 from .errors import JobSetError
 from .protocol import KEY_PREFIX, SubJobRef, check_index, check_jobset_id
 
@@ -47,34 +48,6 @@ RESET = ""
 
 FINAL_LETTERS = frozenset({DONE, FAILED, CANCELLED})
 
-# KEYS: states, counts, pending, ended.  ARGV: index, new letter (RESET: none), TTL,
-# "start" or "".  A start moves only a sub-job with no letter yet, so a duplicate delivery
-# of a finished sub-job does not make the set read RUNNING again.  A final letter clears
-# the sub-job's pending bit (only in a bitmap its producer made: a set that Redis lost is
-# not given one with every other bit clear) and logs the end; back to RESET sets the bit.
-_TRANSITION = """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-local new = ARGV[2]
-if old == new or (old and ARGV[4] == 'start') then return 0 end
-if old then redis.call('HINCRBY', KEYS[2], old, -1) end
-if new == '' then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('SETBIT', KEYS[3], ARGV[1], 1)
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
-else
-  redis.call('HSET', KEYS[1], ARGV[1], new)
-  redis.call('HINCRBY', KEYS[2], new, 1)
-  if new ~= 'R' then
-    if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('SETBIT', KEYS[3], ARGV[1], 0) end
-    redis.call('RPUSH', KEYS[4], ARGV[1])
-    redis.call('EXPIRE', KEYS[4], ARGV[3])
-  end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('PUBLISH', KEYS[2], new)
-return 1
-"""
 # Indices of the ended log read per call.
 ENDED_CHUNK = 1000
 
@@ -105,9 +78,8 @@ def move(
         pending_key(jobset_id),
         ended_key(jobset_id),
     )
-    client.eval(
-        _TRANSITION, 4, *keys, str(check_index(index)), letter, ttl_s, "start" if start else ""
-    )
+    args = (str(check_index(index)), letter, ttl_s, "start" if start else "")
+    scripts.run(client, "move.lua", keys, args)
 
 
 def mark_pending(pipe: Any, jobset_id: str, indices: Sequence[int], *, ttl_s: int) -> None:

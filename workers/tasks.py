@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import redis
 from celery import Task
@@ -35,13 +35,13 @@ from jobset.protocol import (
     ended_field,
     record_key,
     runs_key,
-    started_field,
     sub_job_cancel_key,
 )
 from jobset.settings import ENV_MAX_RESULT_BYTES, ENV_MAX_WORKER_LOSSES, Settings
 from jobset.simulate import run_sub_batch
 from jobset.store import SignedStore
 
+from . import steps
 from . import tracing as trace_hooks
 from .app import app
 from .lifecycle import runtime
@@ -54,6 +54,9 @@ T = TypeVar("T")
 # simulation is not redone) with growing pauses, for about a minute in all.
 STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+# The backends this pool child already verified and decoded, by set.
+_warm_backends = steps.WarmBackends()
 
 
 class SubJobTask(Task):
@@ -73,17 +76,6 @@ def retry_io(action: Callable[[], T], what: str) -> T:
             logger.warning("%s failed (%s); retrying in %.1f s", what, e, delay)
             time.sleep(delay)
     return action()
-
-
-def _record_start(client: Any, ref: SubJobRef, settings: Settings) -> int:
-    """Count this start; return how many earlier starts never ended (their worker died)."""
-    key = runs_key(ref.jobset_id)
-    pipe = client.pipeline(transaction=True)
-    pipe.hincrby(key, started_field(ref.index), 1)
-    pipe.hget(key, ended_field(ref.index))
-    pipe.expire(key, settings.result_ttl_s)
-    started, ended, _ = pipe.execute()
-    return int(started) - 1 - int(ended or 0)
 
 
 def _stored_and_cancelled(client: Any, ref: SubJobRef) -> tuple[bool, bool]:
@@ -116,15 +108,18 @@ def _record_end(client: Any, ref: SubJobRef) -> None:
     retry_backoff_max=60,
     retry_jitter=True,
     max_retries=5,
+    # Its STARTED record is written with the other first steps (workers.steps.begin).
+    track_started=False,
 )
 def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
     """Run sub-job ``index`` of set ``jobset_id`` and store its signed Result in Redis.
 
     Checks the set's durable cancel mark first (a revoke broadcast is lost when no worker
     is online), then the producer's versions, then how often this sub-job already took
-    its worker down (``JOBSET_MAX_WORKER_LOSSES``).  Storing under the sub-job's own key
-    makes a second run of the same sub-job (a redelivery) overwrite, never add: the merge
-    counts it once.
+    its worker down (``JOBSET_MAX_WORKER_LOSSES``); every Redis step before the
+    simulation is one round trip (:func:`workers.steps.begin`).  Storing under the
+    sub-job's own key makes a second run of the same sub-job (a redelivery) overwrite,
+    never add: the merge counts it once.
     """
     ref = SubJobRef.from_kwargs(kwargs)  # SecurityError for anything but the schema
     if self.request.id != ref.task_id:
@@ -134,28 +129,31 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
         )
     settings: Settings = self.app.conf.jobset_settings
     client = self.app.backend.client
-    # Reads before the simulation ride out a lost Redis here: Celery's own retry would need
-    # the broker to publish the retry, and a failed publish drops the message.
-    stored, cancelled = retry_io(
-        lambda: _stored_and_cancelled(client, ref), f"reading the cancel marks of {ref.task_id}"
-    )
-    if not stored:
-        raise SecurityError(f"refused: no set {ref.jobset_id} is stored in this Redis")
-    self.request.jobset_stored = True  # from here on its outcome is tallied
-    if cancelled:
-        logger.info("sub-job %d of %s skipped: cancelled", ref.index, ref.jobset_id)
-        self.backend.mark_as_revoked(self.request.id, "job set cancelled", request=self.request)
-        tally_move(client, ref, tally.CANCELLED, settings)
-        raise Ignore()
-
     mismatch = version_mismatch(dict(ref.versions), runtime.versions)
     if mismatch is not None:
+        stored, cancelled = retry_io(
+            lambda: _stored_and_cancelled(client, ref), f"reading the cancel marks of {ref.task_id}"
+        )
+        _require_stored(self, ref, stored)
+        if cancelled:
+            _skip_cancelled(self, client, ref, settings)
         raise VersionMismatchError(
             f"refused: this worker would give other results than the producer expects "
             f"({mismatch}); run workers with the producer's versions"
         )
-
-    lost = retry_io(lambda: _record_start(client, ref, settings), f"counting {ref.task_id}")
+    # Reads before the simulation ride out a lost Redis here: Celery's own retry would need
+    # the broker to publish the retry, and a failed publish drops the message.
+    warm = _warm_backends.get(ref.jobset_id)
+    started = steps.started_record(self)
+    with trace_hooks.phase("jobset.payload_read"):
+        begun = retry_io(
+            lambda: steps.begin(client, ref, settings, started, read_backend=warm is None),
+            f"starting {ref.task_id}",
+        )
+    _require_stored(self, ref, begun.stored)
+    if begun.cancelled:  # the durable mark: a revoke broadcast is lost with no worker online
+        _skip_cancelled(self, client, ref, settings)
+    lost = begun.lost
     if lost >= settings.max_worker_losses:
         raise RedeliveryLimitError(
             f"sub-job {ref.index} of {ref.jobset_id} was started {lost + 1} times and its "
@@ -170,16 +168,32 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
             ref.jobset_id,
             lost,
         )
-    tally_move(client, ref, tally.RUNNING, settings, start=True)
+    end = steps.EndRecord()
     try:
-        summary = _run(ref, settings, SignedStore(client, settings))
+        summary = _run(ref, settings, SignedStore(client, settings), begun, warm, end)
         summary["worker"] = self.request.hostname  # where routing sent it (Flower shows it)
         return summary
     except SoftTimeLimitExceeded as e:
         soft_s = (self.request.timelimit or (None, None))[1]
         raise SubJobTimeoutError(timeout_message(ref.index, ref.jobset_id, soft_s)) from e
     finally:
-        _record_end(client, ref)
+        if not end.written:
+            _record_end(client, ref)
+
+
+def _require_stored(task: Task, ref: SubJobRef, stored: bool) -> None:
+    """Refuse a message for a set that was never stored (an invented id): it writes nothing,
+    no tally, no run count, no proof, each of which would live for days."""
+    if not stored:
+        raise SecurityError(f"refused: no set {ref.jobset_id} is stored in this Redis")
+    task.request.jobset_stored = True  # from here on its outcome is tallied
+
+
+def _skip_cancelled(task: Task, client: Any, ref: SubJobRef, settings: Settings) -> NoReturn:
+    logger.info("sub-job %d of %s skipped: cancelled", ref.index, ref.jobset_id)
+    task.backend.mark_as_revoked(task.request.id, "job set cancelled", request=task.request)
+    tally_move(client, ref, tally.CANCELLED, settings)  # after Celery's own record
+    raise Ignore()
 
 
 # Celery's state of a sub-job once its task returned -> its letter in the set's tally.
@@ -208,7 +222,7 @@ def _tally_outcome(
     **_: Any,
 ) -> None:
     """After Celery stored the outcome (so the tally never runs ahead of Celery); only for
-    a set that is stored here (see ``_stored_and_cancelled``)."""
+    a set that is stored here (see ``_require_stored``)."""
     if not getattr(getattr(task, "request", None), "jobset_stored", False):
         return
     letter = _FINAL_LETTERS.get(state or "")
@@ -241,15 +255,18 @@ def _from_cache(ref: SubJobRef, store: SignedStore, digest: str) -> dict[str, An
     return {"experiments": len(result.results), "shots": shots, "success": True, "cached": True}
 
 
-def _run(ref: SubJobRef, settings: Settings, store: SignedStore) -> dict[str, Any]:
-    # One round trip for both, as the simulation waits on them.
-    with trace_hooks.phase("jobset.payload_read"):
-        backend, signed = retry_io(
-            lambda: store.get_each(
-                (Kind.BACKEND, ref.jobset_id), (Kind.BATCH, (ref.jobset_id, ref.index))
-            ),
-            f"reading the payload of {ref.task_id}",
-        )
+def _run(
+    ref: SubJobRef,
+    settings: Settings,
+    store: SignedStore,
+    begun: steps.Begun,
+    backend: Any,
+    end: steps.EndRecord,
+) -> dict[str, Any]:
+    if backend is None:  # verified once per set in this process (steps.WarmBackends)
+        backend = store.decode(Kind.BACKEND, ref.jobset_id, begun.backend_blob)
+        _warm_backends.keep(ref.jobset_id, backend)
+    signed = store.decode(Kind.BATCH, (ref.jobset_id, ref.index), begun.batch_blob)
     batch = signed.batch
     if batch.index != ref.index or len(batch.experiments) != ref.experiments:
         raise SecurityError(
@@ -287,11 +304,13 @@ def _run(ref: SubJobRef, settings: Settings, store: SignedStore) -> dict[str, An
             "sub-jobs (max_job_size) or save less data per experiment"
         )
     # Replicated before Celery's record says done (see SignedStore.write_replicated).
+    # The end of this run is recorded in the same round trip.
     with trace_hooks.phase("jobset.store_result", result_bytes=len(blob)):
         retry_io(
-            lambda: store.write_replicated(rkey, blob),
+            lambda: store.write_replicated(rkey, blob, also=lambda pipe: steps.end_on(pipe, ref)),
             f"storing the result of sub-job {ref.index} of {ref.jobset_id}",
         )
+    end.written = True
 
     if not result.success:
         failed = [

@@ -16,6 +16,8 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
 from qiskit.providers import JobError
 from qiskit.quantum_info import Kraus, SparsePauliOp
+from qiskit.result import Result
+from qiskit.result.models import ExperimentResult
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, QuantumError, depolarizing_error, thermal_relaxation_error
 
@@ -105,6 +107,25 @@ def test_an_aer_result_with_a_statevector_round_trips_exactly():
     assert back.get_counts(0) == result.get_counts(0)
     assert back.results[0].metadata == result.results[0].metadata
     assert back.job_id == result.job_id
+
+
+def test_a_result_comes_back_with_exactly_its_attributes_and_types():
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.measure_all()
+    result = AerSimulator().run([qc, qc], shots=8, seed_simulator=2, memory=True).result()
+    context = result_key(SET_1, 4)
+
+    back = loads(dumps(result, context=context), context=context)
+
+    assert type(back) is Result
+    assert [type(e) for e in back.results] == [ExperimentResult, ExperimentResult]
+    assert back.to_dict() == result.to_dict()
+    assert vars(back).keys() == vars(result).keys()
+    assert back.results[1].seed_simulator == result.results[1].seed_simulator
+    with pytest.raises(AttributeError):
+        _ = back.results[0].not_an_attribute
 
 
 def test_the_envelope_is_magic_flags_mac_and_body_and_the_mac_covers_the_framed_fields():

@@ -31,6 +31,7 @@ def test_public_names_are_exactly_the_pinned_list():
         "JobSetNotFoundError",
         "JobSetStateError",
         "JobSetTimeoutError",
+        "PerformanceWarning",
         "PrimitiveJobFailedError",
         "PrimitiveJobNotFoundError",
         "RedeliveryLimitError",

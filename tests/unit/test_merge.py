@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 
 import pytest
 from qiskit import QuantumCircuit
@@ -10,7 +11,7 @@ from qiskit.result import Result
 from qiskit.result.models import ExperimentResult, ExperimentResultData
 from qiskit_aer import AerSimulator
 
-from jobset.merge import merge_results
+from jobset.merge import bulk_allocation, merge_results
 from jobset.plan import make_plan
 from jobset.simulate import run_sub_batch
 
@@ -87,6 +88,33 @@ def test_the_merged_result_carries_the_sets_id_wall_time_and_seed(simulator):
     assert merged.seed_simulator == 11
     assert merged.seed_drawn is False
     assert merged.to_dict()["job_id"] == "set-42"
+
+
+def test_the_merged_result_has_every_field_of_aers_own_result(simulator):
+    circuits = named_circuits(3)
+    plan = make_plan(circuits, shots=20, max_job_size=1, seed_simulator=11)
+    merged = merge_results(plan, run_all(simulator, plan), job_id="set-42", time_taken=1.0)
+    plain = AerSimulator().run(circuits, shots=20, seed_simulator=11).result()
+
+    assert set(plain.to_dict()) <= set(merged.to_dict())
+    assert merged.to_dict()["qobj_id"] == "set-42"
+    for ours, aers in zip(merged.results, plain.results, strict=True):
+        assert set(aers.to_dict()) <= set(ours.to_dict())
+
+
+def test_collection_is_held_off_while_merging_and_restored_after():
+    enabled = gc.isenabled()
+    with bulk_allocation():
+        assert not gc.isenabled()
+    assert gc.isenabled() is enabled
+    gc.disable()
+    try:
+        with bulk_allocation():
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @pytest.mark.parametrize(("max_job_size", "max_shot_size"), [(2, None), (1, 7), (3, 9)])
