@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import redis
-from qiskit import QuantumCircuit
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
@@ -30,21 +29,13 @@ from jobset.settings import Settings
 from jobset.status import FINAL
 
 from .faultkit import stored_keys, wait_until
-from .workloads import qv_circuits
+from .workloads import qv_circuits, wide
 
 pytestmark = pytest.mark.integration
 
 KEY = "a" * 32
 SMALL_WORKER_MB = 64
 LARGE_WORKER_MB = 128
-
-
-def _wide(qubits: int) -> QuantumCircuit:
-    circuit = QuantumCircuit(qubits, name=f"wide{qubits}")
-    circuit.h(range(qubits))
-    circuit.rz(0.3, range(qubits))
-    circuit.measure_all()
-    return circuit
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +89,7 @@ def test_a_set_too_large_for_every_live_worker_is_refused_with_its_need_and_the_
     with pytest.raises(AdmissionError) as caught:
         run(
             AerSimulator(method="statevector"),
-            [_wide(4), _wide(24)],
+            [wide(4), wide(24)],
             executor=executor,
             admit="wait",
             shots=10,
@@ -126,7 +117,7 @@ def test_admit_wait_queues_when_no_worker_is_online_and_admit_require_refuses(
 def test_large_sub_jobs_go_to_the_large_queue_and_small_ones_to_the_default_queue(
     cluster, executor
 ):
-    circuits = [_wide(4), _wide(17), _wide(5)]  # 256 B, 2 MiB, 512 B of state
+    circuits = [wide(4), wide(17), wide(5)]  # 256 B, 2 MiB, 512 B of state
     job = run(
         AerSimulator(method="statevector"),
         circuits,
@@ -252,12 +243,12 @@ def test_the_primitives_share_run_s_submit_path_admission_routing_and_cache_incl
     statevector = {"backend_options": {"method": "statevector"}}
     too_big = SamplerV2(executor=executor, admit="wait", options=statevector)
     with pytest.raises(AdmissionError, match=r"needs 256\.0 MiB"):
-        too_big.run([_wide(24)], shots=10)
+        too_big.run([wide(24)], shots=10)
 
     sampler = SamplerV2(
         executor=executor, seed=5, max_job_size=1, cache_ttl_s=60, options=statevector
     )
-    pubs = [_wide(4), _wide(17)]  # 256 B and 2 MiB of state: the second one is large
+    pubs = [wide(4), wide(17)]  # 256 B and 2 MiB of state: the second one is large
     first = sampler.run(pubs, shots=20)
     want = first.result(timeout=60)
     summaries = [

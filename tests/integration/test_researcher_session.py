@@ -19,6 +19,8 @@ from jobset.errors import AdmissionError, AdmissionWarning
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import DEFAULT_QUEUE
 
+from .workloads import coins, wide
+
 pytestmark = pytest.mark.integration
 
 
@@ -59,20 +61,10 @@ def _keys_naming(executor: CeleryExecutor, job_id: str) -> list[bytes]:
     return [k for k in executor.redis.scan_iter(match="*") if job_id.encode() in k]
 
 
-def _coins(n: int) -> list[QuantumCircuit]:
-    circuits = []
-    for i in range(n):
-        circuit = QuantumCircuit(1, name=f"coin-{i}")
-        circuit.h(0)
-        circuit.measure_all()
-        circuits.append(circuit)
-    return circuits
-
-
 def test_a_cancelled_set_raises_its_own_error_that_says_so_in_one_line(
     lonely: CeleryExecutor,
 ) -> None:
-    job = run(AerSimulator(), _coins(40), executor=lonely, max_job_size=1, shots=10)
+    job = run(AerSimulator(), coins(40), executor=lonely, max_job_size=1, shots=10)
     assert job.cancel()
     with pytest.raises(JobSetCancelledError) as caught:
         job.result(timeout=30)
@@ -91,7 +83,7 @@ def test_a_set_written_with_another_key_is_named_so_once_and_delete_force_remove
     lonely: CeleryExecutor, server: RedisServer
 ) -> None:
     with _producer(server) as wrong_key:
-        foreign = run(AerSimulator(), _coins(3), executor=wrong_key, max_job_size=1, shots=10)
+        foreign = run(AerSimulator(), coins(3), executor=wrong_key, max_job_size=1, shots=10)
         foreign_id = foreign.job_id()
     listed = _cli(lonely, "ls")
     assert listed.returncode == 0
@@ -115,10 +107,10 @@ def test_a_set_written_with_another_key_is_named_so_once_and_delete_force_remove
 def test_prune_removes_unverifiable_sets_and_junk_index_entries_and_says_which(
     lonely: CeleryExecutor, server: RedisServer
 ) -> None:
-    mine = run(AerSimulator(), _coins(2), executor=lonely, max_job_size=1, shots=10)
+    mine = run(AerSimulator(), coins(2), executor=lonely, max_job_size=1, shots=10)
     with _producer(server) as wrong_key:
         foreign = [
-            run(AerSimulator(), _coins(2), executor=wrong_key, max_job_size=1, shots=10).job_id()
+            run(AerSimulator(), coins(2), executor=wrong_key, max_job_size=1, shots=10).job_id()
             for _ in range(2)
         ]
     lonely.redis.zadd("jobset:index", {"../../x": time.time()})
@@ -140,14 +132,6 @@ def test_prune_removes_unverifiable_sets_and_junk_index_entries_and_says_which(
     assert mine.cancel()
 
 
-def _wide(qubits: int) -> QuantumCircuit:
-    circuit = QuantumCircuit(qubits, name=f"wide{qubits}")
-    circuit.h(range(qubits))
-    circuit.rz(0.3, range(qubits))
-    circuit.measure_all()
-    return circuit
-
-
 def test_what_a_producer_can_know_fails_at_submit_and_memory_past_every_worker_warns(
     server: RedisServer,
 ) -> None:
@@ -162,11 +146,11 @@ def test_what_a_producer_can_know_fails_at_submit_and_memory_past_every_worker_w
         with pytest.raises(InvalidInputError, match=r"unbound parameters \(theta\) and no"):
             run(AerSimulator(), [unbound], executor=ex)
         with pytest.raises(InvalidInputError, match="did you mean 'stabilizer'"):
-            run(AerSimulator(), _coins(1), executor=ex, method="stabiliser")
+            run(AerSimulator(), coins(1), executor=ex, method="stabiliser")
         assert set(ex.redis.scan_iter(match="jobset:*")) - before <= {b"jobset:index"}
         # 24 qubits need 256 MiB of statevector; the only worker offers 64 MiB.
         with pytest.warns(AdmissionWarning, match=r"circuit 0 needs 256\.0 MiB.*admit='wait'"):
-            job = run(AerSimulator(method="statevector"), [_wide(24)], executor=ex, shots=1)
+            job = run(AerSimulator(method="statevector"), [wide(24)], executor=ex, shots=1)
         job.cancel()
         with pytest.raises(AdmissionError, match="more than any live worker offers"):
-            run(AerSimulator(method="statevector"), [_wide(24)], executor=ex, admit="wait")
+            run(AerSimulator(method="statevector"), [wide(24)], executor=ex, admit="wait")

@@ -8,7 +8,6 @@ import secrets
 import threading
 
 import pytest
-from qiskit import QuantumCircuit
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
@@ -19,18 +18,9 @@ from jobset.publish import PUBLISH_BATCH_OPS, BulkPublisher, Publisher
 from jobset.recovery import present_task_ids
 
 from .faultkit import wait_until
+from .workloads import coins
 
 pytestmark = pytest.mark.integration
-
-
-def _coins(n: int, name: str) -> list[QuantumCircuit]:
-    out = []
-    for i in range(n):
-        qc = QuantumCircuit(1, name=f"{name}{i}")
-        qc.h(0)
-        qc.measure_all()
-        out.append(qc)
-    return out
 
 
 def test_cancel_of_a_big_queued_set_removes_its_messages_so_the_next_set_runs_at_once():
@@ -38,21 +28,21 @@ def test_cancel_of_a_big_queued_set_removes_its_messages_so_the_next_set_runs_at
     with RedisServer() as server:
         settings = Settings(broker_url=server.url, secret_key=key)
         with CeleryExecutor(settings) as ex:
-            big = run(AerSimulator(), _coins(2000, "big"), executor=ex, max_job_size=1, shots=1)
-            other = run(AerSimulator(), _coins(3, "keep"), executor=ex, max_job_size=1, shots=4)
+            big = run(AerSimulator(), coins(2000, "big"), executor=ex, max_job_size=1, shots=1)
+            other = run(AerSimulator(), coins(3, "keep"), executor=ex, max_job_size=1, shots=4)
             queued = sum(ex.broker.llen(name) for name in queue_lists(DEFAULT_QUEUE))
             assert queued == 2003
             assert big.cancel()
             left = sum(ex.broker.llen(name) for name in queue_lists(DEFAULT_QUEUE))
             assert left == 3  # the other set's messages stay, in their order
             assert big.status() is JobStatus.CANCELLED
-            one = run(AerSimulator(), _coins(5, "one"), executor=ex, max_job_size=1, shots=8)
+            one = run(AerSimulator(), coins(5, "one"), executor=ex, max_job_size=1, shots=8)
             assert one.worker_job(4).cancel()
             left = sum(ex.broker.llen(name) for name in queue_lists(DEFAULT_QUEUE))
             assert left == 3 + 4
             with LocalCluster(workers=1, settings=Settings(broker_url=server.url, secret_key=key)):
                 assert other.result(timeout=60).success
-                after = run(AerSimulator(), _coins(4, "after"), executor=ex, max_job_size=1,
+                after = run(AerSimulator(), coins(4, "after"), executor=ex, max_job_size=1,
                             shots=4)  # fmt: skip
                 assert after.result(timeout=30).success
                 assert big.status() is JobStatus.CANCELLED
@@ -139,7 +129,7 @@ def test_celerys_event_receiver_sees_every_sub_job_of_a_big_set_as_sent():
             try:
                 wait_until(lambda: client.execute_command("PUBSUB", "NUMPAT") >= 1, 60,
                            "the receiver subscribed")  # fmt: skip
-                job = run(AerSimulator(), _coins(1500, "seen"), executor=ex, max_job_size=1,
+                job = run(AerSimulator(), coins(1500, "seen"), executor=ex, max_job_size=1,
                           shots=1)  # fmt: skip
                 want = set(job._require_submitted().task_ids)
                 wait_until(lambda: want <= set(state.tasks), 30.0, "every task seen as sent")
@@ -167,9 +157,9 @@ def test_the_lost_check_of_a_set_behind_a_backlog_reads_the_set_not_the_queue():
         CeleryExecutor(Settings(broker_url=server.url, secret_key="l" * 32)) as ex,
     ):
         client = server.client()
-        backlog = run(AerSimulator(), _coins(3000, "backlog"), executor=ex, max_job_size=1,
+        backlog = run(AerSimulator(), coins(3000, "backlog"), executor=ex, max_job_size=1,
                       shots=1)  # fmt: skip
-        small = run(AerSimulator(), _coins(3, "small"), executor=ex, max_job_size=1, shots=1,
+        small = run(AerSimulator(), coins(3, "small"), executor=ex, max_job_size=1, shots=1,
                     priority="low")  # fmt: skip
         queued = sum(client.llen(name) for name in queue_lists(DEFAULT_QUEUE))
         assert queued == 3003
@@ -220,7 +210,7 @@ def test_as_completed_reads_a_chunk_of_states_per_poll_however_big_the_set(monke
         CeleryExecutor(Settings(broker_url=server.url, secret_key=key)) as ex,
     ):
         with LocalCluster(workers=2, concurrency=1, settings=ex.settings):
-            job = run(AerSimulator(), _coins(30, "stream"), executor=ex, max_job_size=1, shots=5)
+            job = run(AerSimulator(), coins(30, "stream"), executor=ex, max_job_size=1, shots=5)
             mgets = _count_mgets(monkeypatch, ex.redis)
             seen = [sub.index for sub in job.as_completed(timeout=120)]
             assert sorted(seen) == list(range(30))  # each once
@@ -233,7 +223,7 @@ def test_as_completed_reads_a_chunk_of_states_per_poll_however_big_the_set(monke
         assert sorted(sub.index for sub in job.as_completed(timeout=60)) == list(range(30))
         assert mgets and max(mgets) <= 8
         # A cancelled set's queued sub-jobs end by the mark, not the log: read by windows.
-        queued = run(AerSimulator(), _coins(20, "halted"), executor=ex, max_job_size=1, shots=1)
+        queued = run(AerSimulator(), coins(20, "halted"), executor=ex, max_job_size=1, shots=1)
         assert queued.cancel()
         mgets.clear()
         assert sorted(sub.index for sub in queued.as_completed(timeout=30)) == list(range(20))

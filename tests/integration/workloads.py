@@ -52,3 +52,23 @@ def assert_same_counts_and_memory(got: Result, want: Result) -> None:
         assert got.get_counts(i) == want.get_counts(i), f"experiment {i} counts differ"
         assert got.get_memory(i) == want.get_memory(i), f"experiment {i} memory differs"
         assert g.seed_simulator == w.seed_simulator, i
+
+
+def coins(n: int, name: str = "coin-") -> list[QuantumCircuit]:
+    """One-qubit circuits (H, measure): the cheapest sub-jobs, for sets about the queue."""
+    out = []
+    for i in range(n):
+        qc = QuantumCircuit(1, name=f"{name}{i}")
+        qc.h(0)
+        qc.measure_all()
+        out.append(qc)
+    return out
+
+
+def wide(qubits: int) -> QuantumCircuit:
+    """H and RZ on every qubit: a state of 16 B x 2**qubits, simulated in no time."""
+    circuit = QuantumCircuit(qubits, name=f"wide{qubits}")
+    circuit.h(range(qubits))
+    circuit.rz(0.3, range(qubits))
+    circuit.measure_all()
+    return circuit
