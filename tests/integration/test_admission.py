@@ -3,9 +3,11 @@ with real workers on a private server."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -26,9 +28,8 @@ from jobset.protocol import (
     worker_key,
 )
 from jobset.settings import Settings
-from jobset.status import FINAL
 
-from .faultkit import stored_keys, wait_until
+from .faultkit import heavy_circuits, held, stored_keys, task_meta, wait_until
 from .workloads import qv_circuits, wide
 
 pytestmark = pytest.mark.integration
@@ -137,6 +138,42 @@ def test_large_sub_jobs_go_to_the_large_queue_and_small_ones_to_the_default_queu
     assert ran_on[0] != large and ran_on[2] != large
 
 
+@contextlib.contextmanager
+def _worker_held(executor: CeleryExecutor) -> Iterator[None]:
+    """The default worker held on a sub-job of its own: sets submitted in the block queue
+    up however fast the machine, and are taken in turn once it ends.  The sub-job's states
+    stay under the large-queue threshold (15 qubits: 512 KiB), so it runs on that worker."""
+    blocker = run(
+        AerSimulator(method="statevector"),
+        heavy_circuits(15, range(60), name="blocker"),
+        executor=executor,
+        max_job_size=60,
+        shots=10,
+    )
+    with held(executor, blocker, 0):
+        yield
+    assert blocker.result(timeout=120).success
+
+
+def _end(executor: CeleryExecutor, job: AerJobSet, index: int) -> datetime | None:
+    """When sub-job ``index`` ended, as Celery recorded it (None while it has not)."""
+    meta = task_meta(executor, job, index)
+    if not meta or meta.get("status") not in ("SUCCESS", "FAILURE") or not meta.get("date_done"):
+        return None
+    return datetime.fromisoformat(str(meta["date_done"]))
+
+
+def _last_end(executor: CeleryExecutor, job: AerJobSet, size: int) -> datetime:
+    ends = [_end(executor, job, k) for k in range(size)]
+    assert all(ends), ends
+    return max(e for e in ends if e is not None)
+
+
+def _ended_before(executor: CeleryExecutor, job: AerJobSet, size: int, moment: datetime) -> int:
+    """How many of ``job``'s sub-jobs ended before ``moment``: what another set waited for."""
+    return sum(1 for k in range(size) if (e := _end(executor, job, k)) is not None and e < moment)
+
+
 def _sweep(executor: CeleryExecutor, *, size: int = 60, **sharing: str) -> AerJobSet:
     """``size`` one-circuit sub-jobs: enough to keep the default worker busy for a while."""
     return run(
@@ -151,14 +188,20 @@ def test_a_small_set_behind_a_big_sweep_of_another_owner_finishes_while_the_swee
         run(AerSimulator(), qv_circuits(1), executor=executor, shots=10, owner=owner).result(
             timeout=60
         )
-    sweep = _sweep(executor, owner="sweeper")
-    small = run(
-        AerSimulator(), qv_circuits(2), executor=executor, max_job_size=1, shots=10, owner="alice"
-    )
+    with _worker_held(executor):  # both queue up behind the held worker
+        sweep = _sweep(executor, owner="sweeper")
+        small = run(
+            AerSimulator(),
+            qv_circuits(2),
+            executor=executor,
+            max_job_size=1,
+            shots=10,
+            owner="alice",
+        )
     small.result(timeout=60)
-    left = sum(s not in FINAL for s in sweep.status(range(60)))
+    ran_first = _ended_before(executor, sweep, 60, _last_end(executor, small, 2))
     # Without owners the small set would wait for all 60; with turns it waits for a few.
-    assert left >= 20, left
+    assert ran_first <= 40, ran_first
     queues = {q.decode() for q in executor.redis.zrange(OWNER_QUEUES_KEY, 0, -1)}
     assert {owner_queue(DEFAULT_QUEUE, "sweeper"), owner_queue(DEFAULT_QUEUE, "alice")} <= queues
     assert 0 < executor.redis.ttl(OWNER_QUEUES_KEY) <= executor.settings.result_ttl_s
@@ -166,21 +209,14 @@ def test_a_small_set_behind_a_big_sweep_of_another_owner_finishes_while_the_swee
 
 
 def test_a_normal_set_is_taken_before_a_low_priority_sweep_queued_ahead_of_it(executor):
-    # Long enough that it cannot be over before the small set is submitted, on a busy
-    # machine too: the test measures the small set's wait, not the sweep's.
-    sweep = _sweep(executor, priority="low", size=150)
-
-    def done() -> int:
-        return sum(s in FINAL for s in sweep.status(range(150)))
-
-    small = run(AerSimulator(), qv_circuits(2), executor=executor, max_job_size=1, shots=10)
-    before = done()
+    with _worker_held(executor):  # both queue up behind the held worker
+        sweep = _sweep(executor, priority="low", size=150)
+        small = run(AerSimulator(), qv_circuits(2), executor=executor, max_job_size=1, shots=10)
     small.result(timeout=60)
-    after = done()
+    ran_first = _ended_before(executor, sweep, 150, _last_end(executor, small, 2))
     # In one queue, first in first out, the small set would wait for every sub-job of the
-    # sweep queued before it; taken first, it waits at most for the one running.
-    assert before <= 120, before
-    assert after - before <= 2, (before, after)
+    # sweep queued before it; taken first, it waits at most for the ones already running.
+    assert ran_first <= 2, ran_first
     assert sweep.result(timeout=120).success
 
 

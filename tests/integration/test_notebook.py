@@ -19,7 +19,10 @@ pytestmark = pytest.mark.integration
 SETUP = """
 from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
-from jobset import AerJobSet, CeleryExecutor, Settings, run
+import warnings
+from jobset import AerJobSet, CeleryExecutor, PerformanceWarning, Settings, run
+
+warnings.simplefilter("ignore", PerformanceWarning)  # sets split small on purpose, to watch
 
 executor = CeleryExecutor(Settings.from_env())
 circuits = []

@@ -29,7 +29,7 @@ from jobset.plan import make_plan
 from jobset.settings import Settings
 from jobset.simulate import local_runner
 
-from .faultkit import wait_until
+from .faultkit import heavy_circuits, wait_until
 from .workloads import kraus_noise_model
 
 pytestmark = pytest.mark.integration
@@ -167,9 +167,12 @@ def test_sub_job_ids_are_unique_across_sets(any_executor):
 
 
 def test_a_dask_client_is_taken_as_it_is_and_spreads_by_its_threads(dask_client):
-    job = run(AerSimulator(), [_noisy_circuit()] * 8, executor=dask_client, shots=20)
+    # Less work than one sub-job's target, more than an idle thread costs: the automatic
+    # split gives each of the cluster's 2 threads one sub-job (jobset.cost.sub_jobs_for_work).
+    circuits = heavy_circuits(18, range(8), name="spread")
+    job = run(AerSimulator(), circuits, executor=dask_client, shots=20)
     assert job.executor() is dask_client
-    assert len(job.worker_job()) == 4  # two sub-jobs per thread of the cluster's 2
+    assert len(job.worker_job()) == 2
     assert job.result(timeout=TIMEOUT_S).success
 
 
