@@ -4,7 +4,7 @@ The producer is this machine's ``jobset`` (``CeleryExecutor`` and ``run``) talki
 containers' Redis on a loopback port; every wait polls for an event with a deadline.  In order:
 three worker containers share a set exactly; one killed mid sub-job; a scale-down to one while
 a set runs; a Redis restart; ``jobset scale``'s compose backend adding containers for a
-backlog and draining the idle ones; Flower's login and its list of sub-jobs; Prometheus scraping the
+backlog; Flower's login and its list of sub-jobs; Prometheus scraping the
 workers; the images' user and secrets; and ``down -v`` leaving nothing behind.  The summary
 goes to ``--summary``.
 """
@@ -301,7 +301,10 @@ def check_redis_restart(dep: Deployment, executor: CeleryExecutor) -> None:
 
 
 def check_autoscale(dep: Deployment, executor: CeleryExecutor) -> None:
-    """The compose backend of ``jobset scale``: up for a backlog, down when idle, exact."""
+    """The compose backend of ``jobset scale``: containers added for a backlog, the set exact.
+
+    Draining idle containers is checked on its commands only (tests/unit/test_scaling.py).
+    """
     dep.worker_hostnames(1)  # as the scale-down left it
     backend = ComposeBackend(
         project_dir=ROOT,
@@ -311,7 +314,7 @@ def check_autoscale(dep: Deployment, executor: CeleryExecutor) -> None:
     )
     # A rate of one work unit a second makes any backlog "too long to drain": up to --max.
     reader = BacklogReader(executor, work_rate=1.0)
-    policy = ScalePolicy(1, 3, 1, target_drain_s=1, idle_grace_s=0)
+    policy = ScalePolicy(1, 3, 1, target_drain_s=1, idle_grace_s=600)
     scaler = Scaler(reader, backend, policy, DEFAULT_QUEUE)
     cs = circuits(12, 19, 16, seed=500)
     job = submit(dep, executor, cs, seed=11, max_job_size=1)
@@ -320,14 +323,7 @@ def check_autoscale(dep: Deployment, executor: CeleryExecutor) -> None:
     dep.worker_hostnames(3)
     log("jobset scale (compose): 1 -> 3 worker containers for a backlog")
     assert_exact(job, cs, 11, timeout_s=300)
-
-    def drained() -> bool:
-        scaler.reconcile()  # drains idle workers once their heartbeats say so (every 10 s)
-        return len(dep.containers("worker")) == 1
-
-    wait_until(drained, 180, "the idle worker containers to be drained")
-    dep.worker_hostnames(1)
-    log("jobset scale (compose): idle containers drained back to 1, the set exact")
+    log("jobset scale (compose): the set on the added containers exact")
 
 
 def check_flower(dep: Deployment, jobset_id: str, hostnames: set[str]) -> None:
@@ -413,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_down(dep)
     args.summary.write_text(
         f"{len(hostnames)} worker containers, set exact, kill/scale/restart survived, "
-        "jobset scale up and down, "
+        "jobset scale added 2 containers, "
         "Flower auth ok, Prometheus scraped 3 workers"
     )
     return 0
