@@ -42,6 +42,8 @@ from jobset.protocol import (
 )
 from jobset.settings import ENV_VISIBILITY_TIMEOUT_S
 
+from .control import KombuScripts
+
 logger = logging.getLogger(__name__)
 
 
@@ -106,9 +108,13 @@ def _warm_up(**kwargs: Any) -> None:
 
 
 class Heartbeat(bootsteps.StartStopStep):
-    """Advertise this worker's capacity in Redis; the key expires when the worker dies."""
+    """Advertise this worker's capacity in Redis; the key expires when the worker dies.
 
-    requires = {"celery.worker.components:Timer"}
+    It starts after kombu's scripts are loaded, so a worker that is seen is one that a
+    client without SCRIPT LOAD (Flower's user) can ask for its state.
+    """
+
+    requires = {"celery.worker.components:Timer", KombuScripts}
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)

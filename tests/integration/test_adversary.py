@@ -17,6 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from hashlib import sha1
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,7 @@ from jobset.protocol import (
     result_key,
     worker_key,
 )
+from workers.control import KOMBU_SCRIPTS
 
 from .faultkit import wait_until
 from .workloads import qv_circuits
@@ -466,6 +468,14 @@ def test_the_flower_user_can_neither_kill_pause_nor_script_nor_scan(acl_cluster)
 
 def test_workers_ignore_control_commands_from_flower_that_would_steer_them(acl_cluster):
     flower_url, settings = acl_cluster
+    # A worker is seen (its heartbeat) only once kombu's scripts are loaded for Flower's user.
+    flower = redis.Redis.from_url(flower_url)
+    try:
+        assert flower.script_exists(*(sha1(s.encode()).hexdigest() for s in KOMBU_SCRIPTS)) == [
+            True
+        ] * len(KOMBU_SCRIPTS)
+    finally:
+        flower.close()
     app = Celery("flower-attacker", broker=flower_url)
     try:
         control = app.control
