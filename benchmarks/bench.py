@@ -32,11 +32,11 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, depolarizing_error
 
 from jobset import CeleryExecutor, run
+from jobset.executors.aer import run_sub_batch
+from jobset.executors.machine import available_cores
 from jobset.local import LocalCluster
-from jobset.machine import available_cores
 from jobset.merge import merge_results
 from jobset.plan import make_plan
-from jobset.simulate import run_sub_batch
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SYSTEMS = ("aer", "jobset", "dask")

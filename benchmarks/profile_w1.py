@@ -19,11 +19,11 @@ from circuits import ghz
 from qiskit_aer import AerSimulator
 
 from jobset import CeleryExecutor, Settings, codec, run
+from jobset.executors.aer import run_sub_batch
 from jobset.local import LocalCluster
 from jobset.merge import merge_results
 from jobset.plan import make_plan
 from jobset.protocol import Kind
-from jobset.simulate import run_sub_batch
 
 KEY = b"profile-signing-key-of-32-bytes!"
 

@@ -1,4 +1,4 @@
-"""What proving a big set's end costs (jobset.evidence), beside a status read from the
+"""What proving a big set's end costs (the signed end records), beside a status read from the
 tally and the read of every Celery state that a wait does once at the end: the same
 server, the same run.  ``python benchmarks/proof_bench.py [N]`` (default 100 000)."""
 
@@ -10,10 +10,10 @@ import uuid
 
 from celery import Celery
 
-from jobset import evidence, tally
+from jobset.executors.celery import evidence, tally
+from jobset.executors.celery.store import SignedStore
 from jobset.local import RedisServer
 from jobset.settings import Settings
-from jobset.store import SignedStore
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 with RedisServer() as srv:

@@ -27,8 +27,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from jobset.executors.machine import available_cores
 from jobset.local import LocalCluster
-from jobset.machine import available_cores
 
 PRODUCER = """
 import sys, time

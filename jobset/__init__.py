@@ -13,7 +13,6 @@
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-from .celery_executor import CeleryExecutor
 from .errors import (
     AdmissionError,
     AdmissionWarning,
@@ -42,8 +41,9 @@ from .errors import (
     VersionMismatchError,
     VersionSkewWarning,
 )
+from .executors.celery.executor import CeleryExecutor
+from .executors.stored import JobSetInfo
 from .jobset import AerJobSet
-from .registry import JobSetInfo
 from .settings import Settings
 from .simulator import DistributedAerSimulator, run
 from .subjob import SubJob

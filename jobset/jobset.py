@@ -17,7 +17,6 @@ from typing import Any, NoReturn
 from qiskit.providers import JobStatus, JobV1
 from qiskit.result import Result
 
-from . import live, registry, tracing
 from .deadline import Deadline, poll
 from .errors import (
     InvalidInputError,
@@ -28,16 +27,17 @@ from .errors import (
     JobSetTimeoutError,
     SubJobFailure,
 )
-from .executors import SetRequest, SubJobState, Submission, SubmitOptions
+from .executors.base import SetRequest, SubJobState, Submission, SubmitOptions
+from .executors.pools import as_executor, default_executor
+from .executors.stored import JobSetListing, list_sets
 from .merge import bulk_allocation, merge_results
+from .observe import live, tracing
+from .observe.timeline import Timeline
+from .observe.timeline import parse as parse_timeline
+from .observe.view import SHOWN_FAILURES, SetView, failure_lines, set_html, text_line
 from .plan import Plan, SubBatch, plan_from_sub_batches
-from .pools import as_executor, default_executor
-from .registry import JobSetListing
 from .status import FINAL
 from .subjob import SubJob
-from .timeline import Timeline
-from .timeline import parse as parse_timeline
-from .view import SHOWN_FAILURES, SetView, failure_lines, set_html, text_line
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 class AerJobSet(JobV1):
     """A job set: ``experiments`` (the planner's sub-batches) run by ``fn`` on ``executor``.
 
-    ``executor`` is a :class:`~jobset.executors.CeleryExecutor`, or any
+    ``executor`` is a :class:`~jobset.CeleryExecutor`, or any
     ``concurrent.futures.Executor`` or ``dask.distributed.Client`` (then ``fn(sub_batch)``
     runs each sub-batch there, each sub-job gets a uuid of its own, and ``cancel()`` can
     only drop sub-jobs that have not started: a pool cannot stop a running function).
@@ -81,7 +81,7 @@ class AerJobSet(JobV1):
         self._created_at: float | None = None  # Unix time, for a set retrieved by id
         self._submitted_wall: float | None = None  # Unix time of submit, in this process
         self._merged_at: float | None = None  # Unix time result() first merged, here
-        self._trace_parent: str | None = None  # the set's trace (jobset.tracing), if traced
+        self._trace_parent: str | None = None  # the set's trace (jobset.observe.tracing), if traced
         # What a view of the final set read once (dropped when sub-jobs run again).
         self._view_failures: list[SubJobFailure] | None = None
         self._view_finished: float | None = None
@@ -185,8 +185,8 @@ class AerJobSet(JobV1):
         With Celery: queued sub-jobs are dropped, running ones stopped, and a durable mark
         in Redis makes the cancel hold even for workers that were offline when it was sent.
         The mark is written whatever the set reads: "already final" is only the answer,
-        taken from the signed proofs of each sub-job's end (:mod:`jobset.evidence`), never
-        a reason to skip the cancel.
+        taken from the signed proofs of each sub-job's end
+        (:mod:`~jobset.executors.celery.evidence`), never a reason to skip the cancel.
         With a ``concurrent.futures`` executor only sub-jobs not yet started are dropped.
         """
         submission = self._require_submitted()
@@ -287,7 +287,7 @@ class AerJobSet(JobV1):
         with submission.pauses() as pause:
             while pending:
                 for k in poll(newly_final, deadline, timed_out, pause=pause):
-                    yield SubJob(self, k)
+                    yield self._sub_job(k)
 
     # ------------------------------------------------------------------ views
 
@@ -407,7 +407,7 @@ class AerJobSet(JobV1):
         ``on_skip(job_id, error)`` is called for each, and without it one warning is logged
         for all of them.
         """
-        return registry.list_sets(
+        return list_sets(
             as_executor(executor), on_skip=on_skip, newest_first=newest_first, limit=limit
         )
 
@@ -508,6 +508,17 @@ class AerJobSet(JobV1):
 
     # ------------------------------------------------------------------ lookup
 
+    def _sub_job(self, index: int) -> SubJob:
+        submission = self._require_submitted()
+        circuits = self._sub_batches[index].circuits
+        return SubJob(
+            self,
+            index,
+            task_id=submission.task_ids[index],
+            circuits=circuits,
+            cancel=submission.cancel,
+        )
+
     def _sub_job_index(self, k: Any) -> int:
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(self._sub_batches):
             raise InvalidInputError(
@@ -538,7 +549,7 @@ class AerJobSet(JobV1):
         ``None`` (or no argument) gives every sub-job, in index order, as in qiskit-aer 0.14.
         """
         if worker is None:
-            return [SubJob(self, k) for k in range(len(self._sub_batches))]
+            return [self._sub_job(k) for k in range(len(self._sub_batches))]
         if isinstance(worker, Iterable):
-            return [SubJob(self, self._sub_job_index(k)) for k in worker]
-        return SubJob(self, self._sub_job_index(worker))
+            return [self._sub_job(self._sub_job_index(k)) for k in worker]
+        return self._sub_job(self._sub_job_index(worker))

@@ -13,9 +13,9 @@ under the keys below, each signed (see :mod:`jobset.codec`) and each with a TTL:
 ``jobset:{id}:result:{k}``   sub-job ``k``'s ``qiskit.result.Result`` (signed pickle)
 ``jobset:{id}:cancelled``    the durable cancel mark, checked by workers before they run
                              (its value is a MAC: the evidence that the set's producer
-                             cancelled it, see :mod:`jobset.evidence`)
+                             cancelled it, see :mod:`jobset.executors.celery.evidence`)
 ``jobset:{id}:ends``         index -> letter and MAC: a worker's signed word that a sub-job
-                             ended (:mod:`jobset.evidence`)
+                             ended (:mod:`jobset.executors.celery.evidence`)
 ``jobset:{id}:cancelled:{k}`` the same for sub-job ``k`` alone
 ``jobset:{id}:primitive``    a primitive job's layout: PUB shapes, observables, seeds (signed
                              pickle; only for sets made by :mod:`jobset.primitives`)
@@ -28,7 +28,7 @@ under the keys below, each signed (see :mod:`jobset.codec`) and each with a TTL:
 
 Every key is built here from validated parts (:func:`check_jobset_id`,
 :func:`check_index`, :func:`check_digest`), and every signed value is read and written
-through :mod:`jobset.store`, which names its :class:`Kind`.
+through :mod:`jobset.executors.celery.store`, which names its :class:`Kind`.
 
 The broker's own keys (kombu's Redis transport) are read by the producer to tell a lost
 sub-job from a queued one: the queue lists, and ``unacked`` / ``unacked_index``, where a
@@ -103,7 +103,7 @@ class Kind(enum.Enum):
     PRIMITIVE = "primitive"
     CACHE = "cache"
     # Not envelopes: short MACs that prove a sub-job ended or a set was cancelled by a
-    # holder of the key (see jobset.evidence).
+    # holder of the key (see jobset.executors.celery.evidence).
     END = "end"
     CANCEL = "cancel"
 
@@ -312,7 +312,7 @@ class SubJobRef:
     experiments: int
     version: int = PROTOCOL_VERSION
     # The producer's qiskit, qiskit-aer and project versions: a worker whose versions
-    # would give other results refuses the sub-job (see jobset.compat).
+    # would give other results refuses the sub-job (see jobset.executors.versions).
     versions: tuple[tuple[str, str], ...] = ()
 
     def to_kwargs(self) -> dict[str, Any]:

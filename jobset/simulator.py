@@ -12,8 +12,6 @@ from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 from qiskit_aer.aererror import AerError
 
-from . import tracing
-from .admission import PlanCosts
 from .cost import (
     QUEUE_COST_WORK,
     TARGET_SUB_JOB_WORK,
@@ -21,20 +19,17 @@ from .cost import (
     circuit_costs,
     job_size_for_work,
     resolved_method,
+    scan,
 )
-from .errors import (
-    AdmissionWarning,
-    InvalidInputError,
-    PerformanceWarning,
-    VersionSkewWarning,
-)
-from .executors import Executor, SetRequest, SubmitOptions
+from .errors import AdmissionWarning, InvalidInputError, PerformanceWarning, VersionSkewWarning
+from .executors.admission import PlanCosts
+from .executors.aer import local_runner
+from .executors.base import Executor, SetRequest, SubmitOptions
+from .executors.pools import as_executor
 from .jobset import AerJobSet
-from .memory import scan
+from .observe import tracing
 from .plan import Plan, make_plan
-from .pools import as_executor
 from .protocol import Kind
-from .simulate import local_runner
 from .validate import check_submission, did_you_mean
 
 

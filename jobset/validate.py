@@ -23,8 +23,8 @@ from qiskit_aer.backends.aer_compiler import (
 )
 from qiskit_aer.noise import NoiseModel
 
+from .cost import estimate_memory, human_bytes, instruction_names
 from .errors import InvalidInputError
-from .memory import estimate_memory, human_bytes, instruction_names
 from .settings import ENV_MAX_MEMORY_MB
 
 # Handled by Aer's assembler whatever the backend's basis gates (aer_compiler._assemble_op).

@@ -87,7 +87,7 @@ def parity_landscape(result: Result, count: int) -> np.ndarray:
 def draw(job: AerJobSet, result: Result, count: int, out_dir: Path) -> list[Path]:
     """The sweep's landscape and the set's timeline as PNGs; [] without matplotlib."""
     try:
-        from jobset import plot
+        from jobset.observe import plot
     except ImportError:
         print("  (no pictures: install the `plot` extra for matplotlib)")
         return []

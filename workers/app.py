@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from jobset.celeryconf import celery_config
+from jobset.executors.celery.config import celery_config
 from jobset.settings import MetricsSettings, Settings
 
 from .control import KombuScripts, drop_steering_commands, enabled_commands

@@ -22,7 +22,7 @@ from celery import bootsteps
 from celery.worker.control import Panel
 from kombu.transport import redis as kombu_redis
 
-from jobset.connect import redis_client
+from jobset.executors.celery.connect import redis_client
 from jobset.protocol import WORKER_HEARTBEAT_S
 
 logger = logging.getLogger(__name__)

@@ -26,9 +26,9 @@ from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.signals import celeryd_after_setup, worker_process_init
 from celery.worker import state as worker_state
 
-from jobset.compat import runtime_versions
-from jobset.connect import redis_client
-from jobset.machine import available_cores, machine_memory_bytes
+from jobset.executors.celery.connect import redis_client
+from jobset.executors.machine import available_cores, machine_memory_bytes
+from jobset.executors.versions import runtime_versions
 from jobset.protocol import (
     DEFAULT_QUEUE,
     OWNER_QUEUES_KEY,

@@ -43,8 +43,8 @@ from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 from celery.worker.strategy import default as default_strategy
 
-from jobset import evidence, tally
 from jobset.errors import JobSetError, SecurityError, SubJobTimeoutError, timeout_message
+from jobset.executors.celery import evidence, tally
 from jobset.protocol import SubJobRef, check_envelope, ended_field, runs_key
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The Redis steps around one sub-job's simulation, each one round trip.
 
-Before: :func:`begin` runs ``jobset/lua/begin.lua``, which checks both cancel marks,
+Before: :func:`begin` runs the Celery executor's ``begin.lua``, which checks both cancel marks,
 writes Celery's STARTED record (the task runs with ``track_started=False``, so Celery
 does not write it again in two round trips of its own), counts the start against the
 cap on worker losses, moves the tally to RUNNING and reads
@@ -24,8 +24,8 @@ from typing import Any
 
 from celery import states
 
-from jobset import scripts, tally
 from jobset.errors import DecodeError
+from jobset.executors.celery import scripts, tally
 from jobset.protocol import (
     Kind,
     SubJobRef,

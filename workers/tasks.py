@@ -13,9 +13,8 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import task_postrun, task_revoked
 from qiskit.result import Result
 
-from jobset import evidence, tally
 from jobset.codec import batch_digest
-from jobset.compat import version_mismatch
+from jobset.cost import human_bytes
 from jobset.errors import (
     RedeliveryLimitError,
     ResultTooLargeError,
@@ -25,7 +24,10 @@ from jobset.errors import (
     VersionMismatchError,
     timeout_message,
 )
-from jobset.memory import human_bytes
+from jobset.executors.aer import run_sub_batch
+from jobset.executors.celery import evidence, tally
+from jobset.executors.celery.store import SignedStore
+from jobset.executors.versions import version_mismatch
 from jobset.protocol import (
     RUN_SUB_JOB_TASK,
     Kind,
@@ -38,8 +40,6 @@ from jobset.protocol import (
     sub_job_cancel_key,
 )
 from jobset.settings import ENV_MAX_RESULT_BYTES, ENV_MAX_WORKER_LOSSES, Settings
-from jobset.simulate import run_sub_batch
-from jobset.store import SignedStore
 
 from . import steps
 from . import tracing as trace_hooks
@@ -208,8 +208,8 @@ _FINAL_LETTERS = {
 def tally_move(
     client: Any, ref: SubJobRef, letter: str, settings: Settings, *, start: bool = False
 ) -> None:
-    # With the signed end record of a final letter (jobset.evidence): what a status that
-    # reads final is checked against.
+    # With the signed end record of a final letter (jobset.executors.celery.evidence):
+    # what a status that reads final is checked against.
     evidence.record_move(client, settings, ref, letter, start=start)
 
 
@@ -286,7 +286,7 @@ def _run(
 
     started = time.monotonic()
     logger.debug("sub-job %d of %s: simulating", ref.index, ref.jobset_id)
-    with trace_hooks.phase("jobset.simulate", shots=batch.shots):
+    with trace_hooks.phase("jobset.executors.aer", shots=batch.shots):
         result = run_sub_batch(backend, batch, threads=runtime.aer_threads)
     logger.info(
         "sub-job %d of %s simulated in %.2f s; storing its result",

@@ -1,4 +1,4 @@
-"""Each run of a sub-job, appended to its set's timeline (:mod:`jobset.timeline`).
+"""Each run of a sub-job, appended to its set's timeline (:mod:`jobset.observe.timeline`).
 
 Signal handlers only, apart from the task: the start is noted in the pool child when the
 task starts, and one pipelined ``RPUSH`` + ``EXPIRE`` records the run when it ends, in any
@@ -13,10 +13,10 @@ from typing import Any
 
 from celery.signals import task_postrun, task_prerun
 
-from jobset import tally
 from jobset.errors import SecurityError
+from jobset.executors.celery import tally
+from jobset.observe.timeline import run_entry, timeline_key
 from jobset.protocol import RUN_SUB_JOB_TASK
-from jobset.timeline import run_entry, timeline_key
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Sub-job spans on the workers, for the set's one trace (:mod:`jobset.tracing`).
+"""Sub-job spans on the workers, for the set's one trace (:mod:`jobset.observe.tracing`).
 
 Set up in each pool child after the fork (``worker_process_init``): an exporter's thread
 made in the prefork parent would not survive into the children, which is how spans of
@@ -27,7 +27,8 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
-from jobset import tally, tracing
+from jobset.executors.celery import tally
+from jobset.observe import tracing
 from jobset.protocol import RUN_SUB_JOB_TASK
 
 logger = logging.getLogger(__name__)

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from ..connect import redis_client
 from ..deadline import Deadline, growing_sleep, poll
 from ..errors import ConfigurationError, JobSetStateError
-from ..machine import available_cores
+from ..executors.celery.connect import redis_client
+from ..executors.machine import available_cores
 from ..protocol import WORKER_KEY_PREFIX
 from ..settings import MetricsSettings, Settings, variables
 from .processes import StartStop, free_port, kill_group, log_tail, spawn_logged, wait_exit

@@ -40,9 +40,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from ..cluster_env import DEFAULT_CLUSTER_DIR, ENV_FILE, cluster_settings
 from ..deadline import Deadline, growing_sleep, poll
 from ..errors import ConfigurationError, JobSetError
+from ..executors.celery.cluster_env import DEFAULT_CLUSTER_DIR, ENV_FILE, cluster_settings
 from ..settings import ENV_SENTINEL_MASTER, ENV_SENTINEL_PASSWORD, Settings, redact_url
 from .cluster import LocalCluster
 from .flower import FLOWER_PORT, FlowerProcess

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..celery_executor import CeleryExecutor
 from ..errors import JobSetError
-from ..registry import JobSetInfo, list_sets
+from ..executors.celery.executor import CeleryExecutor
+from ..executors.stored import JobSetInfo, list_sets
 from ..settings import Settings
 from ..status import FINAL
 

@@ -17,9 +17,9 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.aererror import AerError
 
 from ..errors import InvalidInputError
-from ..executors import SubmitOptions
+from ..executors.base import SubmitOptions
+from ..executors.pools import as_executor
 from ..plan import Plan
-from ..pools import as_executor
 from ..validate import check_arguments, did_you_mean
 from .job import DistributedPrimitiveJob, submit
 from .layout import PrimitiveRecord, positive_or_none

@@ -1,6 +1,6 @@
 """``DistributedPrimitiveJob``: a primitive job that runs as one job set.
 
-The job's id is its job set's id.  On a :class:`~jobset.executors.CeleryExecutor` the
+The job's id is its job set's id.  On a :class:`~jobset.CeleryExecutor` the
 primitive's layout (:class:`~jobset.primitives.layout.PrimitiveRecord`: PUB shapes,
 observables, precision, seeds, where each PUB's experiments lie) is stored in Redis under
 :func:`jobset.protocol.primitive_key`, signed and with the results' TTL, before the first
@@ -15,7 +15,6 @@ from typing import Any
 from qiskit.primitives import BasePrimitiveJob, PrimitiveResult
 from qiskit.providers import JobStatus
 
-from ..admission import PlanCosts
 from ..errors import (
     InvalidInputError,
     JobSetFailedError,
@@ -23,14 +22,15 @@ from ..errors import (
     PrimitiveJobFailedError,
     PrimitiveJobNotFoundError,
 )
-from ..executors import SubmitOptions
+from ..executors.admission import PlanCosts
+from ..executors.base import SubmitOptions
+from ..executors.pools import as_executor
 from ..jobset import AerJobSet
+from ..observe.view import set_html, text_line
 from ..plan import Plan
-from ..pools import as_executor
 from ..protocol import Kind, check_jobset_id
 from ..simulator import submit_plan
 from ..status import FINAL
-from ..view import set_html, text_line
 from .layout import PrimitiveRecord
 from .merge import pub_results
 

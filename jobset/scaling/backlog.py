@@ -21,10 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import registry, tally
 from ..errors import JobSetError
+from ..executors.celery import registry, tally
+from ..executors.stored import JobSetRecord
 from ..protocol import DEFAULT_QUEUE, base_queue, cancel_key
-from ..registry import JobSetRecord
 
 logger = logging.getLogger(__name__)
 

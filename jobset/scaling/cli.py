@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from ..celery_executor import CeleryExecutor
 from ..errors import JobSetError
+from ..executors.celery.executor import CeleryExecutor
 from ..protocol import DEFAULT_QUEUE
 from ..settings import Settings
 from .backends import Backend, ComposeBackend, SlurmBackend

@@ -35,13 +35,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 from ..protocol import DEFAULT_QUEUE, GPU_QUEUE
-from ..settings import (
-    ENV_AER_THREADS,
-    ENV_WORKER_MEMORY_MB,
-    Settings,
-    read_secret_file,
-    variables,
-)
+from ..settings import ENV_AER_THREADS, ENV_WORKER_MEMORY_MB, Settings, read_secret_file, variables
 
 JOB_NAME = "jobset-worker"
 # Celery hostnames of Slurm workers: the job id makes each one's Slurm job known.

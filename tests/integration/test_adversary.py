@@ -34,10 +34,10 @@ from jobset import (
     SecurityError,
     Settings,
     run,
-    tally,
 )
 from jobset.codec import MAGIC
-from jobset.evidence import cancel_proven
+from jobset.executors.celery import tally
+from jobset.executors.celery.evidence import cancel_proven
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import (
     DEFAULT_QUEUE,

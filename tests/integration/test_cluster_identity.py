@@ -14,8 +14,8 @@ from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
 from jobset import AerJobSet, CeleryExecutor, Settings, run
-from jobset.cluster_env import read_env_file
 from jobset.deadline import wait_for
+from jobset.executors.celery.cluster_env import read_env_file
 from jobset.local import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration

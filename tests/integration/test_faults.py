@@ -20,7 +20,7 @@ from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
 from jobset import AdmissionWarning, CeleryExecutor, JobSetFailedError, run
-from jobset.celeryconf import restore_interval_s
+from jobset.executors.celery.config import restore_interval_s
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import SubJobRef, task_id
 from jobset.settings import DEFAULT_VISIBILITY_TIMEOUT_S, Settings

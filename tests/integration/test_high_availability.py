@@ -312,7 +312,7 @@ def test_a_producer_rides_out_redis_gone_longer_than_its_client_retries_inside_i
     ):
         job = submit_exact(executor, circuits, shots=SHOTS, seed=SEED)
         wait_until(lambda: job.progress().get("DONE", 0) >= 1, 60, "a first sub-job done")
-        caplog.set_level(logging.WARNING, logger="jobset.executors")
+        caplog.set_level(logging.WARNING, logger="jobset.executors.base")
         server.down()
         gone_at = time.monotonic()
         with ThreadPoolExecutor(1) as pool:

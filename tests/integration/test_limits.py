@@ -14,8 +14,8 @@ from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
 from jobset import CeleryExecutor, InvalidInputError, JobSetFailedError, run
-from jobset import compat as compat_module
 from jobset.errors import VersionSkewWarning
+from jobset.executors.base import versions as compat_module
 from jobset.local import LocalCluster
 from jobset.protocol import DEFAULT_QUEUE, result_key
 from jobset.settings import Settings

@@ -24,10 +24,10 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.noise.noise_model import AerJSONEncoder
 
 from jobset import AerJobSet, CeleryExecutor, DistributedAerSimulator, SubJob, run
+from jobset.executors.aer import local_runner
 from jobset.local import RedisServer
 from jobset.plan import make_plan
 from jobset.settings import Settings
-from jobset.simulate import local_runner
 
 from .faultkit import heavy_circuits, wait_until
 from .workloads import kraus_noise_model

@@ -22,8 +22,9 @@ from qiskit_aer.noise import NoiseModel, depolarizing_error
 from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
 from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
 
-from jobset import AerJobSet, CeleryExecutor, InvalidInputError, JobSetFailedError, registry, run
+from jobset import AerJobSet, CeleryExecutor, InvalidInputError, JobSetFailedError, run
 from jobset.errors import PrimitiveJobNotFoundError
+from jobset.executors.celery import registry
 from jobset.primitives import DistributedPrimitiveJob, EstimatorV2, SamplerV2
 from jobset.protocol import DEFAULT_QUEUE, Dispatch, owner_queue, primitive_key
 

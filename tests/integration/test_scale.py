@@ -11,11 +11,13 @@ import pytest
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
-from jobset import CeleryExecutor, Settings, celery_run, run, tally
+from jobset import CeleryExecutor, Settings, run
+from jobset.executors.celery import run as celery_run
+from jobset.executors.celery import tally
+from jobset.executors.celery.publish import PUBLISH_BATCH_OPS, BulkPublisher, Publisher
+from jobset.executors.celery.recovery import present_task_ids
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import DEFAULT_QUEUE, queue_lists, runs_key
-from jobset.publish import PUBLISH_BATCH_OPS, BulkPublisher, Publisher
-from jobset.recovery import present_task_ids
 
 from .faultkit import wait_until
 from .workloads import coins

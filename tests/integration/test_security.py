@@ -66,7 +66,7 @@ def test_a_producer_with_another_key_gets_security_errors_and_no_simulation(clus
         assert all("signature" in s.message for s in states), states
         assert not ex.redis.exists(result_key(job.job_id(), 0))
         # The workers' word that the sub-jobs ended is signed with their key, which this
-        # producer cannot verify: the set is not taken as final (jobset.evidence).
+        # producer cannot verify: the set is not taken as final (jobset.executors.celery.evidence).
         assert not job.in_final_state()
 
 

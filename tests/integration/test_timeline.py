@@ -11,8 +11,8 @@ from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 
 from jobset import AerJobSet, run
-from jobset.connect import redis_client
-from jobset.timeline import timeline_key
+from jobset.executors.celery.connect import redis_client
+from jobset.observe.timeline import timeline_key
 
 pytestmark = pytest.mark.integration
 

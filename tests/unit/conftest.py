@@ -11,9 +11,9 @@ from qiskit.circuit.library import quantum_volume
 from qiskit.result import Result
 from qiskit_aer import AerSimulator
 
+from jobset.executors.aer import run_sub_batch
 from jobset.merge import merge_results
 from jobset.plan import Plan
-from jobset.simulate import run_sub_batch
 
 
 @pytest.fixture(scope="session")

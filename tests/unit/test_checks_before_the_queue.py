@@ -10,8 +10,8 @@ from qiskit.circuit import Parameter
 from qiskit_aer import AerSimulator
 
 from jobset import InvalidInputError, run
-from jobset.admission import shortfall
 from jobset.cost import ExperimentCost, WorkerCapacity
+from jobset.executors.admission import shortfall
 
 
 class _NeverRuns(cf.Executor):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jobset.machine import available_cores, cgroup_cpu_quota
+from jobset.executors.machine import available_cores, cgroup_cpu_quota
 
 
 def _write(path: Path, text: str) -> None:

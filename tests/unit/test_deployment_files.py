@@ -33,7 +33,7 @@ from deployment import (
 )
 
 from jobset import settings as jobset_settings
-from jobset.celeryconf import celery_config
+from jobset.executors.celery.config import celery_config
 from jobset.local import FlowerProcess
 from jobset.protocol import DEFAULT_QUEUE, GPU_QUEUE
 from jobset.settings import Settings

@@ -11,7 +11,7 @@ import yaml
 from deployment import ROOT, MissingVariableError, interpolate, load_compose, read_env_file
 
 from jobset import urls
-from jobset.celeryconf import celery_config
+from jobset.executors.celery.config import celery_config
 from jobset.settings import Settings
 
 HA_FILE = ROOT / "docker-compose.ha.yml"

@@ -1,10 +1,10 @@
-"""Pure: the MACs that prove a sub-job's end or a set's cancel (jobset.evidence)."""
+"""Pure: the MACs that prove a sub-job's end or a set's cancel (the celery executor's evidence)."""
 
 from __future__ import annotations
 
 import uuid
 
-from jobset import evidence
+from jobset.executors.celery import evidence
 
 KEY = b"k" * 32
 OTHER = b"o" * 32

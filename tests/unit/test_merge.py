@@ -11,9 +11,9 @@ from qiskit.result import Result
 from qiskit.result.models import ExperimentResult, ExperimentResultData
 from qiskit_aer import AerSimulator
 
+from jobset.executors.aer import run_sub_batch
 from jobset.merge import bulk_allocation, merge_results
 from jobset.plan import make_plan
-from jobset.simulate import run_sub_batch
 
 from .circuits import bell
 

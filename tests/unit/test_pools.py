@@ -12,16 +12,16 @@ from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 
 from jobset import InvalidInputError
-from jobset.executors import Executor, SetRequest, SubmitOptions
-from jobset.plan import make_plan
-from jobset.pools import (
+from jobset.executors.aer import local_runner
+from jobset.executors.base import Executor, SetRequest, SubmitOptions
+from jobset.executors.pools import (
     FuturesExecutor,
     as_executor,
     futures_executor,
     is_dask_client,
     local_slots,
 )
-from jobset.simulate import local_runner
+from jobset.plan import make_plan
 
 
 class LooksLikeAClient:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import uuid
 from collections import Counter
@@ -13,13 +12,13 @@ from qiskit import QuantumCircuit
 
 import jobset
 from jobset import errors
-from jobset.celeryconf import celery_config, restore_interval_s
-from jobset.compat import PACKAGES, runtime_versions, version_mismatch
+from jobset.cost import estimate_memory, human_bytes, used_qubits
 from jobset.errors import ConfigurationError, JobSetError, VersionMismatchError
-from jobset.memory import estimate_memory, human_bytes, used_qubits
+from jobset.executors.celery.config import celery_config, restore_interval_s
+from jobset.executors.celery.publish import time_limits
+from jobset.executors.celery.recovery import _task_id
+from jobset.executors.versions import PACKAGES, runtime_versions, version_mismatch
 from jobset.protocol import SubJobRef, queue_lists
-from jobset.publish import time_limits
-from jobset.recovery import _task_id
 from jobset.settings import DEFAULT_MAX_RESULT_BYTES, Settings
 
 PACKAGE = Path(jobset.__file__).parent
@@ -272,24 +271,6 @@ def test_every_priority_list_of_a_queue_is_scanned():
     ]
 
 
-# ------------------------------------------------------------------------- layering
-
-NEW_PURE = ("compat", "memory")
-
-
-@pytest.mark.parametrize("module", NEW_PURE)
-def test_the_new_pure_modules_import_no_celery_redis_or_io_sibling(module):
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            imported.add(("." if node.level else "") + (node.module or "").split(".")[0])
-    assert not {"celery", "redis", "kombu"} & imported
-    assert {name for name in imported if name.startswith(".")} <= {".errors", ".protocol"}
-
-
 @pytest.mark.parametrize(
     "name",
     [
@@ -327,8 +308,8 @@ def test_retry_failed_on_a_thread_pool_reruns_only_the_failed_sub_jobs():
     from qiskit_aer import AerSimulator
 
     from jobset import AerJobSet
+    from jobset.executors.aer import local_runner
     from jobset.plan import make_plan
-    from jobset.simulate import local_runner
 
     circuits = []
     for i in range(3):

@@ -16,9 +16,9 @@ from qiskit.quantum_info import Kraus
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, QuantumError, depolarizing_error, thermal_relaxation_error
 
+from jobset.executors.aer import portable_backend, run_sub_batch
 from jobset.merge import merge_results
 from jobset.plan import MAX_SEED, MIN_SEED, SEED_STRIDE, make_plan
-from jobset.simulate import portable_backend, run_sub_batch
 
 SHOTS = 64
 SEED = 1234

@@ -12,9 +12,9 @@ from kombu import Connection
 from kombu.utils.json import JSONEncoder
 
 from jobset import urls
-from jobset.celeryconf import celery_config
-from jobset.connect import redis_client
 from jobset.errors import ConfigurationError
+from jobset.executors.celery.config import celery_config
+from jobset.executors.celery.connect import redis_client
 from jobset.settings import Settings, redact_url
 
 SECRET = "s" * 32

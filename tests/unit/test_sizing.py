@@ -20,9 +20,9 @@ from jobset.cost import (
     circuit_costs,
     job_size_for_work,
     resolved_method,
+    scan,
     sub_jobs_for_work,
 )
-from jobset.memory import scan
 from jobset.plan import make_plan
 from jobset.simulator import _plan
 

@@ -165,7 +165,7 @@ def test_the_aggregate_of_counts_is_the_aggregate_of_the_statuses_they_count():
 
 
 def test_a_tally_read_ignores_fields_that_are_not_letters_with_integer_counts():
-    from jobset.tally import counts
+    from jobset.executors.celery.tally import counts
 
     raw = {b"D": b"3", b"R": b"x", b"\xff": b"1", b"F": b"-2", b"Z": b"5"}
     assert counts(raw) == {JobStatus.DONE: 3, JobStatus.ERROR: 0}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobset.celery_executor import growing_chunks
+from jobset.executors.celery.executor import growing_chunks
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 7, 100, 5000])
@@ -26,7 +26,7 @@ def test_chunk_sizes_double_up_to_the_cap():
 
 
 def test_celerys_own_hard_time_limit_record_reads_as_the_sets_timeout():
-    from jobset.celery_run import _failure
+    from jobset.executors.celery.run import _failure
 
     meta = {"status": "FAILURE", "result": {"exc_type": "TimeLimitExceeded", "exc_message": [3.0]}}
     error_type, message = _failure(meta, 4, "set-1", 2)

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from jobset import timeline
-from jobset.timeline import Run, Timeline
+from jobset.observe import timeline
+from jobset.observe.timeline import Run, Timeline
 
 SET = "0c5a4c46-2f38-4b7e-9d1c-0f1b2a3c4d5e"
 T0 = 1_780_000_000.0
@@ -64,7 +64,7 @@ def _two_workers() -> Timeline:
 
 
 def test_queued_running_and_done_over_time_count_each_sub_job_once():
-    plot = pytest.importorskip("jobset.plot")
+    plot = pytest.importorskip("jobset.observe.plot")
     times, queued, running, done, failed = plot._counts(_two_workers(), T0, sub_jobs=3)
     assert list(times) == [0.0, 1.0, 3.0, 5.0, 6.0]
     assert list(queued) == [3, 1, 1, 1, 1]  # sub-job 2 never ran: queued throughout
@@ -75,7 +75,7 @@ def test_queued_running_and_done_over_time_count_each_sub_job_once():
 
 
 def test_a_sub_job_whose_last_run_failed_counts_as_failed():
-    plot = pytest.importorskip("jobset.plot")
+    plot = pytest.importorskip("jobset.observe.plot")
     runs = (
         Run(0, "a", "q", T0 + 1, T0 + 2, "FAILURE"),
         Run(1, "a", "q", T0 + 2, T0 + 3, "SUCCESS"),
@@ -86,7 +86,7 @@ def test_a_sub_job_whose_last_run_failed_counts_as_failed():
 
 
 def test_the_timeline_picture_has_a_bar_per_run_a_lane_per_worker_and_the_merge():
-    plot = pytest.importorskip("jobset.plot")
+    plot = pytest.importorskip("jobset.observe.plot")
     fig = plot.timeline_figure(_two_workers(), sub_jobs=3)
     lanes, counts = fig.axes[0], fig.axes[1]
     assert len(lanes.patches) == 3
@@ -100,7 +100,7 @@ def test_the_timeline_picture_has_a_bar_per_run_a_lane_per_worker_and_the_merge(
 
 
 def test_the_landscape_masks_points_that_did_not_run():
-    plot = pytest.importorskip("jobset.plot")
+    plot = pytest.importorskip("jobset.observe.plot")
     values = np.array([[0.5, -0.5], [1.0, np.nan]])
     fig = plot.landscape_figure(values, [0, 1], [0, 1], title="t", label="<Z>")
     mesh = fig.axes[0].collections[0]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from jobset import tracing
+from jobset.observe import tracing
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -35,8 +35,8 @@ def test_off_imports_nothing_and_every_hook_is_the_same_no_op():
     # redis-py imports parts of opentelemetry itself where it is installed: count ours only.
     code = (
         "import sys\n"
-        "import jobset.cli, jobset.simulator\n"
-        "from jobset import tracing\n"
+        "import jobset.cli.commands, jobset.simulator\n"
+        "from jobset.observe import tracing\n"
         "before = {m for m in sys.modules if m.startswith('opentelemetry')}\n"
         "assert tracing.span('x') is tracing.span('y', parent=None, index=1)\n"
         "with tracing.span('x') as s: assert s is None\n"
@@ -90,7 +90,7 @@ def test_asked_for_but_not_installed_runs_untraced_with_one_warning():
     code = (
         "import sys, logging\n"
         "sys.modules['opentelemetry.exporter.otlp.proto.http.trace_exporter'] = None\n"
-        "from jobset import tracing\n"
+        "from jobset.observe import tracing\n"
         "with tracing.span('x') as s: assert s is None\n"
         "assert not tracing.enabled() and tracing.current_traceparent() is None\n"
     )
@@ -111,7 +111,7 @@ def test_a_set_is_one_run_span_under_the_callers_span_with_the_processs_own_prov
         "provider = TracerProvider()\n"
         "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
         "trace.set_tracer_provider(provider)\n"
-        "from jobset import tracing\n"
+        "from jobset.observe import tracing\n"
         "with trace.get_tracer('user').start_as_current_span('notebook cell'):\n"
         "    with tracing.run_span('jobset.run', jobset_id='s'):\n"
         "        with tracing.run_span('jobset.run'):  # a nested submit: no second root\n"

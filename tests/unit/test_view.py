@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import re
 
-from jobset import live, view
-from jobset.view import FailureLine, ListingRow, SetView
+from jobset.observe import live, view
+from jobset.observe.view import FailureLine, ListingRow, SetView
 
 
 def _view(**changes) -> SetView:

@@ -1,0 +1,5 @@
+"""``python -m jobset.cli``: the ``jobset`` command."""
+
+from .commands import main
+
+main()
