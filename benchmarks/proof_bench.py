@@ -10,6 +10,7 @@ import uuid
 
 from celery import Celery
 
+from jobset import protocol
 from jobset.executors.celery import evidence, tally
 from jobset.executors.celery.store import SignedStore
 from jobset.local import RedisServer
@@ -39,7 +40,7 @@ with RedisServer() as srv:
             evidence.write_end(p, s, sid, i, tally.DONE)
             p.set(meta_keys[i], meta)
         p.execute()
-    c.hset(tally.counts_key(sid), "D", N)
+    c.hset(protocol.counts_key(sid), "D", N)
 
     def timed(fn, reps=5):
         out = []
@@ -53,7 +54,7 @@ with RedisServer() as srv:
         for first in range(0, N, 500):  # what CeleryRun.states() reads (one MGET there)
             [json.loads(r) for r in c.mget(meta_keys[first : first + 500])]
 
-    tally_ms = timed(lambda: tally.counts(c.hgetall(tally.counts_key(sid))), 20)
+    tally_ms = timed(lambda: tally.counts(c.hgetall(protocol.counts_key(sid))), 20)
     prove_ms = timed(lambda: evidence.proven_status(store, sid, N))
     states_ms = timed(states)
     assert evidence.proven_status(store, sid, N)[0].name == "DONE"

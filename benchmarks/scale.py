@@ -28,9 +28,8 @@ from status_bench import timed_ms
 
 from jobset import CeleryExecutor, Settings, run
 from jobset.deadline import wait_for
-from jobset.executors.celery.tally import counts_key
 from jobset.local import LocalCluster, RedisServer
-from jobset.protocol import DEFAULT_QUEUE, batch_key, runs_key
+from jobset.protocol import DEFAULT_QUEUE, batch_key, counts_key, runs_key
 
 
 def coins(n: int) -> list[QuantumCircuit]:

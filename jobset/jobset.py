@@ -71,9 +71,10 @@ class AerJobSet(JobV1):
         self._options = SubmitOptions() if options is None else options
         self._fn = fn
         self._sub_batches = list(experiments)
-        # As in qiskit-aer 0.14: without an executor the set runs on a one-thread pool.
-        self._executor = default_executor() if executor is None else executor
-        self._target = as_executor(self._executor)
+        # As in qiskit-aer 0.14: without an executor the set runs on a one-thread pool.  An
+        # executor handed down by run() is adapted already (as_executor returns it as is).
+        self._target = as_executor(default_executor() if executor is None else executor)
+        self._executor = self._target.given
         self._plan = plan if plan is not None else plan_from_sub_batches(self._sub_batches)
         self._submission: Submission | None = None
         self._submitted_at: float | None = None
@@ -377,12 +378,13 @@ class AerJobSet(JobV1):
         and ``job`` find experiments by index or name.  Raises
         :class:`~jobset.errors.JobSetNotFoundError` for an unknown or expired id.
         """
-        stored = as_executor(executor).stored_set(job_id)
+        target = as_executor(executor)
+        stored = target.stored_set(job_id)
         record = stored.record
         options = SubmitOptions(tags=record.tags, timeout_s=record.timeout_s)
         plan = record.plan
         job = cls(
-            stored.backend, job_id, None, plan.sub_batches, executor, plan=plan, options=options
+            stored.backend, job_id, None, plan.sub_batches, target, plan=plan, options=options
         )
         job._submission = stored.submission
         job._created_at = record.created_at

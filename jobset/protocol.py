@@ -197,6 +197,44 @@ def runs_key(jobset_id: str) -> str:
     return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:runs"
 
 
+# The tally (jobset.executors.celery.tally): sub-job states, their counts, the pending
+# bitmap and the log of ended sub-jobs.
+def states_key(jobset_id: str) -> str:
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:states"
+
+
+def counts_key(jobset_id: str) -> str:
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:counts"
+
+
+def pending_key(jobset_id: str) -> str:
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:pending"
+
+
+def ended_key(jobset_id: str) -> str:
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:ended"
+
+
+def timeline_key(jobset_id: str) -> str:
+    """The set's timeline: what its sub-jobs recorded of their steps."""
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:timeline"
+
+
+def trace_key(jobset_id: str) -> str:
+    """The set's trace context, for workers to continue its trace."""
+    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:trace"
+
+
+def set_keys_pattern(jobset_id: str) -> str:
+    """A SCAN pattern for every key of set ``jobset_id`` (the id checked, then escaped)."""
+    return f"{KEY_PREFIX}:{glob_escape(check_jobset_id(jobset_id))}:*"
+
+
+def keys_ending_pattern(suffix: str) -> str:
+    """A SCAN pattern for the keys of every set that end in ``suffix`` (``:record``)."""
+    return f"{KEY_PREFIX}:*{glob_escape(suffix)}"
+
+
 # A reference to a signed value: a set id, a (set id, sub-job index) pair, or a digest.
 Ref = str | tuple[str, int]
 
@@ -249,6 +287,11 @@ def queue_list(queue: str, priority: int | None) -> str:
 
 def worker_key(hostname: str) -> str:
     return f"{WORKER_KEY_PREFIX}{hostname}"
+
+
+def worker_keys_pattern(hostnames: str = "*") -> str:
+    """A SCAN pattern for the heartbeats of the workers whose names match ``hostnames``."""
+    return f"{WORKER_KEY_PREFIX}{hostnames}"
 
 
 def glob_escape(text: str) -> str:

@@ -99,7 +99,7 @@ def run(
     with tracing.run_span("jobset.run", backend=getattr(backend, "name", None)):
         with tracing.span("jobset.plan"):
             plan, costs = _plan(backend, circuits, run_options, max_job_size, max_shot_size, target)
-        return submit_plan(backend, plan, executor, options=options, costs=costs)
+        return submit_plan(backend, plan, target, options=options, costs=costs)
 
 
 def _plan(
@@ -222,7 +222,7 @@ def warn_repeated_runs(
 def submit_plan(
     backend: Any,
     plan: Plan,
-    executor: Any,
+    target: Executor,
     *,
     options: SubmitOptions,
     costs: PlanCosts | None = None,
@@ -238,7 +238,6 @@ def submit_plan(
     says that workers are online but none runs this producer's versions.  ``records``
     are stored (signed) before the first sub-job is published.
     """
-    target = as_executor(executor)
     circuits = list({id(c): c for b in plan.sub_batches for c in b.circuits}.values())
     run_options = plan.sub_batches[0].run_options if plan.sub_batches else {}
     check_submission(backend, circuits, run_options, max_memory_mb=target.max_memory_mb())
@@ -258,7 +257,7 @@ def submit_plan(
         str(uuid.uuid4()),
         local_runner(backend),
         plan.sub_batches,
-        executor,
+        target,
         plan=plan,
         options=options,
     )

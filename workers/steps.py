@@ -24,8 +24,9 @@ from typing import Any
 
 from celery import states
 
+from jobset import protocol
 from jobset.errors import DecodeError
-from jobset.executors.celery import scripts, tally
+from jobset.executors.celery import scripts
 from jobset.protocol import (
     Kind,
     SubJobRef,
@@ -96,10 +97,10 @@ def begin(
         cancel_key(j),
         sub_job_cancel_key(j, k),
         runs_key(j),
-        tally.states_key(j),
-        tally.counts_key(j),
-        tally.pending_key(j),
-        tally.ended_key(j),
+        protocol.states_key(j),
+        protocol.counts_key(j),
+        protocol.pending_key(j),
+        protocol.ended_key(j),
         signed_key(Kind.BATCH, (j, k)),
         signed_key(Kind.BACKEND, j),
         started.key,

@@ -15,8 +15,8 @@ from celery.signals import task_postrun, task_prerun
 
 from jobset.errors import SecurityError
 from jobset.executors.celery import tally
-from jobset.observe.timeline import run_entry, timeline_key
-from jobset.protocol import RUN_SUB_JOB_TASK
+from jobset.observe.timeline import run_entry
+from jobset.protocol import RUN_SUB_JOB_TASK, timeline_key
 
 logger = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
+from jobset import protocol
 from jobset.executors.celery import tally
 from jobset.observe import tracing
 from jobset.protocol import RUN_SUB_JOB_TASK
@@ -63,7 +64,7 @@ def _parent_of(client: Any, jobset_id: str) -> tuple[str, float] | None:
         _parents.move_to_end(jobset_id)
         return _parents[jobset_id]
     try:
-        found = tracing.parse_carrier(client.get(tracing.trace_key(jobset_id)))
+        found = tracing.parse_carrier(client.get(protocol.trace_key(jobset_id)))
     except Exception:
         logger.warning("could not read the trace context of %s", jobset_id, exc_info=True)
         return None  # not remembered: the next sub-job tries again

@@ -283,6 +283,12 @@ class Executor(abc.ABC):
     and gives what only a stored set has (retrieve by id, the set list, signed records).
     """
 
+    @property
+    def given(self) -> Any:
+        """What the user passed as the executor (``AerJobSet.executor()`` returns it): this
+        executor itself, or the pool or client an adapter wraps."""
+        return self
+
     def check_options(self, options: SubmitOptions) -> None:
         """Refuse, without any I/O, the options this executor cannot honour."""
         del options

@@ -114,6 +114,10 @@ class FuturesExecutor(Executor):
     def __repr__(self) -> str:
         return f"FuturesExecutor({self.pool!r})"
 
+    @property
+    def given(self) -> Any:
+        return self._given
+
     def check_options(self, options: SubmitOptions) -> None:
         options.refuse_queue_options()
         if options.timeout_s is not None:

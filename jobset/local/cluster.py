@@ -29,7 +29,7 @@ from ..deadline import Deadline, growing_sleep, poll
 from ..errors import ConfigurationError, JobSetStateError
 from ..executors.celery.connect import redis_client
 from ..executors.machine import available_cores
-from ..protocol import WORKER_KEY_PREFIX
+from ..protocol import WORKER_KEY_PREFIX, worker_keys_pattern
 from ..settings import MetricsSettings, Settings, variables
 from .processes import StartStop, free_port, kill_group, log_tail, spawn_logged, wait_exit
 from .server import RedisServer
@@ -309,7 +309,7 @@ class LocalCluster(StartStop):
         client = redis_client(self.settings.backend_url, self.settings, socket_timeout=2.0)
 
         def all_beating() -> bool | None:
-            for key in client.scan_iter(match=f"{WORKER_KEY_PREFIX}local*-{self._id}@*"):
+            for key in client.scan_iter(match=worker_keys_pattern(f"local*-{self._id}@*")):
                 hostname = key.decode()[len(WORKER_KEY_PREFIX) :]
                 handle = pending.pop(hostname.split("@", 1)[0] + "@", None)
                 if handle is not None:

@@ -17,17 +17,11 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..protocol import KEY_PREFIX, check_jobset_id
-
 # Entries read at most (a set with more runs is drawn from its first ones).
 MAX_ENTRIES = 200_000
 # Worker and queue names are cut to this many characters.
 NAME_CHARS = 200
 STATES = ("SUCCESS", "FAILURE", "REVOKED", "RETRY")
-
-
-def timeline_key(jobset_id: str) -> str:
-    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:timeline"
 
 
 @dataclass(frozen=True)

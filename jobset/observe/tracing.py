@@ -34,8 +34,6 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..protocol import KEY_PREFIX, check_jobset_id
-
 logger = logging.getLogger(__name__)
 
 _TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
@@ -242,10 +240,6 @@ ATTRIBUTE_NAMES = {
 
 
 # ---------------------------------------------------------------------- in Redis
-
-
-def trace_key(jobset_id: str) -> str:
-    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:trace"
 
 
 def carrier(traceparent: str, published_at: float) -> str:

@@ -141,4 +141,5 @@ class DistributedPrimitive:
 
     def _submit(self, plan: Plan, record: PrimitiveRecord) -> DistributedPrimitiveJob:
         """Submit a planned job on this primitive's executor and backend, with its options."""
-        return submit(self._backend, plan, record, self._executor, self._submit_options)
+        assert self._target is not None
+        return submit(self._backend, plan, record, self._target, self._submit_options)

@@ -23,7 +23,7 @@ from ..errors import (
     PrimitiveJobNotFoundError,
 )
 from ..executors.admission import PlanCosts
-from ..executors.base import SubmitOptions
+from ..executors.base import Executor, SubmitOptions
 from ..executors.pools import as_executor
 from ..jobset import AerJobSet
 from ..observe.view import set_html, text_line
@@ -170,7 +170,7 @@ class DistributedPrimitiveJob(BasePrimitiveJob[PrimitiveResult[Any], JobStatus])
 
 
 def submit(
-    backend: Any, plan: Plan, record: PrimitiveRecord, executor: Any, options: SubmitOptions
+    backend: Any, plan: Plan, record: PrimitiveRecord, target: Executor, options: SubmitOptions
 ) -> DistributedPrimitiveJob:
     """Submit a planned primitive job as ``run()`` submits a set: the same checks, admission
     and size-class routing, and every option; the job's layout is stored (signed) with
@@ -182,7 +182,7 @@ def submit(
     job_set = submit_plan(
         backend,
         plan,
-        executor,
+        target,
         options=options,
         costs=costs,
         records=((Kind.PRIMITIVE, record),),

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import protocol
 from ..errors import JobSetError
 from ..executors.celery import registry, tally
 from ..executors.stored import JobSetRecord
@@ -129,7 +130,7 @@ class BacklogReader:
         ids = [i for i in registry.list_ids(redis) if i not in self._done]
         pipe = redis.pipeline(transaction=False)
         for jobset_id in ids:
-            pipe.hgetall(tally.counts_key(jobset_id))
+            pipe.hgetall(protocol.counts_key(jobset_id))
             pipe.exists(cancel_key(jobset_id))
         replies = pipe.execute() if ids else []
         for k, jobset_id in enumerate(ids):

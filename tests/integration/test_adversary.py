@@ -33,10 +33,10 @@ from jobset import (
     JobSetTimeoutError,
     SecurityError,
     Settings,
+    protocol,
     run,
 )
 from jobset.codec import MAGIC
-from jobset.executors.celery import tally
 from jobset.executors.celery.evidence import cancel_proven
 from jobset.local import LocalCluster, RedisServer
 from jobset.protocol import (
@@ -331,9 +331,9 @@ def test_a_finished_sets_tally_copied_onto_a_queued_set_neither_ends_it_nor_stop
     ):
         queued = run(AerSimulator(), qv_circuits(3), executor=idle, max_job_size=1, shots=16)
         source, target, v, q = executor.redis, idle.redis, victim.job_id(), queued.job_id()
-        for key in (tally.states_key, tally.counts_key, ends_key):
+        for key in (protocol.states_key, protocol.counts_key, ends_key):
             _copy_hash(source, key(v), target, key(q))
-        target.rpush(tally.ended_key(q), *source.lrange(tally.ended_key(v), 0, -1))
+        target.rpush(protocol.ended_key(q), *source.lrange(protocol.ended_key(v), 0, -1))
         for k in range(3):
             meta = source.get(executor.app.backend.get_key_for_task(f"{v}-{k}"))
             forged = meta.replace(v.encode(), q.encode())

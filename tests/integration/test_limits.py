@@ -15,7 +15,7 @@ from qiskit_aer import AerSimulator
 
 from jobset import CeleryExecutor, InvalidInputError, JobSetFailedError, run
 from jobset.errors import VersionSkewWarning
-from jobset.executors.base import versions as compat_module
+from jobset.executors import versions as compat_module
 from jobset.local import LocalCluster
 from jobset.protocol import DEFAULT_QUEUE, result_key
 from jobset.settings import Settings

@@ -11,7 +11,7 @@ import pytest
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
 
-from jobset import CeleryExecutor, Settings, run
+from jobset import CeleryExecutor, Settings, protocol, run
 from jobset.executors.celery import run as celery_run
 from jobset.executors.celery import tally
 from jobset.executors.celery.publish import PUBLISH_BATCH_OPS, BulkPublisher, Publisher
@@ -220,7 +220,7 @@ def test_as_completed_reads_a_chunk_of_states_per_poll_however_big_the_set(monke
             assert [sum(job.worker_results(k).get_counts().values()) for k in seen] == [5] * 30
         # A log that lost its entries: once the tally stands still, windows of states, one
         # after the other while they find some.
-        ex.redis.delete(tally.ended_key(job.job_id()))
+        ex.redis.delete(protocol.ended_key(job.job_id()))
         mgets.clear()
         assert sorted(sub.index for sub in job.as_completed(timeout=60)) == list(range(30))
         assert mgets and max(mgets) <= 8

@@ -12,7 +12,7 @@ from qiskit_aer import AerSimulator
 
 from jobset import AerJobSet, run
 from jobset.executors.celery.connect import redis_client
-from jobset.observe.timeline import timeline_key
+from jobset.protocol import timeline_key
 
 pytestmark = pytest.mark.integration
 

@@ -109,3 +109,17 @@ def test_only_as_executor_tells_executors_apart():
                 if named & EXECUTOR_KINDS:
                     found.append(path.relative_to(PACKAGE).as_posix())
     assert set(found) == {"executors/pools.py"}, found
+
+
+def test_every_redis_key_of_a_set_is_built_in_the_protocol_module():
+    """Keys (and SCAN patterns) come from ``jobset.protocol``, where each part is checked."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")) + sorted((ROOT / "workers").rglob("*.py")):
+        if path == PACKAGE / "protocol.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.JoinedStr):
+                text = ast.unparse(node)
+                if "KEY_PREFIX}" in text or "jobset:" in text:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []

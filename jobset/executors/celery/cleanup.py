@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import DecodeError, InvalidInputError, JobSetNotFoundError, SecurityError
-from ...protocol import INDEX_KEY, KEY_PREFIX, check_jobset_id, glob_escape
+from ...protocol import (
+    INDEX_KEY,
+    KEY_PREFIX,
+    check_jobset_id,
+    glob_escape,
+    keys_ending_pattern,
+    set_keys_pattern,
+)
 from . import registry
 from .recovery import known_queues, purge_queued
 from .store import SignedStore
@@ -44,7 +51,7 @@ def discard(redis: Any, broker: Any, jobset_id: str, *, meta_key_of: Any, batch:
     check_jobset_id(jobset_id)
     meta = meta_key_of(f"{jobset_id}-")
     meta = meta.decode() if isinstance(meta, bytes) else str(meta)
-    patterns = [f"{KEY_PREFIX}:{glob_escape(jobset_id)}:*", glob_escape(meta) + "*"]
+    patterns = [set_keys_pattern(jobset_id), glob_escape(meta) + "*"]
     keys = [k for pattern in patterns for k in redis.scan_iter(match=pattern, count=1000)]
     pipe = redis.pipeline(transaction=False)
     for start in range(0, len(keys), batch):
@@ -58,7 +65,7 @@ def discard(redis: Any, broker: Any, jobset_id: str, *, meta_key_of: Any, batch:
 def _record_ids(redis: Any) -> Iterable[str]:
     """Ids of every record key, indexed or not (anyone who can write to Redis can add one)."""
     suffix = ":record"
-    for key in redis.scan_iter(match=f"{KEY_PREFIX}:*{suffix}", count=1000):
+    for key in redis.scan_iter(match=keys_ending_pattern(suffix), count=1000):
         text = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
         middle = text[len(KEY_PREFIX) + 1 : -len(suffix)]
         try:

@@ -18,17 +18,18 @@ from kombu.pools import ProducerPool
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from ... import protocol
 from ...cost import WorkerCapacity
 from ...observe import tracing
 from ...plan import Plan, SubBatch
 from ...protocol import (
     OWNER_QUEUES_KEY,
     OWNER_SEP,
-    WORKER_KEY_PREFIX,
     Dispatch,
     Kind,
     owner_queue,
     task_id,
+    worker_keys_pattern,
 )
 from ...settings import Settings, redact_url
 from .. import admission
@@ -106,7 +107,7 @@ class CeleryExecutor(Executor):
     def heartbeats(self) -> list[dict[str, Any]]:
         """The records live workers keep under ``jobset:worker:*``; unreadable ones skipped."""
         found = []
-        for key in self.redis.scan_iter(match=f"{WORKER_KEY_PREFIX}*", count=500):
+        for key in self.redis.scan_iter(match=worker_keys_pattern(), count=500):
             raw = self.redis.get(key)
             try:
                 record = json.loads(raw) if raw else None
@@ -222,7 +223,7 @@ class CeleryExecutor(Executor):
         )
         registry.write(store, pipe, record)
         if request.trace_parent is not None:  # workers and retrieved sets join this trace
-            key = tracing.trace_key(jobset_id)
+            key = protocol.trace_key(jobset_id)
             pipe.set(key, tracing.carrier(request.trace_parent, time.time()), ex=ttl)
         owned = {q for q in dispatch.queues if OWNER_SEP in q}
         if owned:

@@ -26,8 +26,9 @@ from ...protocol import (
     KEY_PREFIX,
     Kind,
     check_jobset_id,
-    glob_escape,
+    keys_ending_pattern,
     record_key,
+    set_keys_pattern,
 )
 from ..stored import JobSetRecord
 from .store import SignedStore
@@ -98,7 +99,7 @@ def list_ids(client: Any) -> list[str]:
     indexed = [i for i in map(_set_id, client.zrange(INDEX_KEY, 0, -1)) if i is not None]
     found = dict.fromkeys(indexed)
     cursor, scanned = 0, 0
-    pattern = f"{KEY_PREFIX}:*{_RECORD_SUFFIX}"
+    pattern = keys_ending_pattern(_RECORD_SUFFIX)
     while scanned < MAX_SCANNED_KEYS:
         cursor, keys = client.scan(cursor=cursor, match=pattern, count=SCAN_COUNT)
         scanned += SCAN_COUNT
@@ -127,7 +128,7 @@ def _prune(client: Any, indexed: Sequence[str]) -> None:
 
 def delete(redis: Any, record: JobSetRecord, celery_meta_keys: Sequence[Any]) -> None:
     """Remove every key of the set (``jobset:{id}:*``), its Celery metadata and index entry."""
-    pattern = f"{KEY_PREFIX}:{glob_escape(check_jobset_id(record.jobset_id))}:*"
+    pattern = set_keys_pattern(record.jobset_id)
     keys = [*redis.scan_iter(match=pattern, count=1000), *celery_meta_keys]
     pipe = redis.pipeline(transaction=False)
     for start in range(0, len(keys), 1000):

@@ -22,6 +22,7 @@ import redis
 from qiskit.providers import JobStatus
 from qiskit.result import Result
 
+from ... import protocol
 from ...deadline import Deadline, Pause, growing_sleep, poll
 from ...errors import JobSetTimeoutError, SubJobsLostError, timeout_message
 from ...observe import timeline, tracing
@@ -134,7 +135,7 @@ class CeleryRun(Submission):
         """The workers' tally of this set's sub-jobs (:mod:`.tally`): O(1) to read."""
         pipe = self.clients.redis.pipeline(transaction=False)
         pipe.exists(cancel_key(self.jobset_id))
-        pipe.hgetall(tally.counts_key(self.jobset_id))
+        pipe.hgetall(protocol.counts_key(self.jobset_id))
         set_cancelled, raw = pipe.execute()
         self._cancelled = self._cancelled or bool(set_cancelled)
         return tally.counts(raw)
@@ -316,7 +317,7 @@ class CeleryRun(Submission):
             subscribed = True
             try:
                 pubsub.psubscribe(f"{prefix}{glob_escape(self.jobset_id)}-*")
-                pubsub.subscribe(tally.counts_key(self.jobset_id))  # workers tally after
+                pubsub.subscribe(protocol.counts_key(self.jobset_id))  # workers tally after
             except (redis.ConnectionError, redis.TimeoutError):
                 subscribed = False
 
@@ -393,7 +394,7 @@ class CeleryRun(Submission):
             raise SubJobsLostError(self.jobset_id, lost)
 
     def timeline_entries(self) -> list[Any]:
-        key = timeline.timeline_key(self.jobset_id)
+        key = protocol.timeline_key(self.jobset_id)
         entries: list[Any] = self.clients.redis.lrange(key, 0, timeline.MAX_ENTRIES - 1)
         return entries
 
@@ -401,12 +402,12 @@ class CeleryRun(Submission):
         """The set's traceparent from Redis (read only when this process traces)."""
         if not tracing.enabled():
             return None
-        found = tracing.parse_carrier(self.clients.redis.get(tracing.trace_key(self.jobset_id)))
+        found = tracing.parse_carrier(self.clients.redis.get(protocol.trace_key(self.jobset_id)))
         return None if found is None else found[0]
 
     def note_merged(self, at: float) -> None:
         try:
-            key = timeline.timeline_key(self.jobset_id)
+            key = protocol.timeline_key(self.jobset_id)
             pipe = self.clients.redis.pipeline(transaction=False)
             pipe.rpush(key, timeline.merged_entry(at))
             pipe.expire(key, self.clients.settings.result_ttl_s)

@@ -28,7 +28,14 @@ from typing import Any
 from qiskit.providers import JobStatus
 
 from ...errors import JobSetError
-from ...protocol import KEY_PREFIX, SubJobRef, check_index, check_jobset_id
+from ...protocol import (
+    SubJobRef,
+    check_index,
+    counts_key,
+    ended_key,
+    pending_key,
+    states_key,
+)
 from . import scripts
 
 logger = logging.getLogger(__name__)
@@ -50,22 +57,6 @@ FINAL_LETTERS = frozenset({DONE, FAILED, CANCELLED})
 
 # Indices of the ended log read per call.
 ENDED_CHUNK = 1000
-
-
-def states_key(jobset_id: str) -> str:
-    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:states"
-
-
-def counts_key(jobset_id: str) -> str:
-    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:counts"
-
-
-def pending_key(jobset_id: str) -> str:
-    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:pending"
-
-
-def ended_key(jobset_id: str) -> str:
-    return f"{KEY_PREFIX}:{check_jobset_id(jobset_id)}:ended"
 
 
 def move(
