@@ -100,6 +100,8 @@ class Variable:
     secret: bool = False
     url: bool = False
     default_doc: str = "{}"
+    minimum: int | None = None  # bounds of a number, checked by EnvSettings.check_bounds
+    maximum: int | None = None
 
     @property
     def file_env(self) -> str | None:
@@ -121,9 +123,12 @@ def setting(
     secret: bool = False,
     url: bool = False,
     default_doc: str = "{}",
+    minimum: int | None = None,
+    maximum: int | None = None,
 ) -> _T:
-    """A dataclass field read from ``env`` (an empty value counts as unset)."""
-    variable = Variable(env, doc, parse, side, secret, url, default_doc)
+    """A dataclass field read from ``env`` (an empty value counts as unset); a number
+    outside ``minimum``..``maximum`` is refused however the settings are built."""
+    variable = Variable(env, doc, parse, side, secret, url, default_doc, minimum, maximum)
     return dataclasses.field(default=default, metadata={_VARIABLE: variable})
 
 
@@ -188,7 +193,24 @@ def read_secret_file(path: str, *, variable: str) -> str:
 
 
 class EnvSettings:
-    """``from_env``, ``to_env`` and a redacted ``repr``, built from the fields' rows."""
+    """``from_env``, ``to_env``, bounds and a redacted ``repr``, built from the fields' rows."""
+
+    def check_bounds(self) -> None:
+        """Refuse a number outside its field's declared bounds (None is "unset": allowed)."""
+        for f, var in variables(type(self)):
+            value = getattr(self, f.name)
+            if value is None or (var.minimum is None and var.maximum is None):
+                continue
+            low = var.minimum if var.minimum is not None else value
+            high = var.maximum if var.maximum is not None else value
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                if var.maximum is None:
+                    wanted = f"at least {var.minimum}"
+                elif var.minimum is None:
+                    wanted = f"at most {var.maximum}"
+                else:
+                    wanted = f"from {var.minimum} to {var.maximum}"
+                raise ConfigurationError(f"{var.env} ({f.name}) must be {wanted}, got {value!r}")
 
     @classmethod
     def from_env(
@@ -275,6 +297,7 @@ class Settings(EnvSettings):
         7 * 24 * 3600,
         "lifetime of payloads and results in Redis, seconds",
         parse=INTEGER,
+        minimum=1,
         default_doc="{} (7 days)",
     )
     visibility_timeout_s: int = setting(
@@ -283,6 +306,7 @@ class Settings(EnvSettings):
         "a sub-job held by a worker that died runs elsewhere after this (live workers renew "
         "their leases, so it need not exceed the longest sub-job)",
         parse=INTEGER,
+        minimum=1,
         default_doc="{} (a dead worker's sub-job runs again within about 70 s)",
     )
     aer_threads: int | None = setting(
@@ -290,6 +314,7 @@ class Settings(EnvSettings):
         None,
         "Aer OpenMP threads per task",
         parse=INTEGER,
+        minimum=1,
         side="workers",
         default_doc="cores / worker concurrency (cores: the CPU affinity, capped by a "
         "container's CPU quota)",
@@ -308,12 +333,14 @@ class Settings(EnvSettings):
         "one attempt to reach Redis gives up after this: an unreachable broker is an error, "
         "not a hang",
         parse=INTEGER,
+        minimum=1,
     )
     max_worker_losses: int = setting(
         ENV_MAX_WORKER_LOSSES,
         3,
         "a sub-job whose worker died this many times ends in ERROR (`RedeliveryLimitError`)",
         parse=INTEGER,
+        minimum=1,
         side="workers",
     )
     max_result_bytes: int = setting(
@@ -321,6 +348,7 @@ class Settings(EnvSettings):
         DEFAULT_MAX_RESULT_BYTES,
         "largest signed result a sub-job may store; over it the sub-job fails with the size",
         parse=INTEGER,
+        minimum=1,
         side="workers",
         default_doc="{} (256 MiB)",
     )
@@ -330,6 +358,7 @@ class Settings(EnvSettings):
         "refuse at submit a circuit whose state needs more memory (statevector 16 B x 2^n, "
         "density matrix 16 B x 4^n, half in single precision)",
         parse=INTEGER,
+        minimum=1,
         side="producers",
         default_doc="none",
     )
@@ -339,6 +368,7 @@ class Settings(EnvSettings):
         "the memory (MiB) a worker advertises for one sub-job's state, checked by admission "
         "control (`admit=`)",
         parse=INTEGER,
+        minimum=1,
         side="workers",
         default_doc="the machine's (or cgroup's) memory",
     )
@@ -348,6 +378,7 @@ class Settings(EnvSettings):
         "a sub-job whose state needs at least this many MiB goes to the large queue "
         "`jobset.cpu.large`, when a live worker consumes it",
         parse=INTEGER,
+        minimum=1,
         side="producers",
     )
     sentinel_master: str | None = setting(
@@ -394,20 +425,7 @@ class Settings(EnvSettings):
                 raise ConfigurationError(
                     f"{name} is a Sentinel URL: set {ENV_SENTINEL_MASTER} to the primary's name"
                 )
-        if self.result_ttl_s < 1 or self.visibility_timeout_s < 1:
-            raise ConfigurationError("result_ttl_s and visibility_timeout_s must be positive")
-        if self.aer_threads is not None and self.aer_threads < 1:
-            raise ConfigurationError("aer_threads must be at least 1")
-        if self.connect_timeout_s < 1 or self.max_worker_losses < 1 or self.max_result_bytes < 1:
-            raise ConfigurationError(
-                "connect_timeout_s, max_worker_losses and max_result_bytes must be positive"
-            )
-        if self.max_memory_mb is not None and self.max_memory_mb < 1:
-            raise ConfigurationError("max_memory_mb must be at least 1")
-        if self.worker_memory_mb is not None and self.worker_memory_mb < 1:
-            raise ConfigurationError("worker_memory_mb must be at least 1")
-        if self.large_memory_mb < 1:
-            raise ConfigurationError("large_memory_mb must be at least 1")
+        self.check_bounds()
 
     @property
     def backend_url(self) -> str:
@@ -436,6 +454,8 @@ class MetricsSettings(EnvSettings):
         "serve Prometheus metrics on this port from the main process (see "
         "[Metrics](docs/deployment.md#metrics))",
         parse=INTEGER,
+        minimum=1,
+        maximum=65535,
         side="workers",
         default_doc="none: no metrics (compose sets `9808`)",
     )
@@ -451,6 +471,7 @@ class MetricsSettings(EnvSettings):
         "a job set's series are exported until this long after its last sub-job started or "
         "ended on the worker, seconds",
         parse=INTEGER,
+        minimum=1,
         side="workers",
     )
     multiproc_dir: str | None = setting(
@@ -463,10 +484,7 @@ class MetricsSettings(EnvSettings):
     )
 
     def __post_init__(self) -> None:
-        if self.port is not None and not 0 < self.port < 65536:
-            raise ConfigurationError(f"{ENV_METRICS_PORT} must be a TCP port, got {self.port}")
-        if self.set_ttl_s < 1:
-            raise ConfigurationError(f"{ENV_METRICS_SET_TTL_S} must be positive")
+        self.check_bounds()
 
 
 SETTINGS_CLASSES: tuple[type[EnvSettings], ...] = (Settings, MetricsSettings)

@@ -39,8 +39,8 @@ def test_metrics_are_off_unless_a_port_is_set() -> None:
     ("variable", "value", "message"),
     [
         ("JOBSET_METRICS_PORT", "nine", "must be an integer"),
-        ("JOBSET_METRICS_PORT", "70000", "must be a TCP port"),
-        ("JOBSET_METRICS_SET_TTL_S", "0", "must be positive"),
+        ("JOBSET_METRICS_PORT", "70000", "must be from 1 to 65535"),
+        ("JOBSET_METRICS_SET_TTL_S", "0", "must be at least 1"),
     ],
 )
 def test_bad_metrics_settings_are_refused_with_the_variable_named(

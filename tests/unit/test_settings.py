@@ -11,7 +11,9 @@ import pytest
 from jobset.errors import ConfigurationError, JobSetError
 from jobset.settings import (
     DEFAULT_BROKER_URL,
+    INTEGER,
     SETTINGS_CLASSES,
+    MetricsSettings,
     Settings,
     redact_url,
     variables,
@@ -256,3 +258,17 @@ def test_the_readme_is_a_guide_of_at_most_300_lines_whose_links_all_resolve():
     targets = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)
     missing = [t for t in targets if not (README.parent / t).exists()]
     assert targets and missing == []
+
+
+def test_bounds_are_declared_per_field_and_checked_however_settings_are_built():
+    """Every integer setting declares its bounds on its row; none is left unbounded."""
+    for cls in SETTINGS_CLASSES:
+        for f, var in variables(cls):
+            if var.parse is INTEGER:
+                assert var.minimum is not None, f.name
+    refused = r"JOBSET_AER_THREADS \(aer_threads\) must be at least 1, got 0"
+    with pytest.raises(ConfigurationError, match=refused):
+        Settings.from_env({"JOBSET_SECRET_KEY": "k" * 64, "JOBSET_AER_THREADS": "0"})
+    with pytest.raises(ConfigurationError, match="from 1 to 65535"):
+        MetricsSettings(port=65536)
+    assert MetricsSettings(port=65535).port == 65535
