@@ -72,7 +72,7 @@ def mac_input(kind: Kind, context: str, flags: int, body: bytes) -> bytes:
 _ONE_SHOT_MAC_BYTES = 16 * 1024
 
 
-def _mac(key: bytes, kind: Kind, context: str, flags: int, body: bytes) -> bytes:
+def body_mac(key: bytes, kind: Kind, context: str, flags: int, body: bytes) -> bytes:
     if len(body) <= _ONE_SHOT_MAC_BYTES:
         return hmac.digest(key, mac_input(kind, context, flags, body), "sha256")
     mac = hmac.new(key, digestmod=hashlib.sha256)
@@ -98,7 +98,7 @@ def seal(body: bytes, *, kind: Kind, key: bytes, context: str) -> bytes:
     if len(body) > COMPRESS_ABOVE_BYTES:
         body = zlib.compress(body, 1)
         flags |= _FLAG_ZLIB
-    return MAGIC + bytes([flags]) + _mac(key, kind, context, flags, body) + body
+    return MAGIC + bytes([flags]) + body_mac(key, kind, context, flags, body) + body
 
 
 # qiskit's Result and ExperimentResult answer unknown attributes from ``self._metadata``
@@ -166,7 +166,9 @@ def unseal(blob: object, *, kind: Kind, keys: Sequence[bytes], context: str) -> 
     flags = blob[len(MAGIC)]
     mac = blob[len(MAGIC) + 1 : _HEADER_SIZE]
     body = blob[_HEADER_SIZE:]
-    if not any(hmac.compare_digest(mac, _mac(k, kind, context, flags, body)) for k in keys if k):
+    if not any(
+        hmac.compare_digest(mac, body_mac(k, kind, context, flags, body)) for k in keys if k
+    ):
         raise SecurityError(
             f"payload at {context} failed its signature check as a {kind.value}: it was "
             "altered, forged, copied from another key, or signed with another JOBSET_SECRET_KEY"

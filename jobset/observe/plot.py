@@ -75,7 +75,7 @@ def timeline_figure(timeline: Timeline, *, sub_jobs: int, title: str | None = No
         fontsize=8,
         frameon=False,
     )
-    times, queued, running, done, failed = _counts(timeline, t0, sub_jobs)
+    times, queued, running, done, failed = state_counts(timeline, t0, sub_jobs)
     layers = [("done", done), ("failed", failed), ("running", running), ("queued", queued)]
     shown = [(name, values) for name, values in layers if name != "failed" or values.any()]
     bottom.stackplot(
@@ -113,7 +113,7 @@ def _short(name: str, chars: int = 28) -> str:
     return name if len(name) <= chars else name[: chars - 1] + "\u2026"
 
 
-def _counts(
+def state_counts(
     timeline: Timeline, t0: float, sub_jobs: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Queued, running, done and failed sub-jobs over time: a sub-job runs from its first

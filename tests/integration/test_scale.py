@@ -173,8 +173,8 @@ def test_the_lost_check_of_a_set_behind_a_backlog_reads_the_set_not_the_queue():
         assert _lranges(client) == reads
         # What the check replaces: reading every message of the set's queues.
         sent = _sent_bytes(client)
-        small_run = small._require_submitted()
-        assert present_task_ids(ex.broker, small.job_id(), small_run.task_ids, [DEFAULT_QUEUE])
+        task_ids = [sub_job.job_id() for sub_job in small.worker_job()]
+        assert present_task_ids(ex.broker, small.job_id(), task_ids, [DEFAULT_QUEUE])
         assert _sent_bytes(client) - sent > 3000 * 1000
         # A queue that lost its messages is read, and the set's sub-jobs are found lost.
         client.delete(*queue_lists(DEFAULT_QUEUE))

@@ -255,7 +255,7 @@ def test_an_envelope_of_the_older_version_is_refused_as_written_by_an_older_vers
 
 def test_a_signed_body_that_does_not_unpickle_is_a_decode_error_chained_from_the_cause():
     body = b"definitely not a pickle"
-    mac = codec._mac(KEY, R, CONTEXT, 0, body)
+    mac = codec.body_mac(KEY, R, CONTEXT, 0, body)
     blob = codec.MAGIC + b"\x00" + mac + body
     with pytest.raises(DecodeError, match="cannot be decoded") as info:
         loads(blob)
@@ -264,7 +264,7 @@ def test_a_signed_body_that_does_not_unpickle_is_a_decode_error_chained_from_the
 
 def test_a_signed_body_flagged_compressed_but_not_is_a_decode_error():
     body = pickle.dumps({"a": 1})
-    blob = codec.MAGIC + b"\x01" + codec._mac(KEY, R, CONTEXT, 1, body) + body
+    blob = codec.MAGIC + b"\x01" + codec.body_mac(KEY, R, CONTEXT, 1, body) + body
     with pytest.raises(DecodeError):
         loads(blob)
 

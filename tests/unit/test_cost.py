@@ -18,9 +18,16 @@ from jobset.cost import (
     WorkerCapacity,
     balance_weights,
     circuit_costs,
+    estimate_memory,
     experiment_cost,
+    human_bytes,
+    used_qubits,
 )
-from jobset.errors import AdmissionError, InvalidInputError, SecurityError
+from jobset.errors import (
+    AdmissionError,
+    InvalidInputError,
+    SecurityError,
+)
 from jobset.executors.admission import admit, check_admit_mode, check_owner, check_priority, routes
 from jobset.plan import auto_job_size, balanced_starts, make_plan
 from jobset.protocol import (
@@ -228,3 +235,61 @@ def test_sharing_options_need_a_celery_executor_and_bad_values_are_refused_first
             run(AerSimulator(), [_ghz(2)], executor=pool, **option)
         with pytest.raises(InvalidInputError, match="priority must be one of"):
             run(AerSimulator(), [_ghz(2)], executor=pool, priority="urgent")
+
+
+def _wide(n: int, *, clifford: bool = False) -> QuantumCircuit:
+    qc = QuantumCircuit(n)
+    qc.h(range(n))
+    if not clifford:
+        qc.t(range(n))
+    qc.measure_all()
+    return qc
+
+
+@pytest.mark.parametrize(
+    ("method", "precision", "qubits", "expected"),
+    [
+        ("statevector", "double", 30, 16 * 2**30),
+        ("statevector", "single", 30, 8 * 2**30),
+        ("density_matrix", "double", 12, 16 * 2**24),
+        ("density_matrix", "single", 12, 8 * 2**24),
+        ("unitary", "double", 10, 16 * 2**20),
+        ("superop", "double", 5, 16 * 2**20),
+        ("automatic", "double", 25, 16 * 2**25),
+    ],
+)
+def test_the_memory_estimate_is_the_size_of_the_state(method, precision, qubits, expected):
+    need = estimate_memory(_wide(qubits), method=method, precision=precision)
+    assert need is not None and need.bytes == expected and need.qubits == qubits
+
+
+@pytest.mark.parametrize("method", ["matrix_product_state", "stabilizer", "extended_stabilizer"])
+def test_polynomial_methods_are_not_estimated(method):
+    assert estimate_memory(_wide(60), method=method) is None
+
+
+def test_a_clifford_circuit_on_the_automatic_method_is_not_estimated():
+    assert estimate_memory(_wide(60, clifford=True)) is None
+    assert estimate_memory(_wide(60, clifford=True), method="statevector") is not None
+
+
+def test_qubits_no_instruction_touches_are_not_counted_unless_truncation_is_off():
+    qc = QuantumCircuit(40, 2)
+    qc.h(0)
+    qc.t(0)
+    qc.cx(0, 1)
+    qc.barrier()  # a barrier over all 40 qubits does not make them live
+    qc.measure([0, 1], [0, 1])
+    assert used_qubits(qc) == 2
+    assert used_qubits(qc, truncation=False) == 40
+    assert estimate_memory(qc).bytes == 16 * 4  # type: ignore[union-attr]
+
+
+def test_the_estimate_explains_itself_in_human_units():
+    need = estimate_memory(_wide(27), method="statevector")
+    assert need is not None
+    assert (
+        need.explain() == "2.0 GiB (16 B x 2^27: 27 qubits, method statevector, double precision)"
+    )
+    assert human_bytes(512) == "512 B" and human_bytes(1536) == "1.5 KiB"
+    assert human_bytes(512 * 2**20) == "512.0 MiB"

@@ -15,7 +15,7 @@ def test_an_end_token_verifies_only_for_its_own_set_index_letter_and_key():
     token = evidence.end_token(KEY, a, 3, "D")
 
     def verified(keys, set_id, index, raw):
-        return evidence._verified_letter([evidence._EndMacs(k, set_id) for k in keys], index, raw)
+        return evidence.verified_letter([evidence._EndMacs(k, set_id) for k in keys], index, raw)
 
     assert verified([KEY], a, 3, token.encode()) == "D"
     assert verified([OTHER, KEY], a, 3, token) == "D"  # a previous key
@@ -39,5 +39,5 @@ def test_an_end_token_and_a_cancel_mark_never_verify_as_each_other():
     assert mark != evidence.cancel_token(KEY, str(uuid.uuid4()))
     assert mark != evidence.cancel_token(OTHER, a)
     macs = [evidence._EndMacs(KEY, a)]
-    assert all(evidence._verified_letter(macs, 0, letter + mark) is None for letter in "DFC")
+    assert all(evidence.verified_letter(macs, 0, letter + mark) is None for letter in "DFC")
     assert evidence.end_token(KEY, a, 0, "C")[1:] != mark

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import jobset
+from jobset import errors
+from jobset.errors import JobSetError
 
 PACKAGE = Path(jobset.__file__).parent
 
@@ -97,3 +101,30 @@ def test_a_failure_carries_the_class_of_the_error_it_raised():
     assert issubclass(failure.error_class, jobset.SubJobError)
     assert jobset.SubJobFailure(0, "t", "CANCELLED", "cancelled").error_class is None
     assert jobset.SubJobFailure(0, "t", "ERROR", "x", "ValueError").error_class is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "BrokerUnavailableError",
+        "SubJobsLostError",
+        "SubJobError",
+        "SimulationFailedError",
+        "RedeliveryLimitError",
+        "SubJobTimeoutError",
+        "ResultTooLargeError",
+        "VersionMismatchError",
+    ],
+)
+def test_each_reliability_error_is_in_the_tree_and_says_when_it_is_raised(name):
+    cls = getattr(errors, name)
+    assert issubclass(cls, JobSetError)
+    assert (cls.__doc__ or "").startswith("Raised when")
+    assert name in (errors.__doc__ or "")
+
+
+def test_a_lost_set_error_lists_the_sub_jobs_and_says_what_to_do():
+    error = errors.SubJobsLostError("set-1", list(range(25)))
+    assert error.indices == list(range(25)) and error.jobset_id == "set-1"
+    assert "25 sub-job(s) lost (0, 1, 2" in str(error) and "and 5 more" in str(error)
+    assert "resubmit_lost()" in str(error)

@@ -6,6 +6,7 @@ A real ``dask.distributed`` client is exercised in ``tests/integration/test_pari
 from __future__ import annotations
 
 import concurrent.futures as cf
+from collections import Counter
 
 import pytest
 from qiskit import QuantumCircuit
@@ -101,3 +102,44 @@ def test_submit_options_are_checked_once_for_every_executor(bad, match):
 
 def test_tags_given_as_one_string_are_one_tag():
     assert SubmitOptions.check(tags="sweep").tags == ("sweep",)
+
+
+def test_retry_failed_on_a_thread_pool_reruns_only_the_failed_sub_jobs():
+    import concurrent.futures as cf
+
+    from qiskit.providers import JobStatus
+    from qiskit_aer import AerSimulator
+
+    from jobset import AerJobSet
+    from jobset.executors.aer import local_runner
+    from jobset.plan import make_plan
+
+    circuits = []
+    for i in range(3):
+        qc = QuantumCircuit(2, name=f"c{i}")
+        qc.h(0)
+        qc.cx(0, 1)
+        qc.measure_all()
+        circuits.append(qc)
+    backend = AerSimulator()
+    plan = make_plan(circuits, shots=50, max_job_size=1, seed_simulator=4)
+    runner = local_runner(backend)
+    calls: Counter[int] = Counter()
+
+    def flaky(batch):
+        calls[batch.index] += 1
+        if batch.index == 1 and calls[1] == 1:
+            raise ConnectionError("a passing failure")
+        return runner(batch)
+
+    with cf.ThreadPoolExecutor(2) as pool:
+        job = AerJobSet(backend, "local", flaky, plan.sub_batches, pool, plan=plan)
+        job.submit()
+        job.wait_for_final_state(timeout=60, wait=0.05)
+        assert job.status([0, 1, 2]) == [JobStatus.DONE, JobStatus.ERROR, JobStatus.DONE]
+        assert job.lost() == []  # nothing is ever lost in this process
+        assert job.retry_failed() == [1]
+        result = job.result(timeout=60)
+    assert calls == Counter({0: 1, 1: 2, 2: 1})
+    want = backend.run(circuits, shots=50, seed_simulator=4).result()
+    assert [result.get_counts(i) for i in range(3)] == [want.get_counts(i) for i in range(3)]

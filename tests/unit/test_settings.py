@@ -11,6 +11,7 @@ import pytest
 from jobset.errors import ConfigurationError, JobSetError
 from jobset.settings import (
     DEFAULT_BROKER_URL,
+    DEFAULT_MAX_RESULT_BYTES,
     INTEGER,
     SETTINGS_CLASSES,
     MetricsSettings,
@@ -272,3 +273,55 @@ def test_bounds_are_declared_per_field_and_checked_however_settings_are_built():
     with pytest.raises(ConfigurationError, match="from 1 to 65535"):
         MetricsSettings(port=65536)
     assert MetricsSettings(port=65535).port == 65535
+
+
+def test_the_reliability_variables_are_read_from_the_environment():
+    settings = Settings.from_env(
+        {
+            "JOBSET_SECRET_KEY": SECRET,
+            "JOBSET_CONNECT_TIMEOUT_S": "2",
+            "JOBSET_MAX_WORKER_LOSSES": "5",
+            "JOBSET_MAX_RESULT_BYTES": "1000",
+            "JOBSET_MAX_MEMORY_MB": "4096",
+        }
+    )
+    assert settings.connect_timeout_s == 2
+    assert settings.max_worker_losses == 5
+    assert settings.max_result_bytes == 1000
+    assert settings.max_memory_mb == 4096
+    again = Settings.from_env(settings.to_env())
+    assert (again.connect_timeout_s, again.max_worker_losses) == (2, 5)
+    assert (again.max_result_bytes, again.max_memory_mb) == (1000, 4096)
+
+
+def test_the_reliability_defaults_are_documented_values():
+    settings = Settings(secret_key=SECRET)
+    assert settings.visibility_timeout_s == 60
+    assert settings.connect_timeout_s == 5
+    assert settings.max_worker_losses == 3
+    assert settings.max_result_bytes == DEFAULT_MAX_RESULT_BYTES == 256 * 2**20
+    assert settings.max_memory_mb is None
+    assert "JOBSET_MAX_MEMORY_MB" not in settings.to_env()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("connect_timeout_s", 0),
+        ("max_worker_losses", 0),
+        ("max_result_bytes", -1),
+        ("max_memory_mb", 0),
+    ],
+)
+def test_limits_that_are_not_positive_are_refused(field, value):
+    with pytest.raises(ConfigurationError, match=field):
+        Settings(secret_key=SECRET, **{field: value})
+
+
+def test_the_repr_of_settings_shows_the_limits_but_no_secret():
+    settings = Settings(
+        broker_url="redis://:pw-123@host:6379/0", secret_key=SECRET, max_memory_mb=9
+    )
+    text = repr(settings)
+    assert "max_memory_mb=9" in text and "max_worker_losses=3" in text
+    assert SECRET not in text and "pw-123" not in text

@@ -65,7 +65,7 @@ def _two_workers() -> Timeline:
 
 def test_queued_running_and_done_over_time_count_each_sub_job_once():
     plot = pytest.importorskip("jobset.observe.plot")
-    times, queued, running, done, failed = plot._counts(_two_workers(), T0, sub_jobs=3)
+    times, queued, running, done, failed = plot.state_counts(_two_workers(), T0, sub_jobs=3)
     assert list(times) == [0.0, 1.0, 3.0, 5.0, 6.0]
     assert list(queued) == [3, 1, 1, 1, 1]  # sub-job 2 never ran: queued throughout
     assert list(running) == [0, 2, 1, 0, 0]  # sub-job 1: first start 1 s, last end 5 s
@@ -80,7 +80,7 @@ def test_a_sub_job_whose_last_run_failed_counts_as_failed():
         Run(0, "a", "q", T0 + 1, T0 + 2, "FAILURE"),
         Run(1, "a", "q", T0 + 2, T0 + 3, "SUCCESS"),
     )
-    times, _, _, done, failed = plot._counts(Timeline(SET, T0, runs), T0, sub_jobs=2)
+    times, _, _, done, failed = plot.state_counts(Timeline(SET, T0, runs), T0, sub_jobs=2)
     assert list(times) == [0.0, 1.0, 2.0, 3.0]
     assert list(failed) == [0, 0, 1, 1] and list(done) == [0, 0, 0, 1]
 

@@ -91,7 +91,7 @@ def _text(raw: object) -> str | None:
     return raw if isinstance(raw, str) else None
 
 
-def _verified_letter(macs: Sequence[_EndMacs], index: int, raw: object) -> str | None:
+def verified_letter(macs: Sequence[_EndMacs], index: int, raw: object) -> str | None:
     text = _text(raw)
     if not text or text[0] not in _LETTER_STATUS:
         return None
@@ -162,7 +162,7 @@ def proven_letters(store: SignedStore, jobset_id: str, total: int) -> dict[int, 
         indices = range(start, min(total, start + _CHUNK))
         raw = client.hmget(ends_key(jobset_id), [str(i) for i in indices])
         for index, value in zip(indices, raw, strict=True):
-            letter = _verified_letter(macs, index, value) if value else None
+            letter = verified_letter(macs, index, value) if value else None
             if letter is not None:
                 letters[index] = letter
     missing = [i for i in range(total) if i not in letters]

@@ -77,7 +77,7 @@ _REPUBLISH_CHUNK = 1000
 QUEUES = BASE_QUEUES
 
 
-def _task_id(raw: Any) -> str | None:
+def task_id_of(raw: Any) -> str | None:
     try:
         message = json.loads(raw)
     except (TypeError, ValueError):
@@ -97,7 +97,7 @@ def _matching(raws: Iterable[Any], needle: bytes, wanted: set[str]) -> set[str]:
         # Most messages belong to other sets: skip them before parsing any JSON.
         if needle not in (raw if isinstance(raw, bytes) else str(raw).encode()):
             continue
-        tid = _task_id(raw)
+        tid = task_id_of(raw)
         if tid in wanted:
             found.add(tid)
     return found
