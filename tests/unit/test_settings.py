@@ -256,3 +256,10 @@ def test_the_readme_is_a_guide_of_at_most_300_lines_whose_links_all_resolve():
     targets = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)
     missing = [t for t in targets if not (README.parent / t).exists()]
     assert targets and missing == []
+
+
+def test_the_readme_links_every_example():
+    examples = sorted((README.parent / "docs" / "examples").glob("*.py"))
+    text = README.read_text()
+    assert examples
+    assert [p.name for p in examples if f"](docs/examples/{p.name})" not in text] == []
