@@ -369,7 +369,7 @@ def test_the_images_install_pyprojects_dependencies_with_the_right_aer_package(
 def _variables_read_by_the_code() -> set[str]:
     names = set()
     for package in ("jobset", "workers"):
-        for path in (ROOT / package).glob("*.py"):
+        for path in (ROOT / package).rglob("*.py"):
             names |= set(re.findall(r"\"((?:JOBSET|PROMETHEUS)_[A-Z0-9_]+)\"", path.read_text()))
     return names
 

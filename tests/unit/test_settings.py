@@ -325,3 +325,10 @@ def test_the_repr_of_settings_shows_the_limits_but_no_secret():
     text = repr(settings)
     assert "max_memory_mb=9" in text and "max_worker_losses=3" in text
     assert SECRET not in text and "pw-123" not in text
+
+
+def test_the_readme_links_every_example():
+    examples = sorted((README.parent / "docs" / "examples").glob("*.py"))
+    text = README.read_text()
+    assert examples
+    assert [p.name for p in examples if f"](docs/examples/{p.name})" not in text] == []
