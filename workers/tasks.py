@@ -286,7 +286,7 @@ def _run(
 
     started = time.monotonic()
     logger.debug("sub-job %d of %s: simulating", ref.index, ref.jobset_id)
-    with trace_hooks.phase("jobset.executors.aer", shots=batch.shots):
+    with trace_hooks.phase("jobset.simulate", shots=batch.shots):
         result = run_sub_batch(backend, batch, threads=runtime.aer_threads)
     logger.info(
         "sub-job %d of %s simulated in %.2f s; storing its result",

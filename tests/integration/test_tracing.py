@@ -237,7 +237,7 @@ def test_a_set_is_one_trace_from_run_through_each_sub_job_to_the_merge(traced_se
         assert sorted(children) == [
             "jobset.payload_read",
             "jobset.queued",
-            "jobset.executors.aer",
+            "jobset.simulate",
             "jobset.store_result",
         ]
 

@@ -16,7 +16,8 @@ from redis.retry import Retry
 
 from ...errors import BrokerUnavailableError, ConfigurationError, EvictionPolicyWarning
 from ...settings import Settings, redact_url
-from ..versions import producer_versions, version_mismatch
+from .. import versions as version_rules
+from ..versions import version_mismatch
 from .connect import redis_client
 
 
@@ -73,7 +74,7 @@ def version_skew(heartbeats: Iterable[Mapping[str, Any]]) -> str | None:
 
     ``heartbeats`` are the live workers' records (:meth:`CeleryExecutor.heartbeats`).
     """
-    mine = dict(producer_versions())
+    mine = dict(version_rules.producer_versions())
     seen: list[str] = []
     for record in heartbeats:
         versions = record.get("versions")
