@@ -4,9 +4,9 @@ The producer is this machine's ``jobset`` (``CeleryExecutor`` and ``run``) talki
 containers' Redis on a loopback port; every wait polls for an event with a deadline.  In order:
 three worker containers share a set exactly; one killed mid sub-job; a scale-down to one while
 a set runs; a Redis restart; ``jobset scale``'s compose backend adding containers for a
-backlog; Flower's login and its list of sub-jobs; Prometheus scraping the
-workers; the images' user and secrets; and ``down -v`` leaving nothing behind.  The summary
-goes to ``--summary``.
+backlog and draining the idle ones back to its minimum; Flower's login and its list of
+sub-jobs; Prometheus scraping the workers; the images' user and secrets; and ``down -v``
+leaving nothing behind.  The summary goes to ``--summary``.
 """
 
 from __future__ import annotations
@@ -221,6 +221,47 @@ def running_sub_jobs(dep: Deployment, job: AerJobSet) -> int:
     return sum(t.get("state") == "STARTED" for t in dep.flower_tasks(job.job_id()).values())
 
 
+class WorkerLogs:
+    """Each worker container's log, followed until the container stops: who simulated what."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="worker-logs-"))
+        self.followers: dict[str, subprocess.Popen[bytes]] = {}
+
+    def follow(self, dep: Deployment) -> None:
+        """Follow each running worker container not followed yet, from its first line."""
+        for cid in dep.containers("worker"):
+            if cid in self.followers:
+                continue
+            with (self.folder / cid).open("w") as out:
+                self.followers[cid] = subprocess.Popen(
+                    ["docker", "logs", "--follow", cid],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+
+    def close(self) -> dict[str, str]:
+        """Stop following; each container's log by its id."""
+        for follower in self.followers.values():
+            follower.kill()
+            follower.wait()
+        logs = {path.name: path.read_text(errors="replace") for path in self.folder.iterdir()}
+        shutil.rmtree(self.folder)
+        return logs
+
+
+def assert_simulated_once(logs: dict[str, str], job: AerJobSet, count: int) -> None:
+    """Every sub-job of ``job`` was simulated, each exactly once, in any of the containers."""
+    simulated = Counter(
+        int(m.group(1))
+        for out in logs.values()
+        for m in re.finditer(rf"sub-job (\d+) of {job.job_id()} simulated", out)
+    )
+    assert sorted(simulated) == list(range(count)), f"simulated: {simulated}"
+    assert set(simulated.values()) == {1}, f"a sub-job ran twice: {simulated}"
+
+
 def check_three_workers(dep: Deployment, executor: CeleryExecutor) -> tuple[str, set[str]]:
     names = dep.worker_hostnames(3)
     for name in names:
@@ -254,19 +295,8 @@ def check_scale_down(dep: Deployment, executor: CeleryExecutor) -> None:
     # Back to three (the killed container starts again), then down to one mid-set.
     dep.compose("up", "-d", "--no-build", "--scale", "worker=3")
     dep.worker_hostnames(3)
-    # Each container's log, followed until it stops or the set is done: who simulated what.
-    logs_dir = Path(tempfile.mkdtemp(prefix="worker-logs-"))
-    followers = []
-    for cid in dep.containers("worker"):
-        with (logs_dir / cid).open("w") as out:
-            followers.append(
-                subprocess.Popen(
-                    ["docker", "logs", "--follow", cid],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
-            )
+    logs = WorkerLogs()
+    logs.follow(dep)
     try:
         cs = circuits(6, 19, 16, seed=300)
         job = submit(dep, executor, cs, seed=9, max_job_size=1)
@@ -276,16 +306,8 @@ def check_scale_down(dep: Deployment, executor: CeleryExecutor) -> None:
         log("scaled to 1 worker while the set ran")
         assert_exact(job, cs, 9, timeout_s=300)
     finally:
-        for follower in followers:
-            follower.kill()
-            follower.wait()
-    out = "".join(path.read_text(errors="replace") for path in logs_dir.iterdir())
-    shutil.rmtree(logs_dir)
-    simulated = Counter(
-        int(m.group(1)) for m in re.finditer(rf"sub-job (\d+) of {job.job_id()} simulated", out)
-    )
-    assert sorted(simulated) == list(range(len(cs))), f"simulated: {simulated}"
-    assert set(simulated.values()) == {1}, f"a sub-job ran twice: {simulated}"
+        out = logs.close()
+    assert_simulated_once(out, job, len(cs))
     log("scale-down mid-set: exact, each sub-job simulated once")
 
 
@@ -300,11 +322,14 @@ def check_redis_restart(dep: Deployment, executor: CeleryExecutor) -> None:
     log("the set across a Redis restart: exact")
 
 
-def check_autoscale(dep: Deployment, executor: CeleryExecutor) -> None:
-    """The compose backend of ``jobset scale``: containers added for a backlog, the set exact.
+# How long a worker of the scaler runs nothing before it is drained, in check_autoscale.
+IDLE_GRACE_S = 5.0
 
-    Draining idle containers is checked on its commands only (tests/unit/test_scaling.py).
-    """
+
+def check_autoscale(dep: Deployment, executor: CeleryExecutor) -> None:
+    """The compose backend of ``jobset scale``: containers added for a backlog, the set exact
+    on them, then, once it ended, the idle containers drained (Celery's warm shutdown) and
+    removed until --min are left, each sub-job simulated once."""
     dep.worker_hostnames(1)  # as the scale-down left it
     backend = ComposeBackend(
         project_dir=ROOT,
@@ -314,16 +339,50 @@ def check_autoscale(dep: Deployment, executor: CeleryExecutor) -> None:
     )
     # A rate of one work unit a second makes any backlog "too long to drain": up to --max.
     reader = BacklogReader(executor, work_rate=1.0)
-    policy = ScalePolicy(1, 3, 1, target_drain_s=1, idle_grace_s=600)
+    policy = ScalePolicy(1, 3, 1, target_drain_s=1, idle_grace_s=IDLE_GRACE_S)
     scaler = Scaler(reader, backend, policy, DEFAULT_QUEUE)
     cs = circuits(12, 19, 16, seed=500)
-    job = submit(dep, executor, cs, seed=11, max_job_size=1)
-    decision = scaler.reconcile()
-    assert decision is not None and decision.add == 2, decision
-    dep.worker_hostnames(3)
-    log("jobset scale (compose): 1 -> 3 worker containers for a backlog")
-    assert_exact(job, cs, 11, timeout_s=300)
-    log("jobset scale (compose): the set on the added containers exact")
+    logs = WorkerLogs()
+    drained: list[str] = []
+    try:
+        job = submit(dep, executor, cs, seed=11, max_job_size=1)
+        decision = scaler.reconcile()
+        assert decision is not None and decision.add == 2, decision
+        started = set(dep.worker_hostnames(3).values())
+        logs.follow(dep)
+        log("jobset scale (compose): 1 -> 3 worker containers for a backlog")
+        assert_exact(job, cs, 11, timeout_s=300)
+        ended = time.monotonic()
+        log("jobset scale (compose): the set on the added containers exact")
+
+        reasons = [""]
+
+        def back_to_min() -> list[str] | None:
+            decision = scaler.reconcile()
+            assert decision is not None and decision.add == 0, decision
+            drained.extend(decision.drain)
+            reasons[0] = decision.reason
+            left = dep.containers("worker", all_states=True)  # stopped ones too
+            return left if len(left) == policy.min_workers else None
+
+        # A worker is idle once its heartbeat (every 10 s) says so, then for the grace.
+        try:
+            left = wait_until(back_to_min, 120, "the scaler to drain the idle containers")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}; the scaler's last decision: {reasons[0]}") from None
+        back_s = time.monotonic() - ended
+    finally:
+        out = logs.close()
+    assert set(left) < started and sorted(drained) == sorted(started - set(left)), drained
+    dep.worker_hostnames(policy.min_workers)
+    for cid in drained:
+        assert "Warm shutdown" in out[cid], f"{cid[:12]} was not drained by a warm shutdown"
+    assert_simulated_once(out, job, len(cs))
+    log(
+        f"jobset scale (compose): {len(drained)} idle worker containers drained and removed, "
+        f"back to {policy.min_workers} {back_s:.1f} s after the set's end "
+        f"(idle grace {IDLE_GRACE_S:g} s); each sub-job simulated once"
+    )
 
 
 def check_flower(dep: Deployment, jobset_id: str, hostnames: set[str]) -> None:
@@ -409,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_down(dep)
     args.summary.write_text(
         f"{len(hostnames)} worker containers, set exact, kill/scale/restart survived, "
-        "jobset scale added 2 containers, "
+        "jobset scale 1 -> 3 -> 1 containers, "
         "Flower auth ok, Prometheus scraped 3 workers"
     )
     return 0

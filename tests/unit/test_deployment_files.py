@@ -122,6 +122,18 @@ def test_redis_keeps_an_aof_on_a_volume_needs_a_password_and_never_evicts(
     assert conf["maxmemory-policy"] == "noeviction"
 
 
+def test_the_default_user_is_off_yet_may_replay_every_transaction_of_the_aof() -> None:
+    # Redis replays its append-only file as the default user; without the fix of
+    # redis#14541 it checks that user's permissions on each MULTI/EXEC block, which is how
+    # a script's writes (the sub-job tallies) are logged: with none, a restart dropped them.
+    users = (ROOT / "config" / "redis-users.acl").read_text().splitlines()
+    (default,) = [line.split()[2:] for line in users if line.startswith("user default ")]
+    assert default[0] == "off" and not any(r.startswith((">", "#", "nopass")) for r in default)
+    assert {"~*", "&*", "+@all"} <= set(default) and not any(
+        r.startswith(("-", "reset", "%")) for r in default
+    )
+
+
 def test_workers_scale_with_no_container_name_or_host_port_and_stop_gracefully(
     compose: dict[str, Any],
 ) -> None:
