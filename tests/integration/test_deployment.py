@@ -35,7 +35,8 @@ from qiskit_aer import AerSimulator
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from jobset import AerJobSet, CeleryExecutor, JobSetFailedError, Settings, run, tally
+from jobset import AerJobSet, CeleryExecutor, JobSetFailedError, Settings, protocol, run
+from jobset.executors.celery import tally
 from jobset.local import find_server_binary, free_port
 from jobset.protocol import GPU_QUEUE, WORKER_KEY_PREFIX
 
@@ -392,9 +393,9 @@ def test_the_compose_redis_keeps_the_writes_of_scripts_and_transactions_across_a
         client.set("probe:plain", "3")
     with _compose_redis(services, tmp_path, port, binary) as second:
         client = second.extra["client"]
-        assert client.hgetall(tally.counts_key(jobset_id)) == {b"R": b"0", b"D": b"1"}
-        assert client.hget(tally.states_key(jobset_id), "0") == b"D"
-        assert client.ttl(tally.counts_key(jobset_id)) > 0
+        assert client.hgetall(protocol.counts_key(jobset_id)) == {b"R": b"0", b"D": b"1"}
+        assert client.hget(protocol.states_key(jobset_id), "0") == b"D"
+        assert client.ttl(protocol.counts_key(jobset_id)) > 0
         assert client.mget("probe:multi:1", "probe:multi:2", "probe:plain") == [b"1", b"2", b"3"]
     assert "NOPERM" not in (tmp_path / "redis.log").read_text(errors="replace")
 
