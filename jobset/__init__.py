@@ -16,6 +16,7 @@ from importlib.metadata import version as _version
 from .errors import (
     AdmissionError,
     AdmissionWarning,
+    BrokerError,
     BrokerUnavailableError,
     ConfigurationError,
     DecodeError,
@@ -57,6 +58,7 @@ __all__ = [
     "AdmissionError",
     "AdmissionWarning",
     "AerJobSet",
+    "BrokerError",
     "BrokerUnavailableError",
     "CeleryExecutor",
     "ConfigurationError",

@@ -16,7 +16,8 @@
         │   ├── JobSetCancelledError     ... because the set was cancelled
         │   └── PrimitiveJobFailedError  ... of a primitive job (also qiskit-aer's AerError)
         ├── JobSetTimeoutError           a wait ran past its deadline (also JobTimeoutError)
-        ├── BrokerUnavailableError       Redis (broker or result backend) cannot be reached
+        ├── BrokerError                  Redis (broker or result backend) failed a command
+        │   └── BrokerUnavailableError   ... because it could not be reached (gone, frozen)
         ├── SubJobsLostError             sub-jobs vanished from Redis (resubmit_lost() helps)
         └── SubJobError                  a sub-job's own failure, as the worker reports it
             ├── SimulationFailedError    Aer reported an experiment as failed
@@ -211,8 +212,22 @@ class JobSetTimeoutError(JobSetError, JobTimeoutError):
     """Raised when a wait on the set runs past its deadline."""
 
 
-class BrokerUnavailableError(JobSetError):
-    """Raised when the broker or result backend cannot be reached within the connect timeout."""
+class BrokerError(JobSetError):
+    """Raised when Redis (broker or result backend) refuses or fails a command.
+
+    Redis's, kombu's and Celery's own errors never reach a caller: the Celery executor
+    maps them at its boundary (:mod:`jobset.executors.celery.boundary`) and chains the
+    original (``__cause__``).  ``url`` is the server's URL, password redacted.
+    """
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        self.url = url
+        super().__init__(message)
+
+
+class BrokerUnavailableError(BrokerError):
+    """Raised when the broker or result backend cannot be reached (gone, refusing
+    connections, or not answering) within the bound that ``JOBSET_CONNECT_TIMEOUT_S`` sets."""
 
 
 class SubJobsLostError(JobSetError):

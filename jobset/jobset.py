@@ -27,7 +27,7 @@ from .errors import (
     JobSetTimeoutError,
     SubJobFailure,
 )
-from .executors.base import SetRequest, SubJobState, Submission, SubmitOptions
+from .executors.base import Outage, SetRequest, SubJobState, Submission, SubmitOptions
 from .executors.pools import as_executor, default_executor
 from .executors.stored import JobSetListing, list_sets
 from .merge import bulk_allocation, merge_results
@@ -162,22 +162,31 @@ class AerJobSet(JobV1):
 
         ``callback(job_id, status, job)`` is called on every poll.  Raises
         :class:`~jobset.errors.JobSetTimeoutError` (a ``JobTimeoutError``) past ``timeout``.
+        A broker that stays unreachable through two status reads in a row raises
+        :class:`~jobset.errors.BrokerUnavailableError`, as ``result()`` does
+        (:class:`~jobset.executors.base.Outage`).
         """
         submission = self._require_submitted()
         deadline = Deadline(timeout)
+        outage = Outage(self._job_id)
 
         def final() -> JobStatus | None:
-            status = self.status()
+            status = outage.read(self.status)
+            if status is None:
+                return None
             if callback is not None:
                 callback(self._job_id, status, self)
             return status if status in FINAL else None
 
         def timed_out() -> NoReturn:
-            raise JobSetTimeoutError(f"job set {self._job_id} not final after {timeout} s")
+            unreachable = " (Redis unreachable)" if outage.failing else ""
+            raise JobSetTimeoutError(
+                f"job set {self._job_id} not final after {timeout} s{unreachable}"
+            )
 
         # Woken by the result backend's notices (Celery), so the wait ends when the last
         # sub-job does, not up to a poll interval later.
-        with submission.pauses() as pause:
+        with submission.pauses(reachable=lambda: not outage.failing) as pause:
             poll(final, deadline, timed_out, pause=lambda _: pause(deadline.bound(wait)))
 
     def cancel(self) -> bool:

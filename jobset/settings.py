@@ -330,10 +330,14 @@ class Settings(EnvSettings):
     connect_timeout_s: int = setting(
         ENV_CONNECT_TIMEOUT_S,
         5,
-        "one attempt to reach Redis gives up after this: an unreachable broker is an error, "
-        "not a hang",
+        "one try to reach Redis (a connect, or a reply) gives up after this; a producer "
+        "retries for twice this (a restart or failover is ridden out), so on a Redis that is "
+        "gone or frozen every call raises `BrokerUnavailableError` within 3 x this and a wait "
+        "(`result()`, `wait_for_final_state()`) within 9 x this + 2 s "
+        "([reliability](docs/reliability.md#when-redis-is-gone-or-frozen))",
         parse=INTEGER,
         minimum=1,
+        default_doc="{} (calls fail within 15 s, waits within 47 s)",
     )
     max_worker_losses: int = setting(
         ENV_MAX_WORKER_LOSSES,

@@ -2,6 +2,10 @@
 
 Reads the ``JOBSET_*`` variables like every edge.  Errors a user can cause (an unknown id,
 an unreachable Redis, a bad file) print one line and exit with status 2, never a traceback.
+Only the project's errors are caught here (and Aer's, for a simulator option): Redis's,
+kombu's and Celery's reach this module already mapped by the executor
+(:mod:`jobset.executors.celery.boundary`), so an unreachable or frozen Redis is a
+:class:`~jobset.errors.BrokerUnavailableError` within the bound the connect timeout sets.
 """
 
 from __future__ import annotations
@@ -17,8 +21,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import kombu.exceptions
-import redis
 from qiskit import QuantumCircuit, qpy
 from qiskit.providers import JobStatus
 from qiskit_aer import AerSimulator
@@ -30,7 +32,7 @@ from ..executors.celery.executor import CeleryExecutor
 from ..jobset import AerJobSet
 from ..observe import live
 from ..scaling import cli as scaling_cli
-from ..settings import Settings, redact_url
+from ..settings import Settings
 from ..simulator import run
 from ..status import FINAL
 from ..validate import check_method
@@ -53,20 +55,18 @@ def _one_line_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as e:
-            url = _settings_url()
-            raise UsageFailure(f"cannot reach Redis at {url}: {e}") from None
-        except (JobSetError, AerError, redis.RedisError, OSError) as e:
+        except (JobSetError, AerError) as e:
             raise UsageFailure(str(e).splitlines()[0]) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def _settings_url() -> str:
+def _write(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(path)``, a file the user named: a failure is one line, not a traceback."""
     try:
-        return redact_url(Settings.from_env().broker_url)
-    except JobSetError:
-        return "(unconfigured)"
+        write(path)
+    except OSError as e:
+        raise UsageFailure(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def _executor() -> CeleryExecutor:
@@ -240,7 +240,7 @@ def result(job_id: str, output: Path | None, timeout: float | None) -> None:
     if output is None:
         click.echo(text)
     else:
-        output.write_text(text + "\n")
+        _write(output, lambda path: path.write_text(text + "\n"))
         click.echo(f"wrote {len(experiments)} experiment(s) to {output}")
     sys.exit(0 if merged.success else 1)
 
@@ -320,7 +320,8 @@ def timeline(job_id: str, png: Path | None) -> None:
             raise UsageFailure(
                 "drawing needs matplotlib: pip install 'qiskit-aer-jobset[plot]'"
             ) from None
-        plot.save(plot.timeline_figure(recorded, sub_jobs=sub_jobs), png)
+        figure = plot.timeline_figure(recorded, sub_jobs=sub_jobs)
+        _write(png, lambda path: plot.save(figure, path))
         click.echo(f"wrote the timeline of {len(recorded.runs)} run(s) to {png}")
         return
     t0 = recorded.created_at or min((r.started_at for r in recorded.runs), default=0.0)

@@ -16,16 +16,23 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 from qiskit.providers import JobStatus
 from qiskit.result import Result
 
 from ..deadline import Deadline, Pause, growing_sleep, poll
-from ..errors import InvalidInputError, JobSetStateError, JobSetTimeoutError, SubJobFailure
+from ..errors import (
+    BrokerUnavailableError,
+    InvalidInputError,
+    JobSetStateError,
+    JobSetTimeoutError,
+    SubJobFailure,
+)
 from ..plan import Plan, SubBatch
 from ..protocol import Kind
 from ..status import FINAL, aggregate_status
@@ -33,6 +40,8 @@ from . import admission
 from .admission import PlanCosts
 from .stored import JobSetRecord
 
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 # What a sub-job that Celery reports done, but whose result Redis no longer has, reads as.
 RESULT_GONE = (
     "its result is gone from Redis (expired, evicted or deleted); run it again with "
@@ -234,12 +243,15 @@ class Submission(abc.ABC):
         """Called on every poll of a wait; may raise instead of waiting forever."""
 
     @contextlib.contextmanager
-    def pauses(self) -> Iterator[Pause]:
+    def pauses(self, *, reachable: Callable[[], bool] | None = None) -> Iterator[Pause]:
         """What a wait does between two status reads: sleep, a little longer each time.
 
         Yields ``pause(remaining)``, which returns within ``remaining`` seconds (None: no
         bound); :meth:`AerJobSet.wait_for_final_state` and ``as_completed`` use it too.
+        ``reachable()`` says whether the wait's last read got through (an executor that
+        wakes waits by a subscription renews one that an outage broke once it did).
         """
+        del reachable
         yield growing_sleep()
 
     def wait(self, indices: Sequence[int], deadline: Deadline) -> list[SubJobState]:
@@ -257,6 +269,36 @@ class Submission(abc.ABC):
 
         with self.pauses() as pause:
             return poll(ready, deadline, timed_out, pause=pause)
+
+
+class Outage:
+    """How a wait rides out a broker that went away: one failed read in a row.
+
+    Each read already retried for its client's window (a Redis restart or a failover of
+    a few seconds never gets here), so one :class:`~jobset.errors.BrokerUnavailableError`
+    is logged and waited through (a slower failover, a restart from a large AOF); the next
+    one in a row is raised, so a wait on a Redis that is gone or frozen ends within two
+    reads' bounds instead of at its deadline, or never.
+    """
+
+    def __init__(self, jobset_id: str) -> None:
+        self.jobset_id = jobset_id
+        self.failing = False  # the last read failed
+
+    def read(self, fn: Callable[[], T]) -> T | None:
+        """``fn()``, or None when it failed and the read before it did not."""
+        try:
+            value = fn()
+        except BrokerUnavailableError as e:
+            if self.failing:
+                raise
+            self.failing = True
+            logger.warning(
+                "Redis unreachable while waiting for %s; trying once more: %s", self.jobset_id, e
+            )
+            return None
+        self.failing = False
+        return value
 
 
 def not_final_error(pending: Sequence[int]) -> JobSetTimeoutError:

@@ -18,6 +18,7 @@ def test_public_names_are_exactly_the_pinned_list():
         "AdmissionError",
         "AdmissionWarning",
         "AerJobSet",
+        "BrokerError",
         "BrokerUnavailableError",
         "CeleryExecutor",
         "ConfigurationError",

@@ -7,7 +7,7 @@ from typing import Any
 from ... import urls
 from ...protocol import DEFAULT_QUEUE
 from ...settings import Settings
-from .connect import celery_sentinel_options, celery_ssl_options
+from .connect import celery_sentinel_options, celery_ssl_options, retry_window_s
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -87,3 +87,29 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def restore_interval_s(visibility_timeout_s: int) -> int:
     """Seconds between sweeps for expired leases: a quarter of the timeout, 1 to 10 s."""
     return max(1, min(10, visibility_timeout_s // 4))
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """:func:`celery_config` with a producer's bounds: no call of the producer's Celery app
+    waits on a Redis that is gone or frozen for longer than a call of its own clients
+    (:func:`~.connect.call_bound_s`).
+
+    Each try gives up after ``connect_timeout_s`` (a reply too, not only a connect: kombu
+    and Celery would otherwise wait on a silent server for ever and for 120 s), the result
+    backend retries for the same window as the producer's Redis clients, and a producer
+    does not keep retrying a store (``result_backend_always_retry`` is for workers, whose
+    stores must outlive a failover).
+    """
+    config = celery_config(settings)
+    timeout_s = settings.connect_timeout_s
+    config["broker_transport_options"] = {
+        **config["broker_transport_options"],
+        "socket_timeout": timeout_s,
+    }
+    config["result_backend_transport_options"] = {
+        **config["result_backend_transport_options"],
+        "retry_policy": {"timeout": retry_window_s(settings)},
+    }
+    config["redis_socket_timeout"] = timeout_s
+    config["result_backend_always_retry"] = False
+    return config

@@ -14,9 +14,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 from celery import Celery
+from kombu.connection import ConnectionPool, PooledConnection
 from kombu.pools import ProducerPool
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from ... import protocol
 from ...cost import WorkerCapacity
@@ -38,10 +37,11 @@ from ..aer import portable_backend
 from ..base import Executor, SetRequest, StoredSet, SubmitOptions
 from ..stored import make_record
 from . import cleanup, health, registry
+from .boundary import maps_errors
 from .clients import Clients
 from .cluster_env import DEFAULT_CLUSTER_DIR, cluster_settings
-from .config import celery_config
-from .connect import execute_replicated, redis_client
+from .config import producer_config
+from .connect import execute_replicated, redis_client, window_retry
 from .publish import BulkPublisher, publish_chunk, queue_for
 from .run import CeleryRun
 from .store import SignedStore
@@ -49,9 +49,9 @@ from .store import SignedStore
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# A read that gets no answer for this long gives up (and is retried): a partitioned
-# server would otherwise hold a call until TCP itself gives up, many minutes later.
-_SOCKET_TIMEOUT_S = 10.0
+# Tries a broker command (a control broadcast: revoke) gets where Celery asks kombu for
+# none: kombu's own default retries until the broker is back, however long that takes.
+_BROKER_RETRIES = 1
 
 
 class CeleryExecutor(Executor):
@@ -60,6 +60,12 @@ class CeleryExecutor(Executor):
     ``CeleryExecutor()`` builds its settings from the ``JOBSET_*`` variables, once;
     keyword arguments override them, or pass a :class:`Settings`.  The executor sends by
     task name and never imports the worker code.
+
+    Its methods raise the errors of :mod:`jobset.errors` only (Redis's, kombu's and
+    Celery's are mapped at this boundary: :mod:`.boundary`).  A Redis that is gone or
+    does not answer fails a call within ``3 x JOBSET_CONNECT_TIMEOUT_S`` s
+    (:func:`~.connect.call_bound_s`): each try gives up after the timeout and tries are
+    retried for twice the timeout, which rides out a restart or a failover.
     """
 
     def __init__(
@@ -76,14 +82,15 @@ class CeleryExecutor(Executor):
             )
         self.settings = settings
         self.app = Celery("jobset-producer", set_as_current=False)
-        self.app.config_from_object(celery_config(settings))
+        self.app.config_from_object(producer_config(settings))
         _private_broker_pools(self.app)
-        # Retries ride out a broker that restarts; each wait still ends at its deadline.
+        # Retries ride out a broker that restarts or fails over; a server that is gone or
+        # frozen fails each call within 3 x the connect timeout (connect.call_bound_s).
         self.redis = redis_client(
             settings.backend_url,
             settings,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
-            socket_timeout=_SOCKET_TIMEOUT_S,
+            retry=window_retry(settings),
+            socket_timeout=settings.connect_timeout_s,
             health_check_interval=30,
         )
         # The queues live on the broker, which may be another server than the results.
@@ -93,8 +100,8 @@ class CeleryExecutor(Executor):
             else redis_client(
                 settings.broker_url,
                 settings,
-                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
-                socket_timeout=_SOCKET_TIMEOUT_S,
+                retry=window_retry(settings),
+                socket_timeout=settings.connect_timeout_s,
             )
         )
         self.store = SignedStore(self.redis, settings)
@@ -104,6 +111,7 @@ class CeleryExecutor(Executor):
     def __repr__(self) -> str:
         return f"CeleryExecutor(broker_url={redact_url(self.settings.broker_url)!r})"
 
+    @maps_errors
     def heartbeats(self) -> list[dict[str, Any]]:
         """The records live workers keep under ``jobset:worker:*``; unreadable ones skipped."""
         found = []
@@ -117,11 +125,13 @@ class CeleryExecutor(Executor):
                 found.append(record)
         return found
 
+    @maps_errors
     def slots(self) -> int:
         """Worker processes able to take a sub-job now, from the workers' heartbeats."""
         return sum(w.concurrency for w in self.workers())
 
     # ---- admission and routing: what the live workers advertise (see jobset.executors.admission)
+    @maps_errors
     def workers(self) -> list[WorkerCapacity]:
         """The capacity every live worker advertises in its heartbeat.
 
@@ -151,22 +161,26 @@ class CeleryExecutor(Executor):
     def max_memory_mb(self) -> int | None:
         return self.settings.max_memory_mb
 
+    @maps_errors
     def version_skew(self) -> str | None:
         """Why no live worker would run this producer's sub-jobs; None if one would."""
         return health.version_skew(self.heartbeats())
 
+    @maps_errors
     def memory_shortfall(self, backend: Any, costs: PlanCosts) -> str | None:
         """Why no live worker could hold the set's largest circuit (as ``admit`` would
         refuse it); None when one could or no worker advertises memory."""
         short = admission.shortfall(costs.circuits, self.workers(), queue=queue_for(backend))
         return None if short is None else short.message()
 
+    @maps_errors
     def submit(self, request: SetRequest) -> CeleryRun:
         """Store the set's record, payloads and ``request.records`` (signed), then publish
         one task per sub-batch to the queue admission and routing chose."""
         dispatch = self.dispatch(request.backend, request.plan, request.options, request.costs)
         return self.publish(request, dispatch)
 
+    @maps_errors
     def dispatch(
         self, backend: Any, plan: Plan, options: SubmitOptions, costs: PlanCosts | None
     ) -> Dispatch:
@@ -196,6 +210,7 @@ class CeleryExecutor(Executor):
             routes, queue=owner_queue(queue, options.owner), priority=options.priority
         )
 
+    @maps_errors
     def publish(self, request: SetRequest, dispatch: Dispatch) -> CeleryRun:
         """Store, then publish, a planned set on the queues ``dispatch`` names.
 
@@ -273,6 +288,7 @@ class CeleryExecutor(Executor):
         return cls(cluster_settings(directory))
 
     # ---- stored sets
+    @maps_errors
     def stored_set(self, job_id: str) -> StoredSet:
         record = registry.load(self.store, job_id)
         backend = self.store.get(Kind.BACKEND, job_id)
@@ -285,9 +301,11 @@ class CeleryExecutor(Executor):
         )
         return StoredSet(record, backend, run)
 
+    @maps_errors
     def stored_ids(self) -> list[str]:
         return registry.list_ids(self.redis)
 
+    @maps_errors
     def discard(self, job_id: str) -> int:
         """Remove every key of set ``job_id`` without verifying its record, and its queued
         messages; how many keys went.  For what ``AerJobSet.delete`` refuses: a record
@@ -296,6 +314,7 @@ class CeleryExecutor(Executor):
             self.redis, self.broker, job_id, meta_key_of=self.app.backend.get_key_for_task
         )
 
+    @maps_errors
     def prune(self, *, dry_run: bool = False) -> list[cleanup.Removed]:
         """Drop the sets whose record fails verification with this key, and index entries
         that expired or are not set ids; returns what was (``dry_run``: would be) removed."""
@@ -303,6 +322,7 @@ class CeleryExecutor(Executor):
             self.store, self.broker, meta_key_of=self.app.backend.get_key_for_task, dry_run=dry_run
         )
 
+    @maps_errors
     def find(self, kind: Kind, ref: Any) -> Any:
         return self.store.find(kind, ref)
 
@@ -342,14 +362,56 @@ class CeleryExecutor(Executor):
         self.close()
 
 
+class _BoundedConnection(PooledConnection):
+    """A pooled broker connection whose retries end where the caller sets no bound.
+
+    Celery's control broadcasts (``revoke``) publish with kombu's ``retry=True`` and no
+    policy, which retries until the broker is back: a cancel would hang on a broker that
+    is gone.  Here such a publish is tried again :data:`_BROKER_RETRIES` time(s), each
+    try bounded by the socket timeouts (:func:`~.config.producer_config`).
+    """
+
+    def ensure(
+        self,
+        obj: Any,
+        fun: Any,
+        errback: Any = None,
+        max_retries: Any = None,
+        interval_start: Any = 1,
+        interval_step: Any = 1,
+        interval_max: Any = 1,
+        on_revive: Any = None,
+        retry_errors: Any = None,
+    ) -> Any:
+        return super().ensure(
+            obj,
+            fun,
+            errback,
+            _BROKER_RETRIES if max_retries is None else max_retries,
+            interval_start,
+            interval_step,
+            interval_max,
+            on_revive,
+            retry_errors,
+        )
+
+
+class _BoundedPool(ConnectionPool):
+    """kombu's connection pool, of :class:`_BoundedConnection`."""
+
+    def new(self) -> _BoundedConnection:
+        return _BoundedConnection(self, **dict(self.connection._info(resolve=False)))
+
+
 def _private_broker_pools(app: Celery) -> None:
     """Give ``app`` broker connection and producer pools of its own.
 
     Celery takes them from kombu's process-wide registry, shared by every app with the
     same broker URL: closing them in :meth:`CeleryExecutor.close` would cut the
-    connections of every other executor of the process.
+    connections of every other executor of the process.  Their connections bound the
+    retries kombu would otherwise make for ever (:class:`_BoundedConnection`).
     """
-    pool = app.connection_for_write().Pool(limit=app.conf.broker_pool_limit)
+    pool = _BoundedPool(app.connection_for_write(), limit=app.conf.broker_pool_limit)
     app._pool = pool
     app.amqp._producer_pool = ProducerPool(pool, limit=pool.limit)
 

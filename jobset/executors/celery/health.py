@@ -40,12 +40,13 @@ def check_reachable(settings: Settings) -> None:
         except redis.AuthenticationError as e:
             raise ConfigurationError(
                 f"the {what} at {redact_url(url)} refused the credentials: {e}"
-            ) from None
+            ) from e
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             raise BrokerUnavailableError(
                 f"cannot reach the {what} at {redact_url(url)} within "
-                f"{settings.connect_timeout_s} s: {e}"
-            ) from None
+                f"{settings.connect_timeout_s} s: {e}",
+                url=redact_url(url),
+            ) from e
         finally:
             client.close()
 

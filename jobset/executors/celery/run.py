@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -23,7 +23,7 @@ from qiskit.providers import JobStatus
 from qiskit.result import Result
 
 from ... import protocol
-from ...deadline import Deadline, Pause, growing_sleep, poll
+from ...deadline import Deadline, Pause, poll
 from ...errors import JobSetTimeoutError, SubJobsLostError, timeout_message
 from ...observe import timeline, tracing
 from ...plan import SubBatch
@@ -37,8 +37,9 @@ from ...protocol import (
     sub_job_cancel_key,
 )
 from ...status import FINAL, aggregate_counts, aggregate_status, celery_to_job_status
-from ..base import SubJobState, Submission, not_final_error
+from ..base import Outage, SubJobState, Submission, not_final_error
 from . import evidence, recovery, registry, tally
+from .boundary import mapped_errors, maps_errors
 from .clients import Clients
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,8 @@ _LOST_CHECK_START_S = 10.0
 _LOST_CHECK_MAX_S = 300.0
 # A tally that has not moved for this long is checked against Celery's own states.
 _TALLY_FALLBACK_S = 5.0
-# Between two tries to reach a Redis that a wait found unreachable.
-_UNREACHABLE_PAUSE_S = 0.5
+# A wait whose subscription broke subscribes again this long after, once Redis answers.
+_RESUBSCRIBE_S = 5.0
 # Results read per MGET.
 _RESULT_CHUNK = 500
 
@@ -91,7 +92,12 @@ def _failure(meta: dict[str, Any], index: int, jobset_id: str, timeout_s: Any) -
 
 
 class CeleryRun(Submission):
-    """A set published to Celery; every read is one pipelined round trip."""
+    """A set published to Celery; every read is one pipelined round trip.
+
+    Its public methods raise the errors of :mod:`jobset.errors` only (:mod:`.boundary`);
+    a Redis that is gone or does not answer fails each within the bound of
+    :func:`~.connect.call_bound_s`, and a wait within :func:`~.connect.wait_bound_s`.
+    """
 
     cancel_when_final = True
 
@@ -117,6 +123,7 @@ class CeleryRun(Submission):
         self._checked: tuple[object, float, JobStatus] | None = None
 
     @property
+    @maps_errors
     def cancelled(self) -> bool:
         if not self._cancelled:
             self._cancelled = bool(self.clients.redis.exists(cancel_key(self.jobset_id)))
@@ -131,6 +138,7 @@ class CeleryRun(Submission):
         self._cancelled = self._cancelled or bool(set_cancelled)
         return [json.loads(r) if r else {"status": "PENDING"} for r in raw]
 
+    @maps_errors
     def tallied(self) -> dict[JobStatus, int]:
         """The workers' tally of this set's sub-jobs (:mod:`.tally`): O(1) to read."""
         pipe = self.clients.redis.pipeline(transaction=False)
@@ -140,6 +148,7 @@ class CeleryRun(Submission):
         self._cancelled = self._cancelled or bool(set_cancelled)
         return tally.counts(raw)
 
+    @maps_errors
     def newly_final(self, pending: Collection[int], cursor: Any) -> tuple[list[int], Any]:
         """From the workers' log of ended sub-jobs (:mod:`.tally`), read on from where
         the last call stopped, and checked against Celery's records: each poll reads at
@@ -169,6 +178,7 @@ class CeleryRun(Submission):
         # the swept sub-jobs that stay.
         return final, (position, window + len(swept) - len(ended), bool(ended))
 
+    @maps_errors
     def finished_count(self) -> int | None:
         counted = self.tallied()
         # A cancelled set's queued sub-jobs turn final by the mark, not the tally; a tally
@@ -177,6 +187,7 @@ class CeleryRun(Submission):
             return None
         return sum(n for status, n in counted.items() if status in FINAL)
 
+    @maps_errors
     def aggregate(self) -> JobStatus:
         """From the tally; from Celery's states when the tally has not moved for a while.
 
@@ -223,6 +234,7 @@ class CeleryRun(Submission):
         self._checked = (seen, now, status)
         return status
 
+    @maps_errors
     def progress(self) -> dict[str, int]:
         counted = self.tallied()
         if self._tally_stalled(counted):
@@ -241,37 +253,30 @@ class CeleryRun(Submission):
         self._tally_seen = (counted, now)
         return True
 
+    @maps_errors
     def wait(self, indices: Sequence[int], deadline: Deadline) -> list[SubJobState]:
         """Like :meth:`Submission.wait`, but a wait for the whole set polls the tally and
         reads every sub-job's state only when the tally says the set is final (or has not
         moved for a while), so a long wait on a big set costs O(1) a poll.
 
-        Redis away for longer than the client's own retries (a partition, a slow failover)
-        is waited for too, until the deadline."""
-
-        def attempt() -> list[SubJobState] | None:
-            try:
-                return self._wait(indices, deadline)
-            except (redis.ConnectionError, redis.TimeoutError) as e:
-                logger.warning("Redis unreachable while waiting for %s: %s", self.jobset_id, e)
-                return None
-
-        def unreachable() -> NoReturn:
-            raise JobSetTimeoutError(f"timed out while Redis was unreachable ({self.jobset_id})")
-
-        pause = growing_sleep(_UNREACHABLE_PAUSE_S, _UNREACHABLE_PAUSE_S)
-        return poll(attempt, deadline, unreachable, pause=pause)
-
-    def _wait(self, indices: Sequence[int], deadline: Deadline) -> list[SubJobState]:
-        if len(indices) != len(self.task_ids):
-            return super().wait(indices, deadline)
+        Redis away for longer than the client's own retries (a slow failover, a restart)
+        is waited through once (:class:`~jobset.executors.base.Outage`): a read that
+        fails again in a row raises :class:`~jobset.errors.BrokerUnavailableError`, so
+        the wait ends within :func:`~.connect.wait_bound_s` of Redis going away, or at
+        its deadline if that comes first."""
+        whole = len(indices) == len(self.task_ids)
+        outage = Outage(self.jobset_id)
         states: list[SubJobState] | None = None
 
-        def ready() -> list[SubJobState] | None:
+        def read() -> list[SubJobState] | None:
             nonlocal states
+            states = None
+            if not whole:
+                states = self.states()
+                self._watch(states)
+                return states if all(states[i].status in FINAL for i in indices) else None
             counted = self.tallied()
             final = aggregate_counts(counted, len(self.task_ids), cancelled=self._cancelled)
-            states = None
             # At the deadline every state is read once more: the tally may lag behind.
             if final in FINAL or self._tally_stalled(counted) or deadline.passed():
                 states = self.states()
@@ -280,13 +285,25 @@ class CeleryRun(Submission):
                     return states
             return None
 
-        def timed_out() -> NoReturn:
-            last = self.states() if states is None else states
-            raise not_final_error([i for i, s in enumerate(last) if s.status not in FINAL])
+        def ready() -> list[SubJobState] | None:
+            def mapped() -> list[SubJobState] | None:
+                with mapped_errors(self.clients.settings):
+                    return read()
 
-        with self.pauses() as pause:
+            return outage.read(mapped)
+
+        def timed_out() -> NoReturn:
+            if outage.failing:
+                raise JobSetTimeoutError(
+                    f"timed out while Redis was unreachable ({self.jobset_id})"
+                )
+            last = self.states() if states is None else states
+            raise not_final_error([i for i in indices if last[i].status not in FINAL])
+
+        with self.pauses(reachable=lambda: not outage.failing) as pause:
             return poll(ready, deadline, timed_out, pause=pause)
 
+    @maps_errors
     def states(self, indices: Sequence[int] | None = None) -> list[SubJobState]:
         """States of every sub-job, or of ``indices`` only: one round trip either way."""
         states = []
@@ -302,29 +319,38 @@ class CeleryRun(Submission):
         return states
 
     @contextlib.contextmanager
-    def pauses(self) -> Iterator[Pause]:
+    def pauses(self, *, reachable: Callable[[], bool] | None = None) -> Iterator[Pause]:
         """Pause until the result backend announces a change of this set, or a second.
 
         Celery's Redis backend publishes every task record on a channel named after its
         key; subscribing to this set's channels wakes a wait the moment a sub-job ends,
         instead of a poll interval later.  Without the subscription (the broker went away)
-        it falls back to sleeping, inside the same deadline.
+        it falls back to sleeping, inside the same deadline, and subscribes again (at most
+        every :data:`_RESUBSCRIBE_S`) while ``reachable()`` says the last read got through.
         """
         prefix = self.clients.app.backend.task_keyprefix
         prefix = prefix.decode() if isinstance(prefix, bytes) else str(prefix)
         pubsub = self.clients.redis.pubsub(ignore_subscribe_messages=True)
-        with super().pauses() as sleep:
-            subscribed = True
+
+        def subscribe() -> bool:
             try:
                 pubsub.psubscribe(f"{prefix}{glob_escape(self.jobset_id)}-*")
                 pubsub.subscribe(protocol.counts_key(self.jobset_id))  # workers tally after
             except (redis.ConnectionError, redis.TimeoutError):
-                subscribed = False
+                return False
+            return True
 
+        with super().pauses() as sleep:
+            subscribed = subscribe()
+            resubscribe_at = time.monotonic() + _RESUBSCRIBE_S
             last_read, burst = time.monotonic(), 0
 
             def pause(remaining: float | None) -> None:
-                nonlocal subscribed, last_read, burst
+                nonlocal subscribed, resubscribe_at, last_read, burst
+                now = time.monotonic()
+                if not subscribed and now >= resubscribe_at and reachable and reachable():
+                    resubscribe_at = now + _RESUBSCRIBE_S
+                    subscribed = subscribe()
                 if subscribed:
                     timeout = _NOTICE_WAIT_S if remaining is None else remaining
                     try:
@@ -347,10 +373,12 @@ class CeleryRun(Submission):
             finally:
                 pubsub.close()
 
+    @maps_errors
     def lost(self) -> list[int]:
         """Sub-jobs neither queued nor held by a worker nor final: Redis lost them."""
         return recovery.find_lost(self)
 
+    @maps_errors
     def without_result(self, indices: Sequence[int]) -> list[int]:
         """One pipelined EXISTS per sub-job: no result is read."""
         pipe = self.clients.redis.pipeline(transaction=False)
@@ -358,6 +386,7 @@ class CeleryRun(Submission):
             pipe.exists(result_key(self.jobset_id, i))
         return [i for i, found in zip(indices, pipe.execute(), strict=True) if not found]
 
+    @maps_errors
     def rerun(self, indices: Sequence[int], batches: Sequence[SubBatch], *, backend: Any) -> None:
         recovery.republish(
             self.clients,
@@ -393,11 +422,13 @@ class CeleryRun(Submission):
         if lost:
             raise SubJobsLostError(self.jobset_id, lost)
 
+    @maps_errors
     def timeline_entries(self) -> list[Any]:
         key = protocol.timeline_key(self.jobset_id)
         entries: list[Any] = self.clients.redis.lrange(key, 0, timeline.MAX_ENTRIES - 1)
         return entries
 
+    @maps_errors
     def trace_parent(self) -> str | None:
         """The set's traceparent from Redis (read only when this process traces)."""
         if not tracing.enabled():
@@ -405,6 +436,7 @@ class CeleryRun(Submission):
         found = tracing.parse_carrier(self.clients.redis.get(protocol.trace_key(self.jobset_id)))
         return None if found is None else found[0]
 
+    @maps_errors
     def note_merged(self, at: float) -> None:
         try:
             key = protocol.timeline_key(self.jobset_id)
@@ -415,6 +447,7 @@ class CeleryRun(Submission):
         except redis.RedisError:  # a picture's detail: never the result's failure
             logger.warning("could not record the merge of %s", self.jobset_id, exc_info=True)
 
+    @maps_errors
     def finished_at(self) -> float | None:
         """Unix time at which the last sub-job finished, from the workers' records."""
         done = [m.get("date_done") for m in self._metas(None)]
@@ -422,6 +455,7 @@ class CeleryRun(Submission):
             return None
         return max(datetime.fromisoformat(str(d)).timestamp() for d in done)
 
+    @maps_errors
     def results(self, indices: Iterable[int]) -> dict[int, Result]:
         """The stored results, read and decoded a chunk at a time: Redis's reply buffer and
         this process never hold every signed blob of a big set at once."""
@@ -435,6 +469,7 @@ class CeleryRun(Submission):
             out.update((i, r) for i, r in zip(chunk, found, strict=True) if r is not None)
         return out
 
+    @maps_errors
     def cancel(self, indices: Sequence[int] | None = None) -> None:
         """Record the cancel in Redis (durable), drop the queued messages, stop the running.
 
@@ -460,12 +495,12 @@ class CeleryRun(Submission):
             pipe.execute()
             # Each task id as it stands, quoted, in its message's headers.
             needles = [f'"{self.task_ids[i]}"' for i in targets]
-        self._purge(needles)
+        broker_answers = self._purge(needles)
         states = self.states()
         running = [self.task_ids[i] for i in targets if states[i].status is JobStatus.RUNNING]
         try:
             # SIGKILL: Aer runs in C++ and would finish its circuit before a SIGTERM landed.
-            if running:
+            if running and broker_answers:
                 self.clients.app.control.revoke(running, terminate=True, signal="SIGKILL")
         except Exception:  # the broker may be away; the durable mark still holds
             logger.warning("revoke broadcast for %s failed", self.jobset_id, exc_info=True)
@@ -480,6 +515,7 @@ class CeleryRun(Submission):
                 tally.move(pipe, self.jobset_id, i, tally.CANCELLED, ttl_s=ttl)
             pipe.execute()
 
+    @maps_errors
     def delete(self) -> None:
         """Remove the set's record, payloads and results from Redis (cancelling it first)."""
         if self.aggregate() not in FINAL:
@@ -487,9 +523,25 @@ class CeleryRun(Submission):
         record = registry.load(self.clients.store, self.jobset_id)
         registry.delete(self.clients.redis, record, self.meta_keys)
 
-    def _purge(self, needles: Sequence[str]) -> None:
+    def _purge(self, needles: Sequence[str]) -> bool:
+        """Drop the queued messages that name one of ``needles``; False when the broker
+        did not answer (the durable mark still holds: workers skip them).
+
+        On a broker that is also the results' server the error is raised: the reads that
+        follow would fail the same way, and the call must end within one call's bound.
+        """
         queues = (self.dispatch or Dispatch(DEFAULT_QUEUE)).queues
         try:
             recovery.purge_queued(self.clients.broker, queues, needles)
+        except (redis.ConnectionError, redis.TimeoutError):
+            if self.clients.broker is self.clients.redis:
+                raise
+            logger.warning(
+                "the broker did not answer: the queued messages of %s stay queued (workers "
+                "skip them by the durable mark)",
+                self.jobset_id,
+            )
+            return False
         except redis.RedisError:  # workers still skip them by the durable mark
             logger.warning("could not drop the queued messages of %s", self.jobset_id)
+        return True
