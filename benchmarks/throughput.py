@@ -16,6 +16,8 @@ repetition, so a loaded machine hurts every row alike):
 
 Each row is the wall time from the first publish (or ``run()``) to the last result in
 this process, divided by N; the ratios are to the minimal task and to Aer alone.
+``--task-events each`` runs the job-set workers with Celery's own event sending
+(``JOBSET_TASK_EVENTS``, see ``workers.events``) instead of the default batches.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import base64
 import gc
 import io
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -38,8 +41,9 @@ from celery import Celery, group
 from qiskit import QuantumCircuit, qpy
 from qiskit_aer import AerSimulator
 
-from jobset import CeleryExecutor, run
+from jobset import CeleryExecutor, Settings, run
 from jobset.local import LocalCluster
+from jobset.settings import TASK_EVENTS_BATCHED, TASK_EVENTS_CHOICES
 
 HERE = Path(__file__).resolve().parent
 SYSTEMS = ("aer", "noop", "task", "jobset-1", "jobset-auto")
@@ -161,11 +165,21 @@ def main() -> None:
     )
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument(
+        "--task-events", default=TASK_EVENTS_BATCHED, choices=TASK_EVENTS_CHOICES,
+        help="JOBSET_TASK_EVENTS of the job-set workers",
+    )  # fmt: skip
     args = parser.parse_args()
     systems = tuple(s for s in SYSTEMS if s in args.systems.split(","))
     sys.path.insert(0, str(HERE))
+    # The cluster points these settings at its private server.
+    settings = Settings(
+        broker_url="redis://127.0.0.1:6379/0",
+        secret_key=secrets.token_hex(32),
+        task_events=args.task_events,
+    )
     with (
-        LocalCluster(workers=2, concurrency=1) as cluster,
+        LocalCluster(workers=2, concurrency=1, settings=settings, private_server=True) as cluster,
         CeleryExecutor(cluster.settings) as executor,
         BaselineWorkers(cluster.redis_url) as baseline,
     ):

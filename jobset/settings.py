@@ -34,6 +34,7 @@ ENV_RESULT_TTL_S = "JOBSET_RESULT_TTL_S"
 ENV_VISIBILITY_TIMEOUT_S = "JOBSET_VISIBILITY_TIMEOUT_S"
 ENV_AER_THREADS = "JOBSET_AER_THREADS"
 ENV_WORKER_CONTROL = "JOBSET_WORKER_CONTROL"
+ENV_TASK_EVENTS = "JOBSET_TASK_EVENTS"
 ENV_CONNECT_TIMEOUT_S = "JOBSET_CONNECT_TIMEOUT_S"
 ENV_MAX_WORKER_LOSSES = "JOBSET_MAX_WORKER_LOSSES"
 ENV_MAX_RESULT_BYTES = "JOBSET_MAX_RESULT_BYTES"
@@ -80,6 +81,20 @@ class Parser:
 
 TEXT = Parser("text", str)
 INTEGER = Parser("an integer", int)
+# How workers send Celery's task events (workers.events).
+TASK_EVENTS_BATCHED = "batched"
+TASK_EVENTS_EACH = "each"
+TASK_EVENTS_OFF = "off"
+TASK_EVENTS_CHOICES = (TASK_EVENTS_BATCHED, TASK_EVENTS_EACH, TASK_EVENTS_OFF)
+
+
+def _task_events(text: str) -> str:
+    if text not in TASK_EVENTS_CHOICES:
+        raise ValueError(text)
+    return text
+
+
+TASK_EVENTS = Parser("one of " + ", ".join(f"`{c}`" for c in TASK_EVENTS_CHOICES), _task_events)
 KEYS = Parser(
     "comma-separated keys", lambda text: tuple(k.strip() for k in text.split(",") if k.strip())
 )
@@ -327,6 +342,15 @@ class Settings(EnvSettings):
         side="workers",
         default_doc="none",
     )
+    task_events: str = setting(
+        ENV_TASK_EVENTS,
+        TASK_EVENTS_BATCHED,
+        "Celery task events, which Flower shows: `batched` (sent together at most every "
+        "0.5 s: no round trip per sub-job), `each` (Celery's own: three messages a "
+        "sub-job), `off`",
+        parse=TASK_EVENTS,
+        side="workers",
+    )
     connect_timeout_s: int = setting(
         ENV_CONNECT_TIMEOUT_S,
         5,
@@ -429,6 +453,10 @@ class Settings(EnvSettings):
                 raise ConfigurationError(
                     f"{name} is a Sentinel URL: set {ENV_SENTINEL_MASTER} to the primary's name"
                 )
+        if self.task_events not in TASK_EVENTS_CHOICES:
+            raise ConfigurationError(
+                f"{ENV_TASK_EVENTS} must be {TASK_EVENTS.expects}, got {self.task_events!r}"
+            )
         self.check_bounds()
 
     @property

@@ -16,6 +16,7 @@ from jobset.executors.celery.config import celery_config
 from jobset.settings import MetricsSettings, Settings
 
 from .control import KombuScripts, drop_steering_commands, enabled_commands
+from .events import BatchedEvents
 from .lifecycle import Heartbeat, OwnerQueues
 from .metrics import MetricsServer
 
@@ -30,4 +31,5 @@ app.steps["worker"].add(Heartbeat)
 app.steps["worker"].add(MetricsServer)
 app.steps["worker"].add(KombuScripts)
 app.steps["consumer"].add(OwnerQueues)
+app.steps["consumer"].add(BatchedEvents)
 drop_steering_commands(enabled_commands(settings.worker_control))

@@ -5,9 +5,13 @@ writes Celery's STARTED record (the task runs with ``track_started=False``, so C
 does not write it again in two round trips of its own), counts the start against the
 cap on worker losses, moves the tally to RUNNING and reads
 the signed batch (and the signed backend, when this pool child does not hold the set's
-backend yet), all at once.  After: the result is written in the same pipeline that
-records the end (:func:`end_on`).  Celery's own record and the final tally move follow
-from Celery's hooks (``workers.tasks``).
+backend yet), all at once.  After a success: :func:`end` runs ``end.lua``, which writes
+the signed result, records the end of the run, writes Celery's SUCCESS record (so
+Celery's tracer does not write it again in two round trips of its own: see
+``workers.tasks``), the signed end record, the tally's move to done and the timeline's
+entry.  After a failure the result is written in the same pipeline that records the end
+(:func:`end_on`), and Celery's own record and the final tally move follow from Celery's
+hooks (``workers.tasks``).
 
 Each pool child keeps the backends of the last few sets it ran (:class:`WarmBackends`),
 verified once when first read: a set's backend never changes once published, so the
@@ -26,7 +30,7 @@ from celery import states
 
 from jobset import protocol
 from jobset.errors import DecodeError
-from jobset.executors.celery import scripts
+from jobset.executors.celery import evidence, scripts, tally
 from jobset.protocol import (
     Kind,
     SubJobRef,
@@ -57,36 +61,40 @@ class Begun:
 
 
 @dataclass(frozen=True)
-class StartedRecord:
-    """Celery's STARTED record of a task, as its ``task_track_started`` would store it."""
+class CeleryRecord:
+    """Celery's record of a task in its result backend: its key, its JSON and its TTL."""
 
     key: str
     value: str
     ttl_s: int
 
 
-def started_record(task: Any) -> StartedRecord:
-    """The record Celery's tracer stores when a tracked task starts (``{pid, hostname}``)."""
+def celery_record(task: Any, state: str, result: Any) -> CeleryRecord:
+    """The record Celery's Redis backend stores for ``task`` in ``state`` with ``result``
+    (what ``backend.store_result`` would write, field for field)."""
     backend, request = task.backend, task.request
-    result = {"pid": os.getpid(), "hostname": request.hostname}
-    meta = backend._get_result_meta(
-        result=result, state=states.STARTED, traceback=None, request=request
-    )
+    meta = backend._get_result_meta(result=result, state=state, traceback=None, request=request)
     meta["task_id"] = request.id
     key = backend.get_key_for_task(request.id)
     expires = backend.expires
-    return StartedRecord(
+    return CeleryRecord(
         key.decode() if isinstance(key, bytes) else str(key),
         backend.encode(meta),
         int(expires.total_seconds() if hasattr(expires, "total_seconds") else expires or 0),
     )
 
 
+def started_record(task: Any) -> CeleryRecord:
+    """The record Celery's tracer stores when a tracked task starts (``{pid, hostname}``)."""
+    result = {"pid": os.getpid(), "hostname": task.request.hostname}
+    return celery_record(task, states.STARTED, result)
+
+
 def begin(
     client: Any,
     ref: SubJobRef,
     settings: Settings,
-    started: StartedRecord,
+    started: CeleryRecord,
     *,
     read_backend: bool,
 ) -> Begun:
@@ -137,6 +145,43 @@ class EndRecord:
 def end_on(pipe: Any, ref: SubJobRef) -> None:
     """Record, on ``pipe``, that this run of the sub-job ended (see ``begin.lua``)."""
     pipe.hincrby(runs_key(ref.jobset_id), ended_field(ref.index), 1)
+
+
+def end(
+    client: Any,
+    ref: SubJobRef,
+    settings: Settings,
+    *,
+    result_blob: bytes | None,
+    record: CeleryRecord,
+    timeline_entry: str | None,
+) -> None:
+    """Record a success: the signed result (None: written already), the end of the run,
+    Celery's SUCCESS ``record``, the signed end record, the tally's move to done and the
+    timeline's entry, in one round trip (``end.lua``)."""
+    j, k = ref.jobset_id, ref.index
+    keys = (
+        signed_key(Kind.RESULT, (j, k)),
+        runs_key(j),
+        record.key,
+        protocol.ends_key(j),
+        protocol.states_key(j),
+        protocol.counts_key(j),
+        protocol.pending_key(j),
+        protocol.ended_key(j),
+        protocol.timeline_key(j),
+    )
+    args = (
+        result_blob or b"",
+        settings.result_ttl_s,
+        ended_field(k),
+        record.value,
+        record.ttl_s,
+        str(k),
+        evidence.end_token(settings.secret_key, j, k, tally.DONE),
+        timeline_entry or "",
+    )
+    scripts.run(client, "end.lua", keys, args)
 
 
 class WarmBackends:

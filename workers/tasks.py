@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import redis
-from celery import Task
+from celery import Task, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import task_postrun, task_revoked
 from qiskit.result import Result
@@ -25,7 +26,7 @@ from jobset.errors import (
     timeout_message,
 )
 from jobset.executors.aer import run_sub_batch
-from jobset.executors.celery import evidence, tally
+from jobset.executors.celery import connect, evidence, tally
 from jobset.executors.celery.store import SignedStore
 from jobset.executors.versions import version_mismatch
 from jobset.protocol import (
@@ -41,7 +42,7 @@ from jobset.protocol import (
 )
 from jobset.settings import ENV_MAX_RESULT_BYTES, ENV_MAX_WORKER_LOSSES, Settings
 
-from . import steps
+from . import steps, timeline
 from . import tracing as trace_hooks
 from .app import app
 from .lifecycle import runtime
@@ -170,9 +171,11 @@ def run_sub_job(self: Task, **kwargs: Any) -> dict[str, Any]:
         )
     end = steps.EndRecord()
     try:
-        summary = _run(ref, settings, SignedStore(client, settings), begun, warm, end)
-        summary["worker"] = self.request.hostname  # where routing sent it (Flower shows it)
-        return summary
+        store = SignedStore(client, settings)
+        done = _run(ref, settings, store, begun, warm, end)
+        done.summary["worker"] = self.request.hostname  # where routing sent it (Flower shows it)
+        _succeed(self, ref, settings, store, done, end)
+        return done.summary
     except SoftTimeLimitExceeded as e:
         soft_s = (self.request.timelimit or (None, None))[1]
         raise SubJobTimeoutError(timeout_message(ref.index, ref.jobset_id, soft_s)) from e
@@ -222,8 +225,10 @@ def _tally_outcome(
     **_: Any,
 ) -> None:
     """After Celery stored the outcome (so the tally never runs ahead of Celery); only for
-    a set that is stored here (see ``_require_stored``)."""
-    if not getattr(getattr(task, "request", None), "jobset_stored", False):
+    a set that is stored here (see ``_require_stored``), and not for a success, which
+    the task tallied with Celery's record (``_succeed``)."""
+    request = getattr(task, "request", None)
+    if not getattr(request, "jobset_stored", False) or getattr(request, "jobset_ended", False):
         return
     letter = _FINAL_LETTERS.get(state or "")
     ref = tally.ref_of(task_id, kwargs)
@@ -241,18 +246,64 @@ def _tally_revoked(request: Any = None, **_: Any) -> None:
         tally_move(app.backend.client, ref, tally.CANCELLED, app.conf.jobset_settings)
 
 
-def _from_cache(ref: SubJobRef, store: SignedStore, digest: str) -> dict[str, Any] | None:
+@dataclass
+class Succeeded:
+    """A sub-job's signed result, still to be stored, and the summary its task returns."""
+
+    key: str
+    blob: bytes
+    summary: dict[str, Any]
+
+
+def _succeed(
+    task: Task,
+    ref: SubJobRef,
+    settings: Settings,
+    store: SignedStore,
+    done: Succeeded,
+    end: steps.EndRecord,
+) -> None:
+    """Store the result and everything that says the sub-job succeeded, Celery's SUCCESS
+    record included, in one round trip (:func:`workers.steps.end`).
+
+    On a replicated Redis the result is written first and waited for
+    (:meth:`SignedStore.write_replicated`): a replica holds it before anything announces
+    it.  Celery's tracer would then write the same record again (a read and a write):
+    this request is told its result is taken care of, which only that write reads.
+    """
+    record = steps.celery_record(task, states.SUCCESS, done.summary)
+    entry = timeline.run_entry_of(task, ref, states.SUCCESS)
+    replicated = connect.replicated(settings)
+    where = f"storing the result of sub-job {ref.index} of {ref.jobset_id}"
+    with trace_hooks.phase("jobset.store_result", result_bytes=len(done.blob)):
+        if replicated:
+            retry_io(lambda: store.write_replicated(done.key, done.blob), where)
+        retry_io(
+            lambda: steps.end(
+                store.client,
+                ref,
+                settings,
+                result_blob=None if replicated else done.blob,
+                record=record,
+                timeline_entry=entry,
+            ),
+            where,
+        )
+    end.written = True
+    task.request.ignore_result = True  # Celery's record is written (see the docstring)
+    task.request.jobset_ended = True  # and so are the tally and the timeline
+
+
+def _from_cache(ref: SubJobRef, store: SignedStore, digest: str) -> Succeeded | None:
     """Reuse the cached result of equal inputs as this sub-job's result, if there is one."""
     result = store.find(Kind.CACHE, digest, expect=Result)
     if result is None:
         return None
-    retry_io(
-        lambda: store.put(Kind.RESULT, (ref.jobset_id, ref.index), result),
-        f"storing the cached result of sub-job {ref.index} of {ref.jobset_id}",
-    )
+    key, blob = store.encode(Kind.RESULT, (ref.jobset_id, ref.index), result)
     logger.info("sub-job %d of %s: result reused from the cache", ref.index, ref.jobset_id)
     shots = sum(int(getattr(e, "shots", 0) or 0) for e in result.results)
-    return {"experiments": len(result.results), "shots": shots, "success": True, "cached": True}
+    summary = {"experiments": len(result.results), "shots": shots, "success": True, "cached": True}
+    return Succeeded(key, blob, summary)
 
 
 def _run(
@@ -262,7 +313,7 @@ def _run(
     begun: steps.Begun,
     backend: Any,
     end: steps.EndRecord,
-) -> dict[str, Any]:
+) -> Succeeded:
     if backend is None:  # verified once per set in this process (steps.WarmBackends)
         backend = store.decode(Kind.BACKEND, ref.jobset_id, begun.backend_blob)
         _warm_backends.keep(ref.jobset_id, backend)
@@ -303,16 +354,15 @@ def _run(
             f"({human_bytes(settings.max_result_bytes)}); split the set into smaller "
             "sub-jobs (max_job_size) or save less data per experiment"
         )
-    # Replicated before Celery's record says done (see SignedStore.write_replicated).
-    # The end of this run is recorded in the same round trip.
-    with trace_hooks.phase("jobset.store_result", result_bytes=len(blob)):
-        retry_io(
-            lambda: store.write_replicated(rkey, blob, also=lambda pipe: steps.end_on(pipe, ref)),
-            f"storing the result of sub-job {ref.index} of {ref.jobset_id}",
-        )
-    end.written = True
-
     if not result.success:
+        # Stored for partial results, replicated before Celery's record says it failed
+        # (see SignedStore.write_replicated); the end of this run in the same round trip.
+        with trace_hooks.phase("jobset.store_result", result_bytes=len(blob)):
+            retry_io(
+                lambda: store.write_replicated(rkey, blob, also=lambda p: steps.end_on(p, ref)),
+                f"storing the result of sub-job {ref.index} of {ref.jobset_id}",
+            )
+        end.written = True
         failed = [
             f"experiment {batch.experiments[i]}: {exp.status}"
             for i, exp in enumerate(result.results)
@@ -325,8 +375,9 @@ def _run(
             f"caching the result of sub-job {ref.index} of {ref.jobset_id}",
         )
     # workers.metrics counts experiments and shots from this summary (Flower shows it too).
-    return {
+    summary = {
         "experiments": len(result.results),
         "shots": batch.shots * len(result.results),
         "success": True,
     }
+    return Succeeded(rkey, blob, summary)

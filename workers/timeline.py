@@ -2,7 +2,9 @@
 
 Signal handlers only, apart from the task: the start is noted in the pool child when the
 task starts, and one pipelined ``RPUSH`` + ``EXPIRE`` records the run when it ends, in any
-state.  A failure to record is logged, never the sub-job's failure.
+state but success, whose entry the task writes with the rest of its end
+(:func:`run_entry_of`, ``workers.steps.end``).  A failure to record is logged, never the
+sub-job's failure.
 """
 
 from __future__ import annotations
@@ -29,6 +31,23 @@ def _note_start(task_id: str = "", task: Any = None, **_: Any) -> None:
         _started[task_id] = time.time()
 
 
+def run_entry_of(task: Any, ref: Any, state: str) -> str | None:
+    """The entry of this run of ``task`` (sub-job ``ref``) ending now in ``state``, taken
+    from what the postrun handler would record (None: its start was not noted)."""
+    started = _started.pop(task.request.id, None)
+    if started is None:
+        return None
+    return _entry(task, ref, started, state)
+
+
+def _entry(task: Any, ref: Any, started: float, state: str) -> str:
+    request = task.request
+    queue = (getattr(request, "delivery_info", None) or {}).get("routing_key") or ""
+    return run_entry(
+        ref.index, str(request.hostname or ""), str(queue), started, time.time(), state or ""
+    )
+
+
 @task_postrun.connect
 def _record_run(
     task_id: str = "",
@@ -45,11 +64,7 @@ def _record_run(
     # A refused message (no such set, a forged field) is no run: it writes nothing of a set.
     if started is None or ref is None or isinstance(retval, SecurityError):
         return
-    request = task.request
-    queue = (getattr(request, "delivery_info", None) or {}).get("routing_key") or ""
-    entry = run_entry(
-        ref.index, str(request.hostname or ""), str(queue), started, time.time(), state or ""
-    )
+    entry = _entry(task, ref, started, state or "")
     try:
         key = timeline_key(ref.jobset_id)
         pipe = task.app.backend.client.pipeline(transaction=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from unittest.mock import ANY
 
 import pytest
 import redis
@@ -72,6 +74,31 @@ def test_historic_methods_report_sub_jobs_task_ids_and_indices(executor):
         job.submit()
     with pytest.raises(InvalidInputError):
         job.worker(99)
+
+
+def test_a_succeeded_sub_job_reads_to_celery_as_celery_itself_would_record_it(executor):
+    """The worker writes Celery's SUCCESS record itself, with the rest of its end, so
+    Celery does not write it again: Celery's readers must see exactly its own record."""
+    circuits = [QuantumCircuit(1, 1, name=f"c{i}") for i in range(2)]
+    for circuit in circuits:
+        circuit.h(0)
+        circuit.measure(0, 0)
+    job = run(AerSimulator(), circuits, executor=executor, max_job_size=1, shots=5)
+    job.result(timeout=60)
+    backend = executor.app.backend
+    for k in range(2):
+        task_id = job.worker_job(k).job_id()
+        key = backend.get_key_for_task(task_id)
+        meta = json.loads(executor.redis.get(key))
+        assert set(meta) == {"status", "result", "traceback", "children", "date_done", "task_id"}
+        assert meta["status"] == "SUCCESS" and meta["task_id"] == task_id
+        assert meta["traceback"] is None and meta["children"] == []
+        assert 0 < executor.redis.ttl(key) <= backend.expires
+        found = executor.app.AsyncResult(task_id)
+        assert found.state == "SUCCESS" and found.date_done is not None
+        assert found.result == {"experiments": 1, "shots": 5, "success": True, "worker": ANY}
+        (run_k,) = [r for r in job.timeline().runs if r.index == k]
+        assert run_k.state == "SUCCESS" and run_k.worker == found.result["worker"]
 
 
 def test_shot_split_experiment_maps_to_the_list_of_its_chunk_sub_jobs(executor):

@@ -63,3 +63,73 @@ def test_a_time_limit_becomes_a_soft_and_a_slightly_later_hard_limit():
     assert time_limits(None) == {}
     assert time_limits(2) == {"soft_time_limit": 2, "time_limit": 3.0}
     assert time_limits(1000) == {"soft_time_limit": 1000, "time_limit": 1050.0}
+
+
+def test_task_events_are_on_unless_turned_off_and_an_unknown_choice_is_refused():
+    import pytest
+
+    from jobset.errors import ConfigurationError
+
+    for choice, on in (("batched", True), ("each", True), ("off", False)):
+        config = celery_config(Settings(secret_key=KEY, task_events=choice))
+        assert config["worker_send_task_events"] is on, choice
+    assert Settings(secret_key=KEY).task_events == "batched"
+    env = {"JOBSET_SECRET_KEY": KEY, "JOBSET_TASK_EVENTS": "off"}
+    assert Settings.from_env(env).task_events == "off"
+    with pytest.raises(ConfigurationError, match="JOBSET_TASK_EVENTS must be one of"):
+        Settings.from_env({"JOBSET_SECRET_KEY": KEY, "JOBSET_TASK_EVENTS": "some"})
+    with pytest.raises(ConfigurationError, match="JOBSET_TASK_EVENTS"):
+        Settings(secret_key=KEY, task_events="every")
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, object]] = []
+
+    def call_after(self, delay: float, fn: object) -> object:
+        self.calls.append((delay, fn))
+
+        class Entry:
+            def cancel(self) -> None:
+                pass
+
+        return Entry()
+
+
+def test_batched_task_events_go_out_as_one_message_per_batch_and_at_shutdown():
+    from celery.events.dispatcher import EventDispatcher
+
+    from workers.events import EVENT_BATCH_LIMIT, EVENT_BATCH_S, BatchedEvents
+
+    published: list[tuple[object, str]] = []
+
+    class Dispatcher(EventDispatcher):
+        def _publish(self, event: object, producer: object, routing_key: str, **_: object) -> None:
+            published.append((event, routing_key))
+
+    dispatcher = Dispatcher(connection=None, hostname="w@h", enabled=False, buffer_group=["task"])
+    dispatcher.enabled, dispatcher.producer = True, object()
+
+    class Consumer:
+        event_dispatcher = dispatcher
+        hub = object()
+        timer = _Timer()
+
+    consumer = Consumer()
+    step = BatchedEvents.__new__(BatchedEvents)
+    step.consumer, step.tref = consumer, None
+    step.start(consumer)
+    assert dispatcher.buffer_limit == EVENT_BATCH_LIMIT
+    for kind in ("task-received", "task-started", "task-succeeded"):
+        dispatcher.send(kind, uuid="t1")
+    # One timer for the batch, nothing sent before it fires.
+    assert [delay for delay, _ in consumer.timer.calls] == [EVENT_BATCH_S]
+    assert published == []
+    _, fire = consumer.timer.calls[0]
+    fire()  # type: ignore[operator]
+    ((batch, routing_key),) = published
+    assert routing_key == "task.multi"
+    assert [e["type"] for e in batch] == ["task-received", "task-started", "task-succeeded"]
+    dispatcher.send("task-received", uuid="t2")
+    step.stop(consumer)  # what is buffered goes out when the consumer stops
+    assert [e["uuid"] for e in published[-1][0]] == ["t2"]

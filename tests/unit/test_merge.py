@@ -117,6 +117,29 @@ def test_collection_is_held_off_while_merging_and_restored_after():
             gc.enable()
 
 
+def test_what_a_merge_made_is_left_to_the_full_collections_not_walked_by_the_young_ones():
+    enabled = gc.isenabled()
+    gc.enable()
+    try:
+        with bulk_allocation():
+            made = [[i] for i in range(20_000)]
+        assert gc.get_count()[0] < 100  # no young collection is due for them
+        oldest = {id(obj) for obj in gc.get_objects(generation=2)}
+        assert all(id(obj) in oldest for obj in made[::1000])
+        gc.freeze()  # a process that keeps objects frozen keeps them so
+        try:
+            frozen = gc.get_freeze_count()
+            with bulk_allocation():
+                again = [[i] for i in range(100)]
+            assert gc.get_freeze_count() == frozen > 0
+            assert len(again) == 100
+        finally:
+            gc.unfreeze()
+    finally:
+        if not enabled:
+            gc.disable()
+
+
 @pytest.mark.parametrize(("max_job_size", "max_shot_size"), [(2, None), (1, 7), (3, 9)])
 def test_merging_leaves_every_sub_result_untouched(simulator, max_job_size, max_shot_size):
     plan = make_plan(

@@ -6,7 +6,7 @@ from typing import Any
 
 from ... import urls
 from ...protocol import DEFAULT_QUEUE
-from ...settings import Settings
+from ...settings import TASK_EVENTS_OFF, Settings
 from .connect import celery_sentinel_options, celery_ssl_options, retry_window_s
 
 
@@ -79,7 +79,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_step": 0.5,
             "interval_max": 1,
         },
-        "worker_send_task_events": True,
+        # Task events for Flower, sent as JOBSET_TASK_EVENTS says (workers.events).
+        "worker_send_task_events": settings.task_events != TASK_EVENTS_OFF,
         "task_send_sent_event": True,
     }
 

@@ -7,8 +7,9 @@ letter to its new one and adjusts both counts, atomically and idempotently, so a
 redelivered sub-job is counted once.  A producer then reads the aggregate status and the
 progress from ``counts`` alone: O(1) however many sub-jobs the set has.  Celery's own
 record of each sub-job stays the truth for ``status(k)`` and failure messages; the tally
-is written after it (from Celery's ``task_postrun``, ``task_revoked`` and time-limit
-hooks), so whatever the tally calls final, Celery does too.  Each move is announced on a
+is written after it (a success in the same script as Celery's record, ``end.lua``; the
+rest from Celery's ``task_postrun``, ``task_revoked`` and time-limit hooks), so whatever
+the tally calls final, Celery does too.  Each move is announced on a
 channel named after the counts key, which a producer's wait subscribes to.
 
 Two more keys follow the same moves, for the reads that must not cost O(queue) or
