@@ -131,7 +131,9 @@ def test_what_a_merge_made_is_left_to_the_full_collections_not_walked_by_the_you
             frozen = gc.get_freeze_count()
             with bulk_allocation():
                 again = [[i] for i in range(100)]
-            assert gc.get_freeze_count() == frozen > 0
+            # Neither unfrozen (0) nor grown by what the merge made; frozen objects that other
+            # code frees meanwhile leave the count, so it may drop a little.
+            assert 0 < gc.get_freeze_count() <= frozen
             assert len(again) == 100
         finally:
             gc.unfreeze()
