@@ -198,6 +198,8 @@ def reference_result(circuits: list[QuantumCircuit], shots: int, seed: int) -> R
 
 
 def stored_keys(client: Any) -> set[bytes]:
-    """Every key but the workers' heartbeats, which lapse and come back on their own."""
-    beats = WORKER_KEY_PREFIX.encode()
-    return {k for k in client.scan_iter(count=1000) if not k.startswith(beats)}
+    """Every key but the workers' own: their heartbeats, which lapse and come back on their
+    own, and kombu's tables of the queues they bind (written when a worker starts
+    consuming, which may be after it is seen)."""
+    theirs = (WORKER_KEY_PREFIX.encode(), b"_kombu.binding")
+    return {k for k in client.scan_iter(count=1000) if not k.startswith(theirs)}
