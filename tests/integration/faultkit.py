@@ -199,7 +199,8 @@ def reference_result(circuits: list[QuantumCircuit], shots: int, seed: int) -> R
 
 def stored_keys(client: Any) -> set[bytes]:
     """Every key but the workers' own: their heartbeats, which lapse and come back on their
-    own, and kombu's tables of the queues they bind (written when a worker starts
-    consuming, which may be after it is seen)."""
-    theirs = (WORKER_KEY_PREFIX.encode(), b"_kombu.binding")
+    own, kombu's tables of the queues they bind (written when a worker starts consuming,
+    which may be after it is seen) and kombu's lock for restoring unacknowledged messages
+    (taken and left to expire by any worker, at any time)."""
+    theirs = (WORKER_KEY_PREFIX.encode(), b"_kombu.binding", b"unacked_mutex")
     return {k for k in client.scan_iter(count=1000) if not k.startswith(theirs)}
