@@ -16,6 +16,11 @@ repetition, so a loaded machine hurts every row alike):
 
 Each row is the wall time from the first publish (or ``run()``) to the last result in
 this process, divided by N; the ratios are to the minimal task and to Aer alone.
+Then each system runs ``--count`` circuits once more under Redis's ``MONITOR`` (not timed:
+it slows the server), and a second table gives the commands each sent Redis per circuit
+(a pipeline's or a transaction's each count; EVALSHA is one) and the commands its scripts
+ran inside Redis, beside the most frequent ones sent.  The idle workers' polls and
+heartbeats fall in every row alike.
 ``--task-events each`` runs the job-set workers with Celery's own event sending
 (``JOBSET_TASK_EVENTS``, see ``workers.events``) instead of the default batches.
 """
@@ -33,10 +38,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
 from celery import Celery, group
 from qiskit import QuantumCircuit, qpy
 from qiskit_aer import AerSimulator
@@ -158,12 +166,47 @@ def time_jobset(executor: CeleryExecutor, n: int, max_job_size: int | None) -> f
     return elapsed
 
 
+def monitored(url: str, work: Callable[[], object]) -> tuple[Counter[str], Counter[str]]:
+    """The commands clients sent Redis while ``work`` ran, and those scripts ran in it."""
+    sent: Counter[str] = Counter()
+    in_scripts: Counter[str] = Counter()
+    started, done = threading.Event(), threading.Event()
+
+    def listen() -> None:
+        with redis.Redis.from_url(url).monitor() as monitor:
+            started.set()
+            for command in monitor.listen():
+                if done.is_set():
+                    return
+                name = command["command"].split(" ", 1)[0].upper()
+                if command.get("client_type") == "lua":
+                    in_scripts[name] += 1
+                else:
+                    sent[name] += 1
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    started.wait(10)
+    client = redis.Redis.from_url(url)
+    client.ping()  # the monitor sees commands from here on
+    work()
+    done.set()
+    client.ping()  # wakes the monitor to see that it is done
+    listener.join(10)
+    client.close()
+    return sent, in_scripts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--sizes", default="2000,20000", help="numbers of circuits, comma-separated"
     )
     parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument(
+        "--count", type=int, default=200,
+        help="circuits each system runs under MONITOR to count its Redis commands (0: none)",
+    )  # fmt: skip
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument(
         "--task-events", default=TASK_EVENTS_BATCHED, choices=TASK_EVENTS_CHOICES,
@@ -200,6 +243,15 @@ def main() -> None:
                     times[system].append(timers[system](n))
                     print(f"  N={n} rep {rep + 1} {system}: {times[system][-1]:.2f} s", flush=True)
             report(n, {s: statistics.median(t) for s, t in times.items()}, args.reps)
+        if args.count > 0:
+            report_commands(
+                args.count,
+                {
+                    system: monitored(cluster.redis_url, lambda s=system: timers[s](args.count))
+                    for system in systems
+                    if system != "aer"
+                },
+            )
 
 
 def report(n: int, seconds: dict[str, float], reps: int) -> None:
@@ -211,6 +263,21 @@ def report(n: int, seconds: dict[str, float], reps: int) -> None:
         to_task = f"{ms / per['task']:.2f}x" if "task" in per else "-"
         to_aer = f"{ms / per['aer']:.2f}x" if "aer" in per else "-"
         print(f"| {system} | {seconds[system]:.2f} s | {ms:.3f} ms | {to_task} | {to_aer} |")
+    print(flush=True)
+
+
+def report_commands(
+    n: int, commands: dict[str, tuple[Counter[str], Counter[str]]], shown: int = 8
+) -> None:
+    print(f"Redis commands per circuit, N = {n}, under MONITOR")
+    print("| system | sent | ran in scripts | most sent |")
+    print("|---|---|---|---|")
+    for system, (sent, in_scripts) in commands.items():
+        top = ", ".join(f"{name} {count / n:.2f}" for name, count in sent.most_common(shown))
+        print(
+            f"| {system} | {sum(sent.values()) / n:.2f} | {sum(in_scripts.values()) / n:.2f} "
+            f"| {top} |"
+        )
     print(flush=True)
 
 
