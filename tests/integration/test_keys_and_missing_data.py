@@ -18,7 +18,7 @@ from jobset import (
     run,
 )
 from jobset.local import LocalCluster, RedisServer
-from jobset.protocol import Kind, result_key
+from jobset.protocol import Kind, result_key, task_id
 
 from .faultkit import heavy_circuits, wait_until
 from .workloads import qv_circuits
@@ -99,6 +99,21 @@ def test_a_done_sub_job_whose_result_is_gone_fails_the_set_and_partial_keeps_the
     partial = job.result(partial=True)
     assert [e.success for e in partial.results] == [True, False, True]
     assert "gone from Redis" in partial.results[1].status
+
+
+def test_a_set_proven_done_is_merged_from_its_signed_results_without_celerys_records(executor):
+    """Every sub-job's signed end record says it succeeded: the wait reads none of
+    Celery's per-sub-job records, so a set whose records are gone still merges."""
+    circuits = qv_circuits(3, name="proven")
+    job = run(
+        AerSimulator(), circuits, executor=executor, max_job_size=1, shots=20, seed_simulator=5
+    )
+    want = _counts(job.result(timeout=60), 3)
+    backend = executor.app.backend
+    gone = [backend.get_key_for_task(task_id(job.job_id(), i)) for i in range(3)]
+    assert executor.redis.delete(*gone) == 3
+    again = AerJobSet.retrieve(job.job_id(), executor)
+    assert _counts(again.result(timeout=30), 3) == want
 
 
 def test_a_redis_that_may_evict_is_warned_about_once_per_executor():
