@@ -7,9 +7,11 @@ bytes written by redis-py in one pipeline per 1000, nothing else), then ``run()`
 many one-shot single-qubit sub-jobs (``max_job_size=1``) with no worker online, ``status()``
 and ``progress()`` at 0 %, Redis bytes per queued sub-job, ``cancel()``, and how long a
 4-sub-job set submitted right after the cancel takes once 2 workers start, with how many
-of the cancelled sub-jobs ran.  For the sizes in ``--run-sizes`` the set then runs on those
-workers: status and progress at 50 % and 100 %, and ``result()`` with the producer's peak
-Python memory (tracemalloc) beside what the merged Result keeps.
+of the cancelled sub-jobs ran, and what reading the live workers costs (as a submit does,
+from their index) beside a SCAN of every key for their heartbeats.  For the sizes in
+``--run-sizes`` the set then runs on those workers: status and progress at 50 % and
+100 %, and ``result()`` with the producer's peak Python memory (tracemalloc) beside what
+the merged Result keeps.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ from status_bench import timed_ms
 from jobset import CeleryExecutor, Settings, run
 from jobset.deadline import wait_for
 from jobset.local import LocalCluster, RedisServer
-from jobset.protocol import DEFAULT_QUEUE, batch_key, counts_key, runs_key
+from jobset.protocol import (
+    DEFAULT_QUEUE,
+    batch_key,
+    counts_key,
+    runs_key,
+    worker_keys_pattern,
+)
 
 
 def coins(n: int) -> list[QuantumCircuit]:
@@ -108,12 +116,18 @@ def one_size(n: int, *, run_it: bool) -> None:
                 after = run(AerSimulator(), coins(4), executor=ex, max_job_size=1, shots=4)
                 after.result(timeout=120)
                 next_s = time.perf_counter() - start
+                workers_ms = ms(ex.heartbeats)
+                scan_ms = ms(lambda: list(client.scan_iter(match=worker_keys_pattern(), count=500)))
                 ran = sum(int(v) for v in client.hvals(counts_key(job.job_id())))
                 started = len(client.hkeys(runs_key(job.job_id())))
                 print(
                     f"{'':>17}cancel() {cancel_s:.2f} s; the next 4-sub-job set done in "
                     f"{next_s:.2f} s; cancelled sub-jobs that ran afterwards: {started} "
                     f"(tallied {ran}); status {job.status().name}"
+                )
+                print(
+                    f"{'':>17}reading the live workers {workers_ms:.1f} ms from their index; "
+                    f"a SCAN of all {client.dbsize()} keys for them {scan_ms:.1f} ms"
                 )
                 if run_it:
                     run_to_completion(ex, circuits, n)

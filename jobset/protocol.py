@@ -42,7 +42,7 @@ import functools
 import re
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,15 @@ KEY_PREFIX = "jobset"
 WORKER_KEY_PREFIX = f"{KEY_PREFIX}:worker:"
 WORKER_HEARTBEAT_S = 10.0
 WORKER_TTL_S = 30
+# Every live worker's name, scored by the time of its last heartbeat, so that reading the
+# workers costs their number, not a SCAN of the whole keyspace (which grows with every
+# stored set).  A name leaves at its worker's stop, or this long after its last beat (the
+# heartbeat keys' own expiry says who is alive; the margin covers clocks that disagree).
+WORKERS_INDEX_KEY = f"{KEY_PREFIX}:workers"
+WORKER_INDEX_KEEP_S = 10 * WORKER_TTL_S
+# A Celery node name (name@host): what a worker's name read back from the index must be
+# before a key is built from it.
+WORKER_NAME = re.compile(r"[A-Za-z0-9_.@:+=-]{1,255}")
 
 
 INDEX_KEY = f"{KEY_PREFIX}:index"
@@ -287,6 +296,16 @@ def queue_list(queue: str, priority: int | None) -> str:
 
 def worker_key(hostname: str) -> str:
     return f"{WORKER_KEY_PREFIX}{hostname}"
+
+
+def worker_names(raw: Iterable[bytes | str]) -> list[str]:
+    """The well-formed worker names among ``raw`` (members of :data:`WORKERS_INDEX_KEY`)."""
+    names = []
+    for name in raw:
+        text = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+        if WORKER_NAME.fullmatch(text):
+            names.append(text)
+    return names
 
 
 def worker_keys_pattern(hostnames: str = "*") -> str:

@@ -35,7 +35,9 @@ from jobset.protocol import (
     OWNER_QUEUES_POLL_S,
     UNACKED_INDEX_KEY,
     WORKER_HEARTBEAT_S,
+    WORKER_INDEX_KEEP_S,
     WORKER_TTL_S,
+    WORKERS_INDEX_KEY,
     base_queue,
     is_owner_queue,
     worker_key,
@@ -143,7 +145,10 @@ class Heartbeat(bootsteps.StartStopStep):
         if self.broker is not None:
             self.broker.close()
         try:
-            worker.app.backend.client.delete(worker_key(worker.hostname))
+            pipe = worker.app.backend.client.pipeline(transaction=False)
+            pipe.delete(worker_key(worker.hostname))
+            pipe.zrem(WORKERS_INDEX_KEY, worker.hostname)
+            pipe.execute()
         except Exception:  # the broker may already be gone at shutdown
             logger.debug("could not remove heartbeat key", exc_info=True)
 
@@ -163,10 +168,13 @@ class Heartbeat(bootsteps.StartStopStep):
             # Sub-jobs running now: `jobset scale` drains only workers idle for a while.
             "active": len(worker_state.active_requests),
         }
+        now = time.time()
         try:
-            worker.app.backend.client.set(
-                worker_key(worker.hostname), json.dumps(record), ex=WORKER_TTL_S
-            )
+            pipe = worker.app.backend.client.pipeline(transaction=False)
+            pipe.set(worker_key(worker.hostname), json.dumps(record), ex=WORKER_TTL_S)
+            pipe.zadd(WORKERS_INDEX_KEY, {worker.hostname: now})
+            pipe.zremrangebyscore(WORKERS_INDEX_KEY, "-inf", now - WORKER_INDEX_KEEP_S)
+            pipe.execute()
         except Exception:
             logger.warning("heartbeat to Redis failed; will retry", exc_info=True)
 

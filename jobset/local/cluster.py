@@ -29,7 +29,7 @@ from ..deadline import Deadline, growing_sleep, poll
 from ..errors import ConfigurationError, JobSetStateError
 from ..executors.celery.connect import redis_client
 from ..executors.machine import available_cores
-from ..protocol import WORKER_KEY_PREFIX, worker_keys_pattern
+from ..protocol import WORKERS_INDEX_KEY, worker_key, worker_names
 from ..settings import MetricsSettings, Settings, variables
 from .processes import StartStop, free_port, kill_group, log_tail, spawn_logged, wait_exit
 from .server import RedisServer
@@ -304,16 +304,17 @@ class LocalCluster(StartStop):
         return handle
 
     def _wait_ready(self, handles: Sequence[WorkerHandle], deadline: Deadline) -> None:
-        """Poll Redis until each worker's heartbeat key appears; fail fast if one dies."""
+        """Poll Redis until each worker's heartbeat appears (the workers' index names it);
+        fail fast if one dies."""
         pending = {h.nodename.split("@", 1)[0] + "@": h for h in handles}
         client = redis_client(self.settings.backend_url, self.settings, socket_timeout=2.0)
 
         def all_beating() -> bool | None:
-            for key in client.scan_iter(match=worker_keys_pattern(f"local*-{self._id}@*")):
-                hostname = key.decode()[len(WORKER_KEY_PREFIX) :]
-                handle = pending.pop(hostname.split("@", 1)[0] + "@", None)
-                if handle is not None:
-                    handle.hostname = _heartbeat_hostname(client.get(key)) or hostname
+            for hostname in worker_names(client.zrange(WORKERS_INDEX_KEY, 0, -1)):
+                prefix = hostname.split("@", 1)[0] + "@"
+                beat = client.get(worker_key(hostname)) if prefix in pending else None
+                if beat is not None:  # None: not ours, or an earlier worker of the name, gone
+                    pending.pop(prefix).hostname = _heartbeat_hostname(beat) or hostname
             dead = [h for h in pending.values() if not h.running()]
             if dead:
                 failed("exited", dead)

@@ -35,6 +35,7 @@ from jobset.protocol import (
     UNACKED_INDEX_KEY,
     UNACKED_KEY,
     WORKER_KEY_PREFIX,
+    WORKERS_INDEX_KEY,
     ended_field,
     runs_key,
     started_field,
@@ -202,5 +203,10 @@ def stored_keys(client: Any) -> set[bytes]:
     own, kombu's tables of the queues they bind (written when a worker starts consuming,
     which may be after it is seen) and kombu's lock for restoring unacknowledged messages
     (taken and left to expire by any worker, at any time)."""
-    theirs = (WORKER_KEY_PREFIX.encode(), b"_kombu.binding", b"unacked_mutex")
+    theirs = (
+        WORKER_KEY_PREFIX.encode(),
+        WORKERS_INDEX_KEY.encode(),
+        b"_kombu.binding",
+        b"unacked_mutex",
+    )
     return {k for k in client.scan_iter(count=1000) if not k.startswith(theirs)}

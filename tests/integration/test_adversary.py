@@ -15,6 +15,7 @@ import pickle
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from hashlib import sha1
@@ -45,6 +46,7 @@ from jobset.protocol import (
     OWNER_QUEUES_KEY,
     PROTOCOL_VERSION,
     RUN_SUB_JOB_TASK,
+    WORKERS_INDEX_KEY,
     Kind,
     SubJobRef,
     backend_key,
@@ -65,7 +67,7 @@ pytestmark = pytest.mark.integration
 HEADER = len(MAGIC) + 1 + 32
 SET_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 PROJECT_KEY = re.compile(
-    rf"jobset:(index|owner-queues|worker:[^*?\[\]\x00]+|cache:[0-9a-f]{{64}}|"
+    rf"jobset:(index|owner-queues|workers|worker:[^*?\[\]\x00]+|cache:[0-9a-f]{{64}}|"
     rf"{SET_ID.pattern}:(record|backend|primitive|runs|cancelled|ends|"
     rf"(batch|result|cancelled):\d+))"
 )
@@ -299,6 +301,8 @@ def test_garbage_heartbeats_and_owner_queues_do_not_stop_anyone_from_submitting(
     }
     for key, value in bad.items():
         executor.redis.set(key, value, ex=60)
+    forged_names = [f"evil-{i}" for i in range(1, 6)]
+    executor.redis.zadd(WORKERS_INDEX_KEY, dict.fromkeys(forged_names, time.time()))
     executor.redis.zadd(OWNER_QUEUES_KEY, {"celery": 1, "jobset.cpu.owner.a*b": 1})
     try:
         circuits = qv_circuits(2, name="hb")
@@ -309,6 +313,7 @@ def test_garbage_heartbeats_and_owner_queues_do_not_stop_anyone_from_submitting(
         assert job.status() is JobStatus.DONE
     finally:
         executor.redis.delete(*bad)
+        executor.redis.zrem(WORKERS_INDEX_KEY, *forged_names)
         executor.redis.zrem(OWNER_QUEUES_KEY, "celery", "jobset.cpu.owner.a*b")
 
 

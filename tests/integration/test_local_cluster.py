@@ -14,10 +14,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from jobset import CeleryExecutor
 from jobset.deadline import wait_for
 from jobset.errors import ConfigurationError
 from jobset.local import RESERVED_PORT, LocalCluster, RedisServer
-from jobset.protocol import GPU_QUEUE, worker_key
+from jobset.protocol import GPU_QUEUE, WORKERS_INDEX_KEY, worker_key
 from jobset.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -135,9 +136,30 @@ def test_stop_worker_warm_shuts_down_one_worker_and_removes_its_heartbeat() -> N
         client = redis.Redis.from_url(local.settings.backend_url)
         try:
             assert heartbeat(client, first.hostname) is None
+            assert client.zscore(WORKERS_INDEX_KEY, first.hostname) is None
+            assert client.zscore(WORKERS_INDEX_KEY, local.workers[1].hostname) is not None
         finally:
             client.close()
         assert local.worker_pids == [local.workers[1].pid]
+
+
+def test_the_producer_reads_the_workers_from_their_index_not_from_a_scan_of_every_key(
+    cluster: LocalCluster,
+) -> None:
+    """A heartbeat key no index entry names is not read; a name that is not a worker's
+    name is not made into a key; the live workers are all found."""
+    with CeleryExecutor(cluster.settings) as executor:
+        client = executor.redis
+        stray = {"hostname": "stray@nowhere", "concurrency": 64}
+        client.set(worker_key("stray@nowhere"), json.dumps(stray), ex=60)
+        client.zadd(WORKERS_INDEX_KEY, {"../../x*": time.time(), "gone@nowhere": time.time()})
+        try:
+            names = sorted(record["hostname"] for record in executor.heartbeats())
+            assert names == sorted(cluster.worker_hostnames)
+            assert executor.slots() == 2
+        finally:
+            client.delete(worker_key("stray@nowhere"))
+            client.zrem(WORKERS_INDEX_KEY, "../../x*", "gone@nowhere")
 
 
 def test_every_worker_runs_with_exactly_the_settings_the_cluster_reports() -> None:

@@ -17,6 +17,7 @@ from jobset.protocol import (
     is_owner_queue,
     record_key,
     signed_key,
+    worker_names,
 )
 
 SET = str(uuid.UUID(int=42))
@@ -136,3 +137,17 @@ def test_only_well_formed_owner_queues_of_served_classes_are_consumed():
         "jobset.cpu.owner." + "a" * 65,
     ):
         assert not is_owner_queue(name, bases), name
+
+
+def test_only_well_formed_worker_names_from_the_index_become_keys():
+    raw = [
+        b"local0-1a2b@vm",
+        "celery@host.example",
+        b"*",
+        b"../x",
+        b"a b",
+        b"\xff@x",
+        b"",
+        b"x" * 300,
+    ]
+    assert worker_names(raw) == ["local0-1a2b@vm", "celery@host.example"]

@@ -24,11 +24,14 @@ from ...plan import Plan, SubBatch
 from ...protocol import (
     OWNER_QUEUES_KEY,
     OWNER_SEP,
+    WORKERS_INDEX_KEY,
     Dispatch,
     Kind,
     owner_queue,
     task_id,
+    worker_key,
     worker_keys_pattern,
+    worker_names,
 )
 from ...settings import Settings, redact_url
 from .. import admission
@@ -52,6 +55,8 @@ T = TypeVar("T")
 # Tries a broker command (a control broadcast: revoke) gets where Celery asks kombu for
 # none: kombu's own default retries until the broker is back, however long that takes.
 _BROKER_RETRIES = 1
+# Heartbeat records read per MGET.
+HEARTBEAT_READ_BATCH = 500
 
 
 class CeleryExecutor(Executor):
@@ -113,16 +118,25 @@ class CeleryExecutor(Executor):
 
     @maps_errors
     def heartbeats(self) -> list[dict[str, Any]]:
-        """The records live workers keep under ``jobset:worker:*``; unreadable ones skipped."""
+        """The records live workers keep under ``jobset:worker:*``; unreadable ones skipped.
+
+        The workers' index names them (one read, then one MGET per 500), so the cost
+        follows the number of workers, not the keyspace; workers that keep no index (an
+        older release) are found by a SCAN, as before."""
+        if self.redis.exists(WORKERS_INDEX_KEY):
+            names = worker_names(self.redis.zrange(WORKERS_INDEX_KEY, 0, -1))
+            keys = [worker_key(name) for name in names]
+        else:
+            keys = list(self.redis.scan_iter(match=worker_keys_pattern(), count=500))
         found = []
-        for key in self.redis.scan_iter(match=worker_keys_pattern(), count=500):
-            raw = self.redis.get(key)
-            try:
-                record = json.loads(raw) if raw else None
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                found.append(record)
+        for start in range(0, len(keys), HEARTBEAT_READ_BATCH):
+            for raw in self.redis.mget(keys[start : start + HEARTBEAT_READ_BATCH]):
+                try:
+                    record = json.loads(raw) if raw else None
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    found.append(record)
         return found
 
     @maps_errors
