@@ -298,12 +298,12 @@ def worker_key(hostname: str) -> str:
     return f"{WORKER_KEY_PREFIX}{hostname}"
 
 
-def worker_names(raw: Iterable[bytes | str]) -> list[str]:
+def worker_names(raw: Iterable[object]) -> list[str]:
     """The well-formed worker names among ``raw`` (members of :data:`WORKERS_INDEX_KEY`)."""
     names = []
     for name in raw:
         text = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
-        if WORKER_NAME.fullmatch(text):
+        if isinstance(text, str) and WORKER_NAME.fullmatch(text):
             names.append(text)
     return names
 
