@@ -74,7 +74,8 @@ WORKER_TTL_S = 30
 # Every live worker's name, scored by the time of its last heartbeat, so that reading the
 # workers costs their number, not a SCAN of the whole keyspace (which grows with every
 # stored set).  A name leaves at its worker's stop, or this long after its last beat (the
-# heartbeat keys' own expiry says who is alive; the margin covers clocks that disagree).
+# heartbeat keys' own expiry says who is alive; the margin covers clocks that disagree);
+# the index itself expires that long after the last beat of any worker.
 WORKERS_INDEX_KEY = f"{KEY_PREFIX}:workers"
 WORKER_INDEX_KEEP_S = 10 * WORKER_TTL_S
 # A Celery node name (name@host): what a worker's name read back from the index must be

@@ -174,6 +174,7 @@ class Heartbeat(bootsteps.StartStopStep):
             pipe.set(worker_key(worker.hostname), json.dumps(record), ex=WORKER_TTL_S)
             pipe.zadd(WORKERS_INDEX_KEY, {worker.hostname: now})
             pipe.zremrangebyscore(WORKERS_INDEX_KEY, "-inf", now - WORKER_INDEX_KEEP_S)
+            pipe.expire(WORKERS_INDEX_KEY, WORKER_INDEX_KEEP_S)
             pipe.execute()
         except Exception:
             logger.warning("heartbeat to Redis failed; will retry", exc_info=True)
