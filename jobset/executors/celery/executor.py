@@ -123,9 +123,10 @@ class CeleryExecutor(Executor):
         The workers' index names them (one read, then one MGET per 500), so the cost
         follows the number of workers, not the keyspace; workers that keep no index (an
         older release) are found by a SCAN, as before."""
-        if self.redis.exists(WORKERS_INDEX_KEY):
-            names = worker_names(self.redis.zrange(WORKERS_INDEX_KEY, 0, -1))
-            keys = [worker_key(name) for name in names]
+        # Redis keeps no empty sorted set: no member means no index.
+        indexed = self.redis.zrange(WORKERS_INDEX_KEY, 0, -1)
+        if indexed:
+            keys = [worker_key(name) for name in worker_names(indexed)]
         else:
             keys = list(self.redis.scan_iter(match=worker_keys_pattern(), count=500))
         found = []
